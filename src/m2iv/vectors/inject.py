@@ -1,0 +1,149 @@
+"""The injection engine: forward hooks that add in-context vectors to a model, removable as one handle.
+
+    vectors = InContextVectors.for_model(adapter)             # zeros: the model is unchanged
+    with apply(model, vectors, adapter) as handle:            # hooks on; removed on exit or error
+        logits = model(**inputs).logits
+
+Only `register_forward_hook` / `register_forward_pre_hook` are used: no module is replaced and no
+forward is patched, so state_dict keys and attention kernels stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from m2iv.errors import M2IVError
+from m2iv.models.adapter import ModelAdapter, discover
+from m2iv.vectors.operators import OPERATORS
+from m2iv.vectors.positions import TokenTracker
+from m2iv.vectors.vector import InContextVectors
+
+
+def _untuple(out):
+    """Branch outputs are a Tensor (MLP, v5 decoder layers) or a tuple whose first item is the state."""
+    return (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+
+
+def _retuple(h, rest):
+    return h if rest is None else (h, *rest)
+
+
+def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, tracker: TokenTracker):
+    """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
+    spec = vectors.sites[site]
+    op = OPERATORS[spec.operator]
+    v = vectors.vector(site)[row].to(h.dtype)  # (D,) or (H, Dh)
+    a = vectors.scale(site, "alpha")
+    b = vectors.scale(site, "beta")
+    a = None if a is None else a[row].to(h.dtype)  # () or (H,)
+    b = None if b is None else b[row].to(h.dtype)
+    x = h
+    if site == "attn_head":
+        B, T, _ = h.shape
+        x = h.view(B, T, vectors.num_heads, vectors.head_dim)  # (B, T, H, Dh)
+        a = None if a is None else a.unsqueeze(-1)  # (H, 1)
+        b = None if b is None else b.unsqueeze(-1)
+    new = op(x, v, a, b)
+    if site == "attn_head":
+        new = new.reshape(h.shape)
+    mask = tracker.mask(h)  # (B, T) or None
+    if mask is not None:
+        new = torch.where(mask.unsqueeze(-1), new, h)
+    return new
+
+
+def _output_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTracker):
+    # A factory, so that each hook captures its own site and row.
+    def hook(_module, _args, out):
+        h, rest = _untuple(out)
+        return _retuple(_apply_op(h, vectors, site, row, tracker), rest)
+
+    return hook
+
+
+def _input_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTracker):
+    def hook(_module, args):
+        return (_apply_op(args[0], vectors, site, row, tracker), *args[1:])
+
+    return hook
+
+
+def check_compatible(vectors: InContextVectors, adapter: ModelAdapter) -> None:
+    """Refuse vectors whose sizes do not fit the model, naming the first difference."""
+    for field in ("num_layers", "hidden_size", "num_heads", "head_dim"):
+        mine, theirs = getattr(vectors, field), getattr(adapter, field)
+        if mine != theirs:
+            raise M2IVError(f"vectors were made for {field}={mine} but this model ({adapter.family}) has "
+                            f"{field}={theirs}; use vectors trained on this model")
+
+
+class InjectionHandle:
+    """Owns every hook of one injection; `remove()` detaches them all and restores requires_grad."""
+
+    def __init__(self, model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter, tracker: TokenTracker):
+        self.model, self.vectors, self.adapter, self.tracker = model, vectors, adapter, tracker
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._frozen: list[tuple[nn.Parameter, bool]] = []
+
+    def set_query_start(self, query_start) -> None:
+        self.tracker.set_query_start(query_start)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        for p, flag in self._frozen:
+            p.requires_grad_(flag)
+        self._frozen.clear()
+
+    def __enter__(self) -> InjectionHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | None = None,
+           token_policy: str | None = None, freeze_base: bool = True) -> InjectionHandle:
+    """Attach `vectors` to `model`; the returned handle removes them. Base weights are frozen while
+    attached (gradients reach the vectors only) unless `freeze_base=False`."""
+    adapter = adapter or discover(model)
+    check_compatible(vectors, adapter)
+    policy = token_policy or vectors.token_policy
+    tracker = TokenTracker(policy, adapter.image_token_ids)
+    handle = InjectionHandle(model, vectors, adapter, tracker)
+    try:
+        if freeze_base:
+            vec_ids = {id(p) for p in vectors.parameters()}
+            for p in model.parameters():
+                if id(p) not in vec_ids:
+                    handle._frozen.append((p, p.requires_grad))
+                    p.requires_grad_(False)
+        handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
+        handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))
+        for site, spec in vectors.sites.items():
+            for row, layer in enumerate(spec.layers):
+                module = adapter.module(layer, site)
+                if site == "attn_head":
+                    handle._hooks.append(module.register_forward_pre_hook(_input_hook(vectors, site, row, tracker)))
+                else:
+                    handle._hooks.append(module.register_forward_hook(_output_hook(vectors, site, row, tracker)))
+    except BaseException:
+        handle.remove()
+        raise
+    return handle
+
+
+@contextmanager
+def apply(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | None = None,
+          token_policy: str | None = None, freeze_base: bool = True) -> Iterator[InjectionHandle]:
+    """Context-manager twin of `inject`: every hook is removed on exit, also after an exception."""
+    handle = inject(model, vectors, adapter, token_policy=token_policy, freeze_base=freeze_base)
+    try:
+        yield handle
+    finally:
+        handle.remove()

@@ -1,0 +1,53 @@
+"""How a vector enters a branch output h (paper notation in m2iv-method.md §2.3, §6).
+
+Every operator maps (h, v, alpha, beta) -> h', broadcasting over (B, T, ..., D):
+- additive:        h + a*v                              (LIVE-like form A, TV/FV adds)
+- linear:          b*h + a*v                            (I2CL; M²IV form B, the ζ/η pair)
+- norm_preserving: |h| * (h + a*v) / |h + a*v|          (LIVE's shift, norm kept per token)
+- icv:             |h| * n(n(h) + a(1 + max(0, cos(h, -v))) n(v))   (ICV, Liu+23; n = L2-normalize)
+- replace:         v                                    (Task Vectors patch a state outright)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Operator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+_EPS = 1e-6
+
+
+def additive(h, v, a, b=None):
+    return h + a * v
+
+
+def linear(h, v, a, b):
+    return b * h + a * v
+
+
+def norm_preserving(h, v, a, b=None):
+    shifted = h + a * v
+    return shifted * (h.norm(dim=-1, keepdim=True) / shifted.norm(dim=-1, keepdim=True).clamp_min(_EPS))
+
+
+def icv(h, v, a, b=None):
+    cos = F.cosine_similarity(h, -v.expand_as(h), dim=-1, eps=_EPS).unsqueeze(-1)
+    mixed = F.normalize(h, dim=-1, eps=_EPS) + a * (1 + cos.clamp_min(0)) * F.normalize(v, dim=-1, eps=_EPS)
+    return h.norm(dim=-1, keepdim=True) * F.normalize(mixed, dim=-1, eps=_EPS)
+
+
+def replace(h, v, a=None, b=None):
+    return v.expand_as(h)
+
+
+OPERATORS: dict[str, Operator] = {
+    "additive": additive, "linear": linear, "norm_preserving": norm_preserving, "icv": icv, "replace": replace}
+# Scalars each operator learns per (layer[, head]); "alpha" scales v, "beta" scales h.
+OPERATOR_SCALES: dict[str, tuple[str, ...]] = {
+    "additive": ("alpha",), "linear": ("alpha", "beta"), "norm_preserving": ("alpha",), "icv": ("alpha",),
+    "replace": ()}
+# Value at which a scale leaves h unchanged for a zero vector (beta) or gives v its full weight (alpha).
+SCALE_INIT = {"alpha": 1.0, "beta": 1.0}

@@ -1,0 +1,184 @@
+"""In-context vectors: per-layer vectors and weight factors on the MHA and MLP branches.
+
+One `InContextVectors` holds, for each site it uses, a vector per selected layer and the scalars its
+operator needs (see `operators.py`):
+
+    site       tensor shapes (n = number of selected layers)     hooks (see models/adapter.py)
+    attn       vector (n, D)      alpha/beta (n,)                MHA branch output, after o_proj
+    attn_head  vector (n, H, Dh)  alpha/beta (n, H)              o_proj input, one shift per head
+    mlp        vector (n, D)      alpha/beta (n,)                MLP branch output
+    layer      vector (n, D)      alpha/beta (n,)                decoder-layer output (residual stream)
+
+M²IV uses `attn` + `mlp` with the `linear` operator; baselines use the other combinations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from m2iv.errors import M2IVError
+from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS, SCALE_INIT
+
+SITES = ("attn", "attn_head", "mlp", "layer")
+TOKEN_POLICIES = ("all", "text", "query", "generated", "last")
+ACTIVATIONS = ("identity", "sigmoid")
+
+
+@dataclass
+class SiteSpec:
+    operator: str = "linear"
+    layers: list[int] = field(default_factory=list)
+    scale_activation: str = "identity"  # "sigmoid" keeps a learned alpha in (0, 1), as LIVE does
+
+    def validate(self, site: str, num_layers: int) -> None:
+        if site not in SITES:
+            raise M2IVError(f"unknown site {site!r}; sites are {', '.join(SITES)}")
+        if self.operator not in OPERATORS:
+            raise M2IVError(f"unknown operator {self.operator!r} at site {site}; operators are {', '.join(OPERATORS)}")
+        if self.scale_activation not in ACTIVATIONS:
+            raise M2IVError(f"unknown scale_activation {self.scale_activation!r}; use {' or '.join(ACTIVATIONS)}")
+        if not self.layers or any(not 0 <= i < num_layers for i in self.layers) or len(set(self.layers)) != len(
+                self.layers):
+            raise M2IVError(f"site {site} layers {self.layers} must be distinct indices in [0, {num_layers})")
+
+
+class InContextVectors(nn.Module):
+    """Trainable vectors + weight factors; `vector(site)` and `scale(site, name)` are what hooks read."""
+
+    def __init__(self, *, num_layers: int, hidden_size: int, num_heads: int, head_dim: int,
+                 sites: dict[str, SiteSpec], token_policy: str = "all", method: str = "m2iv",
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if token_policy not in TOKEN_POLICIES:
+            raise M2IVError(f"unknown token policy {token_policy!r}; policies are {', '.join(TOKEN_POLICIES)}")
+        if not sites:
+            raise M2IVError("in-context vectors need at least one site")
+        self.num_layers, self.hidden_size, self.num_heads, self.head_dim = num_layers, hidden_size, num_heads, head_dim
+        self.token_policy, self.method = token_policy, method
+        self.sites: dict[str, SiteSpec] = {}
+        self.params = nn.ParameterDict()
+        for site, spec in sites.items():
+            spec = SiteSpec(spec.operator, sorted(spec.layers), spec.scale_activation)
+            spec.validate(site, num_layers)
+            self.sites[site] = spec
+            n = len(spec.layers)
+            vshape = (n, num_heads, head_dim) if site == "attn_head" else (n, hidden_size)
+            sshape = (n, num_heads) if site == "attn_head" else (n,)
+            self.params[f"{site}__vector"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
+            for name in OPERATOR_SCALES[spec.operator]:
+                init = SCALE_INIT[name]
+                if spec.scale_activation == "sigmoid":
+                    init = 0.0  # sigmoid(0) = 0.5, LIVE's initial weight
+                self.params[f"{site}__{name}"] = nn.Parameter(torch.full(sshape, init, dtype=dtype))
+
+    @classmethod
+    def for_model(cls, adapter, sites: tuple[str, ...] | list[str] = ("attn", "mlp"), operator: str = "linear",
+                  layers: list[int] | None = None, **kw) -> InContextVectors:
+        """Zero vectors with identity weight factors for every decoder layer of `adapter`'s model."""
+        lay = list(range(adapter.num_layers)) if layers is None else list(layers)
+        return cls(num_layers=adapter.num_layers, hidden_size=adapter.hidden_size, num_heads=adapter.num_heads,
+                   head_dim=adapter.head_dim, sites={s: SiteSpec(operator, lay) for s in sites}, **kw)
+
+    # -- what hooks read -------------------------------------------------------------------------
+    def vector(self, site: str) -> torch.Tensor:
+        return self.params[f"{site}__vector"]
+
+    def scale(self, site: str, name: str) -> torch.Tensor | None:
+        key = f"{site}__{name}"
+        if key not in self.params:
+            return None
+        p = self.params[key]
+        return torch.sigmoid(p) if self.sites[site].scale_activation == "sigmoid" else p
+
+    # -- description and (de)serialisation --------------------------------------------------------
+    def spec(self) -> dict:
+        return {"method": self.method, "token_policy": self.token_policy, "num_layers": self.num_layers,
+                "hidden_size": self.hidden_size, "num_heads": self.num_heads, "head_dim": self.head_dim,
+                "sites": {s: asdict(sp) for s, sp in self.sites.items()}}
+
+    @classmethod
+    def from_spec(cls, spec: dict, dtype: torch.dtype = torch.float32) -> InContextVectors:
+        try:
+            sites = {s: SiteSpec(**sp) for s, sp in spec["sites"].items()}
+            return cls(num_layers=spec["num_layers"], hidden_size=spec["hidden_size"], num_heads=spec["num_heads"],
+                       head_dim=spec["head_dim"], sites=sites, token_policy=spec.get("token_policy", "all"),
+                       method=spec.get("method", "m2iv"), dtype=dtype)
+        except (KeyError, TypeError) as e:
+            raise M2IVError(f"vector spec is missing or has a malformed field ({e})") from None
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Portable tensor names `layers.{i}.{site}.{param}` (i = model layer index)."""
+        out: dict[str, torch.Tensor] = {}
+        for key, p in self.params.items():
+            site, name = key.split("__")
+            for row, layer in enumerate(self.sites[site].layers):
+                out[f"layers.{layer}.{site}.{name}"] = p.detach()[row].contiguous().cpu()
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.to_tensors()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise M2IVError(f"vector tensors do not match the config: missing {missing[:3]}, unexpected {extra[:3]}")
+        for name, ref in expected.items():
+            if tuple(tensors[name].shape) != tuple(ref.shape):
+                raise M2IVError(f"tensor {name} has shape {tuple(tensors[name].shape)}, config implies "
+                                f"{tuple(ref.shape)}")
+        with torch.no_grad():
+            for key, p in self.params.items():
+                site, name = key.split("__")
+                for row, layer in enumerate(self.sites[site].layers):
+                    p[row].copy_(tensors[f"layers.{layer}.{site}.{name}"])
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- composition (the library builds on these) -----------------------------------------------
+    def _check_same_layout(self, other: InContextVectors) -> None:
+        if self.spec() | {"method": ""} != other.spec() | {"method": ""}:
+            raise M2IVError("cannot combine vectors with different sites, layers, operators or model sizes")
+
+    def combine(self, weights: list[float], others: list[InContextVectors]) -> InContextVectors:
+        """Weighted sum of effective vectors (alpha * v) per branch, over `self` and `others` (same layout).
+
+        The result carries alpha = 1 (identity activation), so it injects exactly sum_i w_i * alpha_i * v_i;
+        scales on h (beta) are taken from `self`.
+        """
+        items = [self, *others]
+        if len(weights) != len(items):
+            raise M2IVError(f"got {len(weights)} weights for {len(items)} vector sets")
+        for o in others:
+            self._check_same_layout(o)
+        sites = {s: SiteSpec(sp.operator, sp.layers, "identity") for s, sp in self.sites.items()}
+        out = InContextVectors(num_layers=self.num_layers, hidden_size=self.hidden_size, num_heads=self.num_heads,
+                               head_dim=self.head_dim, sites=sites, token_policy=self.token_policy,
+                               method="composed")
+        with torch.no_grad():
+            for site in self.sites:
+                eff = 0
+                for w, item in zip(weights, items):
+                    a = item.scale(site, "alpha")
+                    v = item.vector(site)
+                    a = torch.ones(v.shape[: v.dim() - 1]) if a is None else a
+                    eff = eff + w * a.unsqueeze(-1) * v
+                out.params[f"{site}__vector"].copy_(eff)
+                if f"{site}__alpha" in out.params:
+                    out.params[f"{site}__alpha"].fill_(1.0)
+                if f"{site}__beta" in out.params:
+                    out.params[f"{site}__beta"].copy_(self.scale(site, "beta"))
+        return out
+
+    def __add__(self, other: InContextVectors) -> InContextVectors:
+        return self.combine([1.0, 1.0], [other])
+
+    def __mul__(self, w: float) -> InContextVectors:
+        return self.combine([float(w)], [])
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> InContextVectors:
+        return self * -1.0

@@ -1,0 +1,71 @@
+"""Tiny random models of every family (built in code, cached per session) and input builders."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from m2iv.models.families import FAMILIES  # noqa: E402
+from m2iv.models.loading import LoadedModel, load_model  # noqa: E402
+
+ALL_FAMILIES = list(FAMILIES)
+VLM_FAMILIES = [f for f, fam in FAMILIES.items() if fam.kind == "vlm"]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(family: str) -> LoadedModel:
+    return load_model(f"tiny:{family}")
+
+
+def image(seed: int, size: tuple[int, int] = (40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def prompt_text(lm: LoadedModel, question: str, n_images: int) -> str:
+    content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+    msgs = [{"role": "user", "content": content if lm.is_vlm else question}]
+    return lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
+                                            chat_template=getattr(lm.processor, "chat_template", None))
+
+
+def make_inputs(lm: LoadedModel, questions: list[str], n_images: list[int] | None = None, seed: int = 0) -> dict:
+    """A (left-padded) batch; sample i carries n_images[i] images (default 1 for VLMs)."""
+    if not lm.is_vlm:
+        texts = [prompt_text(lm, q, 0) for q in questions]
+        return dict(lm.tokenizer(texts, return_tensors="pt", padding=True))
+    n_images = n_images or [1] * len(questions)
+    texts = [prompt_text(lm, q, n) for q, n in zip(questions, n_images)]
+    imgs = [[image(seed + 10 * i + j) for j in range(n)] for i, n in enumerate(n_images)]
+    lm.tokenizer.padding_side = "left"
+    return dict(lm.processor(text=texts, images=imgs, return_tensors="pt", padding=True))
+
+
+@pytest.fixture(params=ALL_FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=VLM_FAMILIES)
+def vlm_family(request) -> str:
+    return request.param
+
+
+def random_vectors(lm: LoadedModel, sites=("attn", "mlp"), operator="linear", scale=0.5, seed=0, **kw):
+    from m2iv.vectors import InContextVectors
+
+    vec = InContextVectors.for_model(lm.adapter, sites=sites, operator=operator, **kw)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for site in vec.sites:
+            v = vec.vector(site)
+            v.copy_(torch.randn(v.shape, generator=g) * scale)
+    return vec
