@@ -69,3 +69,44 @@ def random_vectors(lm: LoadedModel, sites=("attn", "mlp"), operator="linear", sc
             v = vec.vector(site)
             v.copy_(torch.randn(v.shape, generator=g) * scale)
     return vec
+
+
+def write_samples(root, n: int, n_images: int = 1, prefix: str = "s") -> list:
+    """n samples with real PNG files under root; answers cycle through a few colour words."""
+    from m2iv.data.sample import Sample
+
+    root.mkdir(parents=True, exist_ok=True)
+    colours = ["red", "blue", "green", "yellow"]
+    out = []
+    for i in range(n):
+        paths = []
+        for j in range(n_images):
+            p = root / f"{prefix}{i}_{j}.png"
+            image(1000 + 7 * i + j).save(p)
+            paths.append(str(p))
+        out.append(Sample(id=f"{prefix}{i}", images=tuple(paths), question=f"What colour is object {i}?",
+                          answers=(colours[i % 4],) * 3, split="test"))
+    return out
+
+
+def write_vqav2(root, n_train: int = 10, n_val: int = 6):
+    """A VQAv2 fixture in the official layout (questions + annotations JSON, COCO images), 10 answers each."""
+    import json
+
+    colours = ["red", "blue", "green", "yellow"]
+    for split, n in (("train", n_train), ("val", n_val)):
+        qs, anns = [], []
+        img_dir = root / "vqav2" / f"{split}2014"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image_id = 1000 * (split == "val") + i
+            image(image_id).save(img_dir / f"COCO_{split}2014_{image_id:012d}.jpg")
+            qid = image_id * 10
+            ans = colours[i % 4]
+            qs.append({"image_id": image_id, "question": "What colour is it?", "question_id": qid})
+            anns.append({"question_id": qid, "image_id": image_id, "question_type": "what color",
+                         "answer_type": "other", "multiple_choice_answer": ans,
+                         "answers": [{"answer": ans, "answer_confidence": "yes", "answer_id": j} for j in range(1, 11)]})
+        (root / "vqav2" / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": qs}))
+        (root / "vqav2" / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": anns}))
+    return root

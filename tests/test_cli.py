@@ -40,3 +40,34 @@ def test_demo_runs_its_checks(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "logits identical to the plain model: True" in out and "not in this version yet" in out
+
+
+def test_eval_icl_on_vqav2_fixture_end_to_end(tmp_path):
+    from conftest import write_vqav2
+
+    write_vqav2(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["eval", "tiny:idefics2", "--task", "vqav2", "--data-root", str(tmp_path / "data"), "--method", "icl",
+            "--shots", "4", "--out", str(out)]
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "vqav2" and summary["shots"] == 4 and summary["n"] == 6
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 6
+    again = run(*args)  # a finished run resumes to the same files
+    assert again.returncode == 0 and json.loads((out / "summary.json").read_text())["score"] == summary["score"]
+
+
+def test_eval_easy_vqa_zero_shot_llava(tmp_path):
+    r = run("eval", "tiny:llava", "--task", "easy-vqa", "--method", "zero-shot", "--limit", "20",
+            "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n"] == 20 and summary["metric"] == "exact_match"
+
+
+def test_missing_data_root_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "m2iv.cli.main", "eval", "tiny:llava", "--task", "vqav2",
+                        "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and str(tmp_path / "nowhere") in r.stderr and r.stderr.count("\n") == 1

@@ -10,20 +10,23 @@ from m2iv.errors import M2IVError
 EPILOG = """examples:
   m2iv inspect tiny:qwen2_vl --json        # decoder layers, sizes, image tokens, injection sites
   m2iv inspect /path/to/hf/model            # any local Idefics2/3, SmolVLM, Qwen2(.5)-VL, LLaVA(-NeXT/-OV), Llama...
+  m2iv eval tiny:llava --task easy-vqa --method zero-shot --limit 20 --out runs/zs
+  m2iv tasks                                # registered tasks
   m2iv demo                                 # the main job on the sandbox model
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from m2iv import __version__
-    from m2iv.cli import demo, inspect
+    from m2iv.cli import demo, evaluate, inspect, train
 
     parser = argparse.ArgumentParser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m2iv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (inspect, demo):
+    for module in (inspect, train, evaluate, demo):
         module.add_parser(sub)
+    evaluate.add_tasks_parser(sub)
     return parser
 
 

@@ -168,3 +168,18 @@ def discover(model: nn.Module, family: str | None = None, tokenizer=None, layers
         num_kv_heads=getattr(tc, "num_key_value_heads", None) or heads, head_dim=head_dim, attn_name=attn,
         mlp_name=mlp, o_proj_name=oproj, image_token_ids=img, image_wrapper_ids=wrap,
         fingerprint=architecture_fingerprint(model), layers=layer_list)
+
+
+def weights_fingerprint(model: nn.Module, per_tensor: int = 256) -> str:
+    """Hash of architecture plus a strided sample of every parameter's values: tells checkpoints apart
+    (cheap enough for every evaluation summary and teacher-cache key)."""
+    import torch
+
+    h = hashlib.sha256(architecture_fingerprint(model).encode())
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // per_tensor)
+            h.update(name.encode())
+            h.update(flat[::step][:per_tensor].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

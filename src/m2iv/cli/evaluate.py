@@ -1,0 +1,70 @@
+"""`m2iv eval MODEL --task T --method M`: the harness every method is measured with."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from m2iv.cli.common import add_model_args, load_from_args
+
+EXAMPLES = """examples:
+  m2iv eval tiny:llava --task easy-vqa --method zero-shot --limit 20 --out runs/llava-zs
+  m2iv eval tiny:idefics2 --task vqav2 --data-root ~/data --method icl --shots 4 --out runs/icl4
+  m2iv eval sandbox --task easy-vqa --method m2iv --vectors out/easy-vqa --out runs/m2iv
+  accelerate launch -m m2iv.cli.main eval ...      # examples sharded across processes
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a method on a task", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--task", required=True, help="task name (see `m2iv tasks`), jsonl:<file> or a task .json")
+    p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
+    p.add_argument("--shots", type=int, default=0, help="demonstrations per query (icl) or teacher shots")
+    p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
+    p.add_argument("--vectors", default=None, help="vector directory to evaluate (vector methods)")
+    p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
+    p.add_argument("--on-bad-image", default="skip", choices=["skip", "stop"],
+                   help="skip (and record) examples with unreadable images, or stop")
+    p.add_argument("--out", required=True, help="output folder (rerun into it to resume)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.methods import get_method
+
+    task = get_task(args.task)
+    method = get_method(args.method, {"vectors": args.vectors, "strict": not args.no_strict, "shots": args.shots})
+    lm = load_from_args(args)
+    cfg = EvalConfig(shots=args.shots, selection=args.selection, limit=args.limit, batch_size=args.batch_size,
+                     seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
+    summary = evaluate(lm, task, method, cfg, args.out)
+    if summary:
+        keys = ("task", "method", "shots", "n", "metric", "score", "mean_prompt_tokens", "mean_latency_ms",
+                "peak_memory_mb")
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
+        if summary["skipped"]:
+            print(f"skipped {len(summary['skipped'])} example(s) with unreadable images; see {args.out}/summary.json")
+        print(f"wrote {args.out}/predictions.jsonl and {args.out}/summary.json")
+    return 0
+
+
+def add_tasks_parser(sub) -> None:
+    p = sub.add_parser("tasks", help="list the registered tasks", epilog="example: m2iv tasks")
+    p.set_defaults(func=list_tasks)
+
+
+def list_tasks(args: argparse.Namespace) -> int:
+    from m2iv.evaluate.tasks import TASKS
+
+    for name in TASKS:
+        t = TASKS.get(name)
+        print(f"{name:<15} {t.metric:<13} {t.description}")
+    return 0

@@ -1,0 +1,1 @@
+"""Datasets, demonstration selection and prompts."""

@@ -1,0 +1,1 @@
+"""Evaluation: tasks, the runner, and metrics ported from the official evaluation code."""

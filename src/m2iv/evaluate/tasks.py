@@ -1,0 +1,137 @@
+"""Tasks (lm-evaluation-harness style): a dataset + prompt template + answer post-processing + metric,
+addressed by name. Built-in: the seven benchmarks of the field (official local files under
+--data-root / M2IV_DATA) and easy-vqa (shipped on PyPI). A user task is a JSON file with the same
+fields, or `jsonl:<path>` for the generic JSONL format.
+
+    task = get_task("vqav2");  splits = task.splits(data_root, seed=0)  # train / support / test
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from m2iv.data.sample import Sample
+from m2iv.errors import M2IVError
+from m2iv.registry import Registry
+
+VQA_INSTRUCTION = "{question} Answer the question using a single word or phrase."
+CAPTION_INSTRUCTION = "Describe the image in one short sentence."
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    dataset: str  # a DATASETS name (see data/datasets.py)
+    metric: str  # a METRICS name (see evaluate/metrics.py)
+    test_split: str  # source split the test queries come from
+    support_split: str  # source split demonstrations and training queries come from
+    instruction: str = VQA_INSTRUCTION  # "{question}" is filled in
+    answer_template: str = "{answer}"  # how a demonstration's answer is written
+    postprocess: str = "short_answer"  # see POSTPROCESS
+    max_new_tokens: int = 10
+    n_support: int = 256  # demonstration pool size
+    n_train: int | None = 1000  # training queries for vector methods (None: all remaining)
+    n_test: int | None = None  # None: the whole test split
+    data_path: str = ""  # jsonl tasks: the file or folder
+    description: str = ""
+    version: int = 1
+
+    def load(self, split: str, root: str | Path | None) -> list[Sample]:
+        from m2iv.data.datasets import load_dataset
+
+        return load_dataset(self.dataset, split, self.data_path or root)
+
+    def splits(self, root: str | Path | None = None, seed: int = 0) -> dict[str, list[Sample]]:
+        """Disjoint train/support/test lists fixed by `seed` (demonstrations never come from test).
+
+        Counts are capped to what the data holds: with one source split, support takes at most a quarter
+        and train at most half of the rest, test the remainder (or n_test); with separate splits, support
+        takes at most half of the support split and train the rest (up to n_train).
+        """
+        from m2iv.data.datasets import make_splits
+
+        if self.test_split == self.support_split:
+            pool = self.load(self.test_split, root)
+            n_support = max(1, min(self.n_support, len(pool) // 4))
+            n_train = min(self.n_train or len(pool), (len(pool) - n_support) // 2)
+            n_test = None if self.n_test is None else min(self.n_test, len(pool) - n_support - n_train)
+            return make_splits(pool, seed=seed, n_support=n_support, n_test=n_test, n_train=n_train)
+        pool = self.load(self.support_split, root)
+        n_support = max(1, min(self.n_support, len(pool) // 2))
+        n_train = min(self.n_train or len(pool), len(pool) - n_support)
+        parts = make_splits(pool, seed=seed, n_support=n_support, n_test=0, n_train=None)
+        test = self.load(self.test_split, root)
+        if self.n_test is not None:
+            import random
+
+            test = sorted(test, key=lambda s: s.id)
+            random.Random(seed).shuffle(test)
+            test = test[: self.n_test]
+        return {"train": parts["train"][:n_train], "support": parts["support"], "test": test}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _short_answer(text: str) -> str:
+    text = text.strip().split("\n")[0].strip()
+    text = re.sub(r"^(answer|a)\s*:\s*", "", text, flags=re.I)
+    return text.rstrip(".").strip().lower()  # the official VQA eval compares case-sensitively
+
+
+def _sentence(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+POSTPROCESS = {"short_answer": _short_answer, "sentence": _sentence, "none": lambda t: t}
+
+TASKS: Registry[Task] = Registry("task")
+for _t in [
+    Task("vqav2", "vqav2", "vqa_accuracy", "val", "train", description="VQAv2 open-ended, val questions"),
+    Task("okvqa", "okvqa", "vqa_accuracy", "val", "train", description="OK-VQA, val questions"),
+    Task("vizwiz", "vizwiz", "vqa_accuracy", "val", "train",
+         instruction="{question} Answer the question using a single word or phrase. If it cannot be answered, "
+                     "answer unanswerable.", description="VizWiz VQA, val"),
+    Task("gqa", "gqa", "gqa_accuracy", "testdev", "train", description="GQA balanced, test-dev"),
+    Task("textvqa", "textvqa", "vqa_accuracy", "val", "train", description="TextVQA 0.5.1, val"),
+    Task("coco_captions", "coco_captions", "cider_d", "test", "train", instruction=CAPTION_INSTRUCTION,
+         postprocess="sentence", max_new_tokens=30, description="COCO captions, Karpathy test split"),
+    Task("flickr30k", "flickr30k", "cider_d", "test", "train", instruction=CAPTION_INSTRUCTION,
+         postprocess="sentence", max_new_tokens=30, description="Flickr30k, Karpathy test split"),
+    Task("easy-vqa", "easy_vqa", "exact_match", "test", "train", n_test=500,
+         description="easy-vqa (PyPI): coloured shapes, 13 answers; no download"),
+]:
+    TASKS.register(_t.name, _t)
+
+
+def get_task(name: str) -> Task:
+    """A registered name, `jsonl:<path>`, or a path to a task JSON file."""
+    if name.startswith("jsonl:"):
+        path = name.split(":", 1)[1]
+        return Task(f"jsonl:{Path(path).name}", "jsonl", "vqa_accuracy", "test", "test", data_path=path,
+                    n_support=64, n_train=None, description=f"user JSONL data at {path}")
+    if name.endswith(".json") and Path(name).is_file():
+        try:
+            spec = json.loads(Path(name).read_text())
+        except json.JSONDecodeError as e:
+            raise M2IVError(f"task file {name} is not valid JSON ({e.msg}, line {e.lineno})") from None
+        known = {f.name for f in fields(Task)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise M2IVError(f"task file {name} has unknown field(s) {unknown}; fields are {sorted(known)}")
+        try:
+            return Task(**spec)
+        except TypeError as e:
+            raise M2IVError(f"task file {name} is incomplete ({e}); it needs name, dataset, metric, "
+                            "test_split, support_split") from None
+    return TASKS.get(name)
+
+
+def postprocess(task: Task, text: str) -> str:
+    return POSTPROCESS[task.postprocess](text)
+
+
+__all__ = ["TASKS", "Task", "get_task", "postprocess"]

@@ -1,0 +1,94 @@
+"""Methods as plug-ins: every way of adapting a model to a task (zero-shot, ICL, M²IV, each baseline)
+answers the same three questions for the evaluation runner and the trainer:
+
+- `prompt_shots(shots)`: how many demonstrations go into the prompt (ICL: all; vector methods: none);
+- `prepare(lm, task, splits, options)`: fit or load what the method needs (vectors, masks);
+- `inference(lm)`: a context manager active while the model answers (hooks on, then removed).
+
+A method registers itself with `register_method(name, cls)`; `m2iv eval --method NAME` looks it up.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from m2iv.registry import Registry
+
+
+class Method:
+    name = "base"
+    uses_vectors = False
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+        self.vectors = None  # InContextVectors once prepared, for vector methods
+        self.vector_config: dict = {}
+
+    def prompt_shots(self, shots: int) -> int:
+        return 0
+
+    def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
+        """Fit or load; called once before evaluation."""
+
+    def inference(self, lm):
+        return nullcontext()
+
+    def describe(self) -> dict:
+        return {"method": self.name, **({"vectors": self.options.get("vectors")} if self.uses_vectors else {})}
+
+
+class ZeroShot(Method):
+    name = "zero-shot"
+
+
+class ICL(Method):
+    name = "icl"
+
+    def prompt_shots(self, shots: int) -> int:
+        return shots
+
+
+class LoadedVectors(Method):
+    """Evaluate any vector directory (`--vectors DIR`): zero-shot prompt with the vectors injected.
+    Training methods subclass this and fill `self.vectors` in `prepare` instead of loading."""
+
+    name = "vectors"
+    uses_vectors = True
+
+    def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
+        from m2iv.errors import M2IVError
+        from m2iv.vectors.format import load_vectors
+
+        path = self.options.get("vectors")
+        if not path:
+            raise M2IVError(f"--method {self.name} needs --vectors DIR (a vector directory from `m2iv train`)")
+        self.vectors, self.vector_config = load_vectors(path, adapter=lm.adapter,
+                                                        strict=self.options.get("strict", True),
+                                                        device=lm.model.device)
+        if self.name not in ("vectors", self.vector_config.get("method")):
+            raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
+                            f"use --method {self.vector_config.get('method')} or --method vectors")
+
+    @contextmanager
+    def inference(self, lm):
+        from m2iv.vectors.inject import apply
+
+        with apply(lm.model, self.vectors, lm.adapter) as handle:
+            yield handle
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str, cls: type[Method]) -> None:
+    METHODS.register(name, cls)
+
+
+register_method("zero-shot", ZeroShot)
+register_method("icl", ICL)
+register_method("vectors", LoadedVectors)
+
+
+def get_method(name: str, options: dict[str, Any] | None = None) -> Method:
+    return METHODS.get(name)(options)

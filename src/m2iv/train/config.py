@@ -1,0 +1,58 @@
+"""Training recipe for learned in-context vectors (M²IV and the trained baselines).
+
+Every unknown of the M²IV paper (m2iv-method.md §2) is a field here with a documented default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from m2iv.errors import M2IVError
+
+
+@dataclass
+class TeacherConfig:
+    shots: int = 16  # N-shot ICL teacher (the paper's main protocol is 16-shot)
+    selection: str = "random"  # how the teacher's demonstrations are drawn (random | fixed | rices)
+    draws: int = 1  # demonstration sets per training query (shuffles / different draws)
+    topk: int | None = 64  # teacher logits kept per answer token; None keeps the full distribution
+    hidden_states: bool = False  # also cache per-layer hidden states (alignment losses, e.g. MimIC)
+    context_window: int | None = None  # limit shots to what fits (None: the model's own window)
+    ensemble: int = 1  # >1: product of experts over this many disjoint contexts (many-shot past the window)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_vectors: float = 1e-2  # vectors move far from zero; the paper's rates are unknown
+    lr_scales: float = 1e-2  # weight factors (alpha / beta)
+    weight_decay: float = 1e-3  # as I2CL / LIVE / MimIC
+    warmup: float = 0.1  # fraction of steps with linear warmup, then cosine to 0
+    clip: float = 1.0
+    bf16: bool = False  # bf16 autocast (CPU and CUDA)
+    seed: int = 0
+    val_every: int = 50  # validate every K optimizer steps; the best checkpoint is kept
+    val_size: int = 64  # training queries held out for validation
+    checkpoint_every: int = 25
+    # Losses (m2iv-method.md §2.4): L = w_mimicry * KL(teacher || student) + w_synergy * L_syn + w_ce * CE.
+    w_mimicry: float = 1.0
+    w_synergy: float = 0.1
+    w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
+    temperature: float = 1.0
+    synergy: str = "decorrelation"  # decorrelation | barlow | none (see losses.py)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teacher, dict):
+            self.teacher = TeacherConfig(**self.teacher)
+        if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
+            raise M2IVError("steps, batch_size and grad_accum must be positive")
+        if self.w_mimicry == self.w_ce == self.w_synergy == 0:
+            raise M2IVError("every loss weight is 0: nothing to train")
+        if self.synergy not in ("decorrelation", "barlow", "none"):
+            raise M2IVError(f"unknown synergistic loss {self.synergy!r}; use decorrelation, barlow or none")
+
+    def to_json(self) -> dict:
+        return asdict(self)

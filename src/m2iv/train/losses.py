@@ -1,0 +1,60 @@
+"""The three M²IV losses (m2iv-method.md §2.4), one small function each.
+
+Shapes: logits (B, A, V) at the A answer positions; labels (B, A) with -100 on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mimicry(student_logits: torch.Tensor, teacher_values: torch.Tensor, teacher_index: torch.Tensor | None,
+            mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) per answer token, averaged over real tokens.
+
+    With top-k teacher logits (values, index: (B, A, k)) the teacher distribution is renormalised over its
+    top k and the student's log-probabilities are read at the same k tokens (of its full softmax).
+    """
+    s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (B, A, V)
+    if teacher_index is not None:
+        s_logp = s_logp.gather(-1, teacher_index)  # (B, A, k)
+    t_logp = F.log_softmax(teacher_values.float() / temperature, dim=-1)  # (B, A, k|V)
+    p = t_logp.exp()
+    kl = torch.where(p > 0, p * (t_logp - s_logp), torch.zeros_like(p)).sum(-1)  # (B, A); 0 log 0 = 0
+    m = mask.float()
+    return (kl * m).sum() / m.sum().clamp_min(1) * temperature**2
+
+
+def supervised(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the ground-truth answer tokens."""
+    return F.cross_entropy(student_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def synergy_decorrelation(v_attn: torch.Tensor, v_mlp: torch.Tensor) -> torch.Tensor:
+    """Mean squared cosine between each layer's MHA and MLP vectors (L, D).
+
+    Default synergistic term: the paper assigns the two branches complementary roles (MHA: cross-modal
+    fidelity; MLP: fine-grained semantics), so each layer's two vectors are pushed towards orthogonal
+    directions instead of both learning the same shift. It is scale-free, so it never fights the
+    mimicry loss over magnitudes, and it is 0 for zero (untrained) vectors' gradients to start from.
+    """
+    cos = F.cosine_similarity(v_attn.float(), v_mlp.float(), dim=-1, eps=1e-8)  # (L,)
+    return (cos**2).mean()
+
+
+def synergy_barlow(v_attn: torch.Tensor, v_mlp: torch.Tensor, off_diagonal: float = 1e-3) -> torch.Tensor:
+    """Barlow-Twins cross-correlation of layer-normalised MHA and MLP vectors: diagonal -> 1, off-diagonal
+    -> 0 (the form the third-party MoICV repo labels "M²IV synergistic loss"; unverified against the paper)."""
+    a = (v_attn - v_attn.mean(0)) / (v_attn.std(0) + 1e-6)  # (L, D)
+    b = (v_mlp - v_mlp.mean(0)) / (v_mlp.std(0) + 1e-6)
+    c = a.T @ b / a.shape[0]  # (D, D)
+    on = (torch.diagonal(c) - 1).pow(2).sum()
+    off = (c - torch.diag(torch.diagonal(c))).pow(2).sum()
+    return (on + off_diagonal * off) / c.shape[0]
+
+
+def synergy(kind: str, v_attn: torch.Tensor | None, v_mlp: torch.Tensor | None) -> torch.Tensor | None:
+    if kind == "none" or v_attn is None or v_mlp is None or v_attn.shape != v_mlp.shape:
+        return None
+    return synergy_decorrelation(v_attn, v_mlp) if kind == "decorrelation" else synergy_barlow(v_attn, v_mlp)

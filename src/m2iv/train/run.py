@@ -1,0 +1,56 @@
+"""One entry point that trains any vector method on a task: teacher -> trainer -> vector directory.
+
+    vectors, info = train_vectors(lm, task, splits, vectors, TrainConfig(), "out/easy-vqa", method="m2iv")
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from m2iv.data.prompts import PromptBuilder
+from m2iv.errors import M2IVError
+from m2iv.train.config import TrainConfig
+from m2iv.train.teacher import compute_teacher
+from m2iv.train.trainer import VectorTrainer
+from m2iv.vectors.format import save_vectors
+from m2iv.vectors.vector import InContextVectors
+
+
+def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainConfig, out: str | Path,
+                  method_config: dict | None = None, show_progress: bool = True,
+                  stop_after: int | None = None) -> tuple[InContextVectors, dict]:
+    """Train `vectors` on task's train split against its N-shot teacher; save the best to `out`."""
+    from m2iv.dist import state as dist_state
+
+    state = dist_state()
+    out = Path(out)
+    builder = PromptBuilder(lm, task.instruction, task.answer_template)
+    train = list(splits["train"])
+    if len(train) < 2:
+        raise M2IVError(f"task {task.name} has {len(train)} training queries; vector training needs more "
+                        "(enlarge the data or lower n_support)")
+    n_val = min(cfg.val_size, len(train) // 5) if cfg.val_every else 0
+    val, train = train[len(train) - n_val:], train[: len(train) - n_val]
+    t0 = time.perf_counter()
+    teacher = None
+    if cfg.w_mimicry:
+        teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
+                                  show_progress=show_progress and state.is_main_process)
+    t_teacher = time.perf_counter() - t0
+    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}.train",
+                            show_progress=show_progress and state.is_main_process)
+    best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
+    info = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
+                        "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
+                        "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
+            "best": trainer.best, "steps_done": trainer.step, "n_train": len(train), "n_val": len(val),
+            "train_seconds": round(time.perf_counter() - t0 - t_teacher, 1)}
+    if state.is_main_process and trainer.step >= cfg.steps:
+        save_vectors(best, out, adapter=lm.adapter, base_model=lm.spec, recipe=cfg.to_json(),
+                     metrics={"val_teacher_forced_acc": trainer.best["metric"], "best_step": trainer.best["step"],
+                              "teacher_acc_train": info["teacher"]["accuracy_train"]},
+                     method_config={**(method_config or {}), "task": task.name, "task_version": task.version},
+                     extra={"training": info})
+    state.wait_for_everyone()
+    return best, info

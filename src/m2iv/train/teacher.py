@@ -1,0 +1,191 @@
+"""The ICL teacher: the frozen model running N-shot ICL on (demonstrations, training query), its answer
+distribution computed once and cached on disk.
+
+For each (query, draw) the teacher reads `demos + query + answer` (teacher forcing on the ground-truth
+answer) and keeps, at every answer token, its top-k logits (or the full distribution) and optionally the
+per-layer hidden states there. Shards are safetensors files under
+`$M2IV_HOME/cache/teacher/<key>/`, where the key hashes the model fingerprint, task, the query and
+support sets, shots, selection, draws and seed; a rerun loads them, an interrupted run fills the gaps.
+
+With `ensemble = E > 1` each draw reads E disjoint demonstration sets in separate contexts and their
+answer log-probabilities are averaged (a product of experts, renormalised): demonstrations beyond one
+context window still shape one target (Parallel-ICL style).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from m2iv.data.prompts import PromptBuilder
+from m2iv.data.sample import Sample, content_hash
+from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
+from m2iv.errors import M2IVError
+from m2iv.train.config import TeacherConfig
+
+SHARD = 64  # (query, draw) items per shard file
+
+
+@dataclass
+class TeacherTargets:
+    ids: list[str]  # query id of each item
+    draws: list[int]
+    labels: torch.Tensor  # (N, A) answer token ids, -100 on left padding
+    values: torch.Tensor  # (N, A, k) top-k logits, or (N, A, V) full
+    index: torch.Tensor | None  # (N, A, k) vocabulary ids of `values`; None for the full distribution
+    hidden: torch.Tensor | None  # (N, L, A, D) per-layer hidden states at the answer positions
+    prompt_tokens: float  # mean teacher prompt length (the cost vectors save)
+    key: str
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of items whose every answer token is the teacher's argmax (teacher-forced exact match)."""
+        top = self.values.argmax(-1)
+        pred = top if self.index is None else self.index.gather(-1, top.unsqueeze(-1)).squeeze(-1)
+        mask = self.labels != -100
+        return float(((pred == self.labels) | ~mask).all(-1).float().mean())
+
+
+def _answer_logits(lm, batch: dict, n: int, hidden: bool):
+    out = lm.model(**batch, logits_to_keep=n + 1, output_hidden_states=hidden)
+    logits = out.logits[:, -(n + 1):-1]  # (B, A, V): position t predicts token t+1
+    hs = None
+    if hidden:
+        hs = torch.stack([h[:, -(n + 1):-1] for h in out.hidden_states[1:]], dim=1)  # (B, L, A, D)
+    return logits, hs
+
+
+def student_batch(builder: PromptBuilder, queries: list[Sample], demos: list[list[Sample]] | None = None):
+    """Encode `demos + query + target answer`; returns (model inputs, labels (B, A) right-aligned, A)."""
+    demos = demos or [[] for _ in queries]
+    batch = builder.encode([builder.build(d, q, answer=builder.target(q)) for d, q in zip(demos, queries)])
+    query_start = batch.pop("query_start")
+    labels = batch.pop("labels")
+    n = int((labels != -100).sum(1).max())
+    return batch, labels[:, -n:], query_start
+
+
+def teacher_key(lm, task_name: str, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
+                seed: int) -> str:
+    from m2iv.models.adapter import weights_fingerprint
+
+    payload = json.dumps({"model": weights_fingerprint(lm.model), "task": task_name, "queries": content_hash(queries),
+                          "support": content_hash(support), "cfg": asdict(cfg), "seed": seed, "v": 1},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _pad_left(t: torch.Tensor, n: int, value) -> torch.Tensor:
+    """Right-align dim 1 of t to length n: left-pad, or drop leading (padding) columns."""
+    if t.shape[1] >= n:
+        return t[:, t.shape[1] - n:]
+    pad = torch.full((t.shape[0], n - t.shape[1], *t.shape[2:]), value, dtype=t.dtype)
+    return torch.cat([pad, t], dim=1)
+
+
+def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
+                    task_name: str, seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 4,
+                    show_progress: bool = True) -> TeacherTargets:
+    from m2iv.constants import m2iv_home
+
+    if cfg.shots < 1:
+        raise M2IVError("the teacher needs at least 1 shot (--shots)")
+    key = teacher_key(lm, task_name, queries, support, cfg, seed)
+    root = Path(cache_dir or m2iv_home() / "cache" / "teacher") / key
+    root.mkdir(parents=True, exist_ok=True)
+    cls = SELECTORS.get(cfg.selection)
+    if cls is None:
+        raise M2IVError(f"unknown teacher selection {cfg.selection!r}; use random, fixed or rices")
+    if cls is RicesSelector:
+        selector = RicesSelector(support, model_embedder(lm, PromptBuilder(lm, builder.instruction)), seed=seed)
+    else:
+        selector = cls(support, seed=seed)
+    items = [(q, d) for q in queries for d in range(cfg.draws)]
+    shards = [items[i:i + SHARD] for i in range(0, len(items), SHARD)]
+    bar = tqdm(total=len(items), desc=f"teacher {cfg.shots}-shot", disable=not show_progress, dynamic_ncols=True)
+    loaded = []
+    for si, shard in enumerate(shards):
+        path = root / f"shard-{si:05d}.safetensors"
+        data = None
+        if path.is_file():
+            try:
+                data = load_file(str(path))
+            except Exception:  # noqa: BLE001 - a broken shard is recomputed, never trusted
+                path.unlink(missing_ok=True)
+        if data is None:
+            data = _compute_shard(lm, builder, shard, selector, cfg, seed, batch_size, bar)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            save_file(data, str(tmp), metadata={"ids": json.dumps([q.id for q, _ in shard])})
+            os.replace(tmp, path)
+        else:
+            bar.update(len(shard))
+        loaded.append(data)
+    bar.close()
+    n = max(d["labels"].shape[1] for d in loaded)
+    cat = lambda k, v: torch.cat([_pad_left(d[k], n, v) for d in loaded])  # noqa: E731
+    return TeacherTargets(
+        ids=[q.id for q, _ in items], draws=[d for _, d in items], labels=cat("labels", -100),
+        values=cat("values", 0.0), index=cat("index", 0) if "index" in loaded[0] else None,
+        hidden=torch.cat([_pad_left(d["hidden"].transpose(1, 2), n, 0.0) for d in loaded]).transpose(1, 2)
+        if "hidden" in loaded[0] else None,
+        prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key)
+
+
+def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) -> list[list[Sample]]:
+    """`ensemble` disjoint sets of `shots` demonstrations for one (query, draw)."""
+    k = cfg.shots * cfg.ensemble
+    if cfg.selection == "random":
+        pool = random.Random(f"{seed}:{q.id}:{draw}").sample(
+            [s for s in selector.support if s.id != q.id and not set(s.images) & set(q.images)], k)
+    else:
+        pool = selector.select(q, k)
+        if draw:
+            random.Random(f"{seed}:{q.id}:{draw}").shuffle(pool)
+    return [pool[i * cfg.shots:(i + 1) * cfg.shots] for i in range(cfg.ensemble)]
+
+
+@torch.no_grad()
+def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch_size, bar) -> dict:
+    labels_all, values_all, index_all, hidden_all, ptoks = [], [], [], [], []
+    for i in range(0, len(shard), batch_size):
+        chunk = shard[i:i + batch_size]
+        sets = [_demo_sets(selector, q, d, cfg, seed) for q, d in chunk]
+        logps, hs_sum = None, None
+        for e in range(cfg.ensemble):
+            batch, labels, _ = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
+            ptoks.append(batch["attention_mask"].sum(1) - (labels != -100).sum(1))
+            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states)
+            lp = F.log_softmax(logits.float(), dim=-1).cpu()
+            logps = lp if logps is None else logps + lp
+            if hs is not None:
+                hs_sum = hs.float().cpu() if hs_sum is None else hs_sum + hs.float().cpu()
+        logps = (logps / cfg.ensemble).clamp_min(-1e4)  # product of experts; finite in fp16
+        if cfg.topk:
+            v, ix = logps.topk(min(cfg.topk, logps.shape[-1]), dim=-1)
+            values_all.append(v.half())
+            index_all.append(ix.int())
+        else:
+            values_all.append(logps.half())
+        labels_all.append(labels)
+        if hs_sum is not None:
+            hidden_all.append((hs_sum / cfg.ensemble).half())
+        bar.update(len(chunk))
+    n = max(t.shape[1] for t in labels_all)
+    out = {"labels": torch.cat([_pad_left(t, n, -100) for t in labels_all]).long(),
+           "values": torch.cat([_pad_left(t, n, 0.0) for t in values_all]),
+           "prompt_tokens": torch.cat(ptoks)}
+    if index_all:
+        out["index"] = torch.cat([_pad_left(t, n, 0) for t in index_all]).long()
+    if hidden_all:
+        out["hidden"] = torch.cat([_pad_left(t.transpose(1, 2), n, 0.0) for t in hidden_all]).transpose(1, 2)
+    return {k: v.contiguous() for k, v in out.items()}

@@ -1,0 +1,261 @@
+"""Training loop for in-context vectors: a readable nanoGPT-style loop over a frozen model.
+
+    trainer = VectorTrainer(lm, vectors, TrainConfig(steps=200), workdir="out/task.train")
+    best = trainer.fit(builder, train_queries, teacher, val_queries)
+
+Per optimizer step: `grad_accum` micro-batches of (zero-shot prompt + answer) pass through the model
+with the vectors injected; loss = w_mimicry * KL(teacher || student) + w_synergy * L_syn + w_ce * CE on
+the answer tokens. Data order is a pure function of (seed, step) and the checkpoint holds vectors,
+AdamW moments, step and best-so-far, so a killed run resumes to the same vectors as an uninterrupted
+one. Under `accelerate launch`/torchrun every process takes a slice of each batch and gradients are
+averaged across processes, so all ranks hold identical vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from m2iv.data.sample import Sample
+from m2iv.errors import M2IVError
+from m2iv.train import losses
+from m2iv.train.config import TrainConfig
+from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, student_batch
+from m2iv.vectors.inject import inject
+from m2iv.vectors.vector import InContextVectors
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base rates: linear warmup, then cosine decay to 0."""
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, cfg.steps - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_world_size(), dist.get_rank()
+    return None, 1, 0
+
+
+class VectorTrainer:
+    def __init__(self, lm, vectors: InContextVectors, cfg: TrainConfig, workdir: str | Path,
+                 show_progress: bool = True) -> None:
+        self.lm, self.vectors, self.cfg = lm, vectors, cfg
+        self.workdir = Path(workdir)
+        self.show_progress = show_progress
+        self.dist, self.world, self.rank = _dist()
+        groups = [{"params": [p for n, p in vectors.params.items() if n.endswith("__vector")], "lr": cfg.lr_vectors},
+                  {"params": [p for n, p in vectors.params.items() if not n.endswith("__vector")],
+                   "lr": cfg.lr_scales}]
+        self.base_lrs = [g["lr"] for g in groups]
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.best = {"metric": -1.0, "step": -1}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict] = []
+
+    # -- data -------------------------------------------------------------------------------------
+    def _order(self, n: int, step: int) -> list[int]:
+        """Item indices of optimizer step `step`: consecutive slices of seeded per-epoch permutations."""
+        per = self.cfg.batch_size * self.cfg.grad_accum
+        out, pos = [], step * per
+        while len(out) < per:
+            epoch, off = divmod(pos, n)
+            perm = list(range(n))
+            random.Random(self.cfg.seed * 100_003 + epoch).shuffle(perm)
+            take = perm[off: off + per - len(out)]
+            out += take
+            pos += len(take)
+        return out
+
+    # -- one loss evaluation --------------------------------------------------------------------------
+    def _loss(self, builder, queries: list[Sample], teacher: TeacherTargets | None, rows: list[int], handle):
+        cfg = self.cfg
+        batch, labels, query_start = student_batch(builder, queries)
+        handle.set_query_start(query_start)
+        batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+        amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        with amp:
+            logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)  # (B, A, V)
+        labels = labels.to(logits.device)
+        mask = labels != -100
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.w_ce:
+            parts["ce"] = losses.supervised(logits, labels)
+        if cfg.w_mimicry and teacher is not None:
+            n = labels.shape[1]
+            t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]
+            if not torch.equal(t_lab.to(labels.device), labels):
+                raise M2IVError("teacher and student answer tokens differ; the teacher cache is stale — delete "
+                                f"{teacher.key} under the teacher cache and rerun")
+            vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
+            idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
+            parts["mimicry"] = losses.mimicry(logits, vals, idx, mask, cfg.temperature)
+        if cfg.w_synergy:
+            syn = losses.synergy(cfg.synergy, self._site("attn"), self._site("mlp"))
+            if syn is not None:
+                parts["synergy"] = syn
+        weights = {"ce": cfg.w_ce, "mimicry": cfg.w_mimicry, "synergy": cfg.w_synergy}
+        total = sum(weights[k] * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _site(self, site: str) -> torch.Tensor | None:
+        return self.vectors.vector(site) if site in self.vectors.sites else None
+
+    @torch.no_grad()
+    def evaluate(self, builder, queries: list[Sample], handle, batch_size: int = 8) -> float:
+        """Teacher-forced exact match on `queries`: every answer token is the student's argmax."""
+        if not queries:
+            return 0.0
+        hits = 0
+        for i in range(0, len(queries), batch_size):
+            batch, labels, query_start = student_batch(builder, queries[i:i + batch_size])
+            handle.set_query_start(query_start)
+            batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+            logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)
+            labels = labels.to(logits.device)
+            ok = (logits.argmax(-1) == labels) | (labels == -100)
+            hits += int(ok.all(-1).sum())
+        return hits / len(queries)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        ck = self.workdir / "checkpoint"
+        tmp = self.workdir / f".checkpoint.tmp{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        tensors = {f"vectors.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.params.items()}
+        opt = self.opt.state_dict()
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        save_file(tensors, str(tmp / "state.safetensors"))
+        meta = {"step": self.step, "best": self.best, "param_groups": opt["param_groups"],
+                "history": self.history, "config": self.cfg.to_json()}
+        (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
+        old = None
+        if ck.exists():
+            old = self.workdir / f".checkpoint.old{os.getpid()}"
+            os.replace(ck, old)
+        os.replace(tmp, ck)
+        if old is not None:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self) -> bool:
+        ck = self.workdir / "checkpoint"
+        if not (ck / "trainer_state.json").is_file():
+            return False
+        meta = json.loads((ck / "trainer_state.json").read_text())
+        saved = dict(meta["config"])
+        if saved != self.cfg.to_json():
+            diff = sorted(k for k in saved if saved.get(k) != self.cfg.to_json().get(k))
+            raise M2IVError(f"{ck} was written with other settings ({', '.join(diff)}); use another --out or "
+                            "delete the checkpoint")
+        t = load_file(str(ck / "state.safetensors"))
+        with torch.no_grad():
+            for k, p in self.vectors.params.items():
+                p.copy_(t[f"vectors.{k}"])
+        state = {}
+        for name, v in t.items():
+            if name.startswith("opt."):
+                _, pid, key = name.split(".", 2)
+                state.setdefault(int(pid), {})[key] = v
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.step, self.best, self.history = meta["step"], meta["best"], meta["history"]
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self, builder, queries: list[Sample], teacher: TeacherTargets | None, val: list[Sample],
+            stop_after: int | None = None) -> InContextVectors:
+        """Train and return the vectors of the best validation step (the last step without validation)."""
+        cfg = self.cfg
+        if not queries:
+            raise M2IVError("no training queries; enlarge the task's train split")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        resumed = self._load_checkpoint()
+        torch.manual_seed(cfg.seed)
+        by_row = list(range(len(queries)))
+        handle = inject(self.lm.model, self.vectors, self.lm.adapter)
+        log = open(self.workdir / "train_log.jsonl", "w")  # rewritten from the checkpoint's history on resume
+        for rec in self.history:
+            log.write(json.dumps(rec) + "\n")
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
+                   dynamic_ncols=True)
+        try:
+            while self.step < cfg.steps:
+                if stop_after is not None and self.step >= stop_after:
+                    break
+                t0 = time.perf_counter()
+                scale = get_lr(self.step, cfg)
+                for g, base in zip(self.opt.param_groups, self.base_lrs):
+                    g["lr"] = base * scale
+                order = self._order(len(by_row), self.step)
+                total, parts_sum = 0.0, {}
+                for m in range(cfg.grad_accum):
+                    rows = order[m * cfg.batch_size:(m + 1) * cfg.batch_size][self.rank::self.world]
+                    if not rows:
+                        continue
+                    loss, parts = self._loss(builder, [queries[r] for r in rows], teacher, rows, handle)
+                    (loss * len(rows) / (cfg.batch_size * cfg.grad_accum) * self.world).backward()
+                    total += float(loss.detach()) / cfg.grad_accum
+                    for k, v in parts.items():
+                        parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
+                if self.dist is not None:
+                    for p in self.vectors.parameters():
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                        self.dist.all_reduce(p.grad)
+                        p.grad /= self.world
+                norm = torch.nn.utils.clip_grad_norm_(self.vectors.parameters(), cfg.clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                self.step += 1
+                rec = {"step": self.step, "loss": round(total, 6), **{k: round(v, 6) for k, v in parts_sum.items()},
+                       "lr_scale": round(scale, 6), "grad_norm": round(float(norm), 6),
+                       "ms": round((time.perf_counter() - t0) * 1000, 1)}
+                if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                    acc = self.evaluate(builder, val, handle)
+                    rec["val_acc"] = acc
+                    if acc > self.best["metric"]:
+                        self.best = {"metric": acc, "step": self.step}
+                        self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
+                self.history.append(rec)
+                if self.rank == 0:
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                bar.set_postfix(loss=f"{total:.4f}", **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
+                bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._save_checkpoint()
+        finally:
+            handle.remove()
+            bar.close()
+            log.close()
+        best = InContextVectors.from_spec(self.vectors.spec())
+        state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
+                                                                      self.vectors.params.items()}
+        with torch.no_grad():
+            for k, p in best.params.items():
+                p.copy_(state[k])
+        return best

@@ -1,0 +1,158 @@
+"""Metrics: equal to the official implementations on a committed fixture, plus hand-computed edge cases."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from m2iv.errors import M2IVError
+from m2iv.evaluate import metrics as M
+from m2iv.registry import Registry
+
+REF = json.loads((Path(__file__).parent / "data" / "metric_reference.json").read_text(encoding="utf-8"))
+VQA = REF["vqa"]["examples"]
+CAPS = REF["captions"]["examples"]
+
+
+# ---- the committed official values (tests/data/README.md says how they were produced) ----------------------------
+
+def test_vqa_accuracy_equals_official_vqaeval_per_question_exactly():
+    r = M.score("vqa_accuracy", [e["prediction"] for e in VQA], [e["answers"] for e in VQA])
+    assert r["n"] == len(VQA)
+    assert r["per_example"] == [e["accuracy"] for e in VQA]  # bit-exact, not approx
+    assert r["score"] == REF["vqa"]["overall"]
+    assert round(100 * r["score"], 2) == REF["vqa"]["official_overall_percent"]
+
+
+def test_ptb_tokenize_reproduces_the_official_tokenizer_on_the_fixture():
+    for e in CAPS:
+        for raw, tok in zip([e["candidate"], *e["references"]], [e["candidate_ptb"], *e["references_ptb"]]):
+            assert M.ptb_tokenize(raw) == tok, raw
+            assert M.ptb_tokenize(tok) == tok  # idempotent: pre-tokenized input is left alone
+
+
+@pytest.mark.parametrize("name", ["cider_d", "bleu4"])
+@pytest.mark.parametrize("field", ["raw", "ptb"])
+def test_corpus_metrics_equal_pycocoevalcap(name, field):
+    preds = [e["candidate"] if field == "raw" else e["candidate_ptb"] for e in CAPS]
+    refs = [e["references"] if field == "raw" else e["references_ptb"] for e in CAPS]
+    r = M.score(name, preds, refs)
+    assert r["n"] == len(CAPS)
+    assert r["score"] == pytest.approx(REF["captions"][name], abs=1e-6)
+    assert r["per_example"] == pytest.approx([e[name] for e in CAPS], abs=1e-6)
+    plain = {"cider_d": M.cider_d, "bleu4": M.bleu4}[name]
+    assert plain(preds, refs) == r["score"]
+
+
+# ---- VQA normalization and the leave-one-out formula, by hand ------------------------------------------------------
+
+@pytest.mark.parametrize("raw, normalized", [
+    ("Two", "2"), ("none", "0"), ("TEN", "10"), ("the dog.", "dog"), ("an apple", "apple"), ("A dog", "dog"),
+    ("dont", "don't"), ("isnt it", "isn't it"), ("don't", "don't"), ("Yes!", "yes"), ("yes?", "yes"),
+    ("1,000", "1000"), ("black/white", "black white"), ("black / white", "black white"), ("hot-dog", "hot dog"),
+    ("3.5", "3.5"), (" A\tcat\n", "cat"), ("it's", "it's"), ("10:30", "10:30"),
+])
+def test_normalize_answer(raw, normalized):
+    assert M.normalize_answer(raw) == normalized
+
+
+def test_period_strip_keeps_the_official_count_quirk():
+    # vqaEval passes re.UNICODE (32) where re.sub expects `count`: only 32 periods are ever removed.
+    assert M.process_punctuation("." * 40) == "." * 8
+
+
+@pytest.mark.parametrize("k, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
+def test_leave_one_out_with_k_of_10_matching(k, expected):
+    # k=3: holding out one of the 3 matches leaves 2 -> 2/3 (x3); holding out a non-match leaves 3 -> 1 (x7);
+    # (3 * 2/3 + 7 * 1) / 10 = 0.9.
+    answers = ["cat"] * k + ["dog"] * (10 - k)
+    if k in (0, 10):
+        answers[-1] = "bird"  # keep the answers non-unanimous so both sides are normalized
+    assert M.vqa_accuracy("Cat", answers) == pytest.approx(expected, abs=1e-12)
+
+
+def test_vqa_unanimous_answers_are_compared_unnormalized_as_officially():
+    assert M.vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert M.vqa_accuracy("ten", ["10"] * 10) == 0.0
+    assert M.vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0
+
+
+def test_vqa_fewer_than_ten_answers():
+    assert M.vqa_accuracy("red", ["red", "red", "blue"]) == pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3)
+    assert M.vqa_accuracy("2", ["2", "2", "3", "4", "two"]) == pytest.approx(0.8)
+    # one answer: the official formula would always give 0, so it is exact match after normalization
+    assert M.vqa_accuracy("Two", ["2"]) == 1.0
+    assert M.vqa_accuracy("cat", ["dog"]) == 0.0
+
+
+def test_exact_match_and_gqa_accuracy():
+    assert M.exact_match("The Dog.", ["cat", "dog"]) == 1.0
+    assert M.exact_match("two", ["2"]) == 1.0
+    assert M.exact_match("dogs", ["dog"]) == 0.0
+    assert M.gqa_accuracy("Yes.", ["yes"]) == 1.0
+    assert M.gqa_accuracy(" Table \n", ["table"]) == 1.0
+    assert M.gqa_accuracy("the table", ["table"]) == 0.0  # GQA strips no articles
+    assert M.gqa_accuracy("two", ["2"]) == 0.0
+
+
+# ---- caption tokenization (each expected string checked against Stanford PTBTokenizer 3.4.1 -lowerCase) ------------
+
+@pytest.mark.parametrize("raw, tokens", [
+    ("Don't stop.", "do n't stop"), ("A dog's ball.", "a dog 's ball"), ("I can't, he cannot", "i ca n't he can not"),
+    ("A man (with a hat).", "a man -lrb- with a hat -rrb-"), ("In the U.S.", "in the u.s."),
+    ("3.5, 1,000 and 10:30.", "3.5 1,000 and 10:30"),
+    ('A "stop" sign -- black-and-white...', "a stop sign black-and-white"),
+    ("Kids' toys!", "kids toys"), ("$5 and 50%", "$ 5 and 50 %"), ("hello... world!!", "hello world !!"),
+    ("The letter A. on a sign", "the letter a. on a sign"), ("Near St.... Paul's", "near st. paul 's"),
+    ("Let's eat, Mr. Smith!", "let 's eat mr. smith"), ("An 'old' photo", "an old photo"),
+])
+def test_ptb_tokenize_cases(raw, tokens):
+    assert M.ptb_tokenize(raw) == tokens
+
+
+def test_cider_d_single_image_is_zero_and_empty_candidates_score_zero():
+    assert M.cider_d(["a dog"], [["a dog"]]) == 0.0  # idf = log(1 image) - log(df) = 0, as in pycocoevalcap
+    r = M.score("cider_d", ["", "a dog runs"], [["a cat sits"], ["a dog runs fast"]])
+    assert r["per_example"][0] == 0.0 and r["per_example"][1] > 0
+    assert M.score("bleu4", ["", ""], [["a cat"], ["a dog"]])["score"] == pytest.approx(0.0, abs=1e-12)
+
+
+# ---- registry and input checking ------------------------------------------------------------------------------------
+
+def test_registered_metrics():
+    assert {"vqa_accuracy", "exact_match", "gqa_accuracy", "cider_d", "bleu4"} <= set(M.METRICS.names())
+    assert M.METRICS.get("cider_d").corpus and not M.METRICS.get("vqa_accuracy").corpus
+    assert all(M.METRICS.get(n).higher_is_better for n in M.METRICS.names())
+
+
+def test_register_metric_decorator(monkeypatch):
+    monkeypatch.setattr(M, "METRICS", Registry("metric"))
+
+    @M.register_metric("length_error", higher_is_better=False)
+    def length_error(prediction: str, references: list[str]) -> float:
+        return float(abs(len(prediction) - len(references[0])))
+
+    assert length_error("ab", ["abc"]) == 1.0  # the decorator returns the function unchanged
+    assert M.METRICS.get("length_error") == M.Metric("length_error", length_error, False, False)
+    assert M.score("length_error", ["ab", "abcd"], [["abc"], ["abc"]]) == {"score": 1.0, "per_example": [1.0, 1.0],
+                                                                          "n": 2}
+
+
+def test_unknown_metric_suggests_the_closest_name():
+    with pytest.raises(M2IVError, match=r"unknown metric 'vqa_acc'.*did you mean 'vqa_accuracy'"):
+        M.score("vqa_acc", ["a"], [["a"]])
+
+
+def test_empty_and_malformed_inputs_raise_one_line_errors():
+    with pytest.raises(M2IVError, match="no predictions"):
+        M.score("exact_match", [], [])
+    with pytest.raises(M2IVError, match="2 predictions but 1 reference"):
+        M.score("cider_d", ["a", "b"], [["a"]])
+    with pytest.raises(M2IVError, match="wrap a single answer in a list"):
+        M.score("vqa_accuracy", ["a"], ["a"])
+    with pytest.raises(M2IVError, match="non-empty list"):
+        M.score("bleu4", ["a"], [[]])
+    with pytest.raises(M2IVError, match="not str"):
+        M.score("exact_match", [None], [["a"]])
+    # an empty prediction is an ordinary (normalized) answer: 1 of 3 match -> (0 + 1/3 + 1/3) / 3
+    assert M.score("vqa_accuracy", [""], [["", "nothing", "nothing"]])["per_example"] == [pytest.approx(2 / 9)]
