@@ -189,3 +189,20 @@ def test_inject_handle_removes_everything():
     handle.remove()
     handle.remove()  # idempotent
     assert torch.equal(logits(lm, inputs), base)
+
+
+def test_record_reads_last_token_site_outputs():
+    from m2iv.vectors.record import record
+
+    lm = tiny("qwen2_vl")
+    inputs = make_inputs(lm, ["What colour?", "Big?"])
+    with torch.no_grad(), record(lm.model, lm.adapter, sites=("attn", "mlp", "layer", "attn_head")) as rec:
+        out = lm.model(**inputs, output_hidden_states=True)
+    a = lm.adapter
+    assert rec.stacked("mlp").shape == (2, a.num_layers, a.hidden_size)
+    assert rec.stacked("attn_head").shape == (2, a.num_layers, a.num_heads, a.head_dim)
+    # the decoder-layer output at the last token is the model's hidden state there
+    for i in range(a.num_layers - 1):  # the last hidden state is after the final norm
+        torch.testing.assert_close(rec.stacked("layer")[:, i], out.hidden_states[i + 1][:, -1])
+    assert _hook_count(lm.model) == sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
+                                        for m in lm.model.modules())

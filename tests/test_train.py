@@ -136,3 +136,19 @@ def test_two_process_training_keeps_ranks_identical(tmp_path):
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(a[k].abs().sum() > 0 for k in a if "vector" in k)
+
+
+def test_alignment_loss_and_frozen_vectors(tmp_path, splits, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("idefics3")
+    vec = M2IV().make_vectors(lm)
+    vec.params["attn__vector"].requires_grad_(False)
+    before = vec.params["attn__vector"].detach().clone()
+    cfg = _cfg(w_align=1.0, w_mimicry=0.0, teacher=TeacherConfig(shots=2, topk=8, hidden_states=True), steps=4)
+    train_vectors(lm, TASK, splits, vec, cfg, tmp_path / "v", show_progress=False)
+    log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
+    assert all("align" in r and "mimicry" not in r for r in log)
+    assert torch.equal(vec.params["attn__vector"], before)  # frozen: no update, no weight decay
+    assert not torch.equal(vec.params["mlp__vector"], torch.zeros_like(before))
+    with pytest.raises(M2IVError, match="hidden states"):
+        TrainConfig(w_align=1.0)

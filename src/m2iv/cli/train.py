@@ -65,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     cfg = config_from_args(args)
     mcfg = M2IVConfig(sites=args.sites.split(","), operator=args.operator, token_policy=args.token_policy)
-    method = get_method(args.method, {"out": args.out, "train_config": cfg, "method_config": mcfg})
-    if not hasattr(method, "make_vectors"):
-        raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: m2iv")
+    options = {"out": args.out, "train_config": cfg, "shots": args.shots, "seed": args.seed}
+    if args.method == "m2iv":
+        options["method_config"] = mcfg
+    method = get_method(args.method, options)
+    if not getattr(method, "trainable", False):
+        from m2iv.methods import METHODS
+
+        names = [n for n in METHODS if getattr(METHODS.get(n)({}), "trainable", False)]
+        raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
     lm = load_from_args(args)
     splits = task.splits(args.data_root, seed=args.seed)
     method.prepare(lm, task, splits)

@@ -50,19 +50,48 @@ class ICL(Method):
 
 
 class LoadedVectors(Method):
-    """Evaluate any vector directory (`--vectors DIR`): zero-shot prompt with the vectors injected.
-    Training methods subclass this and fill `self.vectors` in `prepare` instead of loading."""
+    """A vector method. With `--vectors DIR` it loads and injects a saved vector directory; otherwise it
+    `fit`s (trains or extracts) vectors on the task's train/support splits and saves them to `out`.
+
+    Subclasses override `fit(lm, task, splits) -> (InContextVectors, info)`; a fit that saves its own
+    directory (the trainer does, atomically, with its recipe) sets `info["saved"] = True`.
+    """
 
     name = "vectors"
     uses_vectors = True
+    config_cls: type | None = None  # the method's settings dataclass, recorded in the vector config
+
+    @property
+    def trainable(self) -> bool:
+        return type(self).fit is not LoadedVectors.fit
+
+    def fit(self, lm, task, splits: dict):
+        from m2iv.errors import M2IVError
+
+        raise M2IVError(f"--method {self.name} needs --vectors DIR (a vector directory from `m2iv train`)")
+
+    def method_config(self):
+        cfg = self.options.get("method_config")
+        if cfg is None and self.config_cls is not None:
+            cfg = self.config_cls()
+        return cfg
 
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
+        from dataclasses import asdict, is_dataclass
+
         from m2iv.errors import M2IVError
-        from m2iv.vectors.format import load_vectors
+        from m2iv.vectors.format import load_vectors, save_vectors
 
         path = self.options.get("vectors")
         if not path:
-            raise M2IVError(f"--method {self.name} needs --vectors DIR (a vector directory from `m2iv train`)")
+            self.vectors, self.info = self.fit(lm, task, splits)
+            out = self.options.get("out")
+            if out and not self.info.get("saved"):
+                cfg = self.method_config()
+                save_vectors(self.vectors, out, adapter=lm.adapter, base_model=lm.spec,
+                             method_config={**(asdict(cfg) if is_dataclass(cfg) else {}), "task": task.name},
+                             metrics=self.info.get("metrics", {}), extra={"training": self.info})
+            return
         self.vectors, self.vector_config = load_vectors(path, adapter=lm.adapter,
                                                         strict=self.options.get("strict", True),
                                                         device=lm.model.device)

@@ -40,6 +40,7 @@ class TrainConfig:
     w_mimicry: float = 1.0
     w_synergy: float = 0.1
     w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
+    w_align: float = 0.0  # layer-wise MSE to the teacher's hidden states (MimIC); needs teacher.hidden_states
     temperature: float = 1.0
     synergy: str = "decorrelation"  # decorrelation | barlow | none (see losses.py)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -49,7 +50,9 @@ class TrainConfig:
             self.teacher = TeacherConfig(**self.teacher)
         if self.steps <= 0 or self.batch_size <= 0 or self.grad_accum <= 0:
             raise M2IVError("steps, batch_size and grad_accum must be positive")
-        if self.w_mimicry == self.w_ce == self.w_synergy == 0:
+        if self.w_align and not self.teacher.hidden_states:
+            raise M2IVError("w_align > 0 needs the teacher's hidden states (teacher.hidden_states=True)")
+        if self.w_mimicry == self.w_ce == self.w_synergy == self.w_align == 0:
             raise M2IVError("every loss weight is 0: nothing to train")
         if self.synergy not in ("decorrelation", "barlow", "none"):
             raise M2IVError(f"unknown synergistic loss {self.synergy!r}; use decorrelation, barlow or none")

@@ -31,6 +31,13 @@ def supervised(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(student_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
+def alignment(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Layer-wise MSE between student and teacher hidden states (B, L, A, D) at real answer positions (MimIC)."""
+    m = mask[:, None, :, None].float()  # (B, 1, A, 1)
+    se = (student_hidden.float() - teacher_hidden.float()).pow(2) * m
+    return se.sum() / (m.sum() * student_hidden.shape[1] * student_hidden.shape[-1]).clamp_min(1)
+
+
 def synergy_decorrelation(v_attn: torch.Tensor, v_mlp: torch.Tensor) -> torch.Tensor:
     """Mean squared cosine between each layer's MHA and MLP vectors (L, D).
 

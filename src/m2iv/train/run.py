@@ -34,7 +34,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
     val, train = train[len(train) - n_val:], train[: len(train) - n_val]
     t0 = time.perf_counter()
     teacher = None
-    if cfg.w_mimicry:
+    if cfg.w_mimicry or cfg.w_align:
         teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
                                   show_progress=show_progress and state.is_main_process)
     t_teacher = time.perf_counter() - t0

@@ -58,9 +58,14 @@ class VectorTrainer:
         self.workdir = Path(workdir)
         self.show_progress = show_progress
         self.dist, self.world, self.rank = _dist()
-        groups = [{"params": [p for n, p in vectors.params.items() if n.endswith("__vector")], "lr": cfg.lr_vectors},
-                  {"params": [p for n, p in vectors.params.items() if not n.endswith("__vector")],
+        # Parameters with requires_grad=False stay fixed (e.g. I2CL trains only the scales of extracted vectors).
+        groups = [{"params": [p for n, p in vectors.params.items() if n.endswith("__vector") and p.requires_grad],
+                   "lr": cfg.lr_vectors},
+                  {"params": [p for n, p in vectors.params.items() if not n.endswith("__vector") and p.requires_grad],
                    "lr": cfg.lr_scales}]
+        self.trainable = [p for g in groups for p in g["params"]]
+        if not self.trainable:
+            raise M2IVError("no vector parameter requires a gradient: nothing to train")
         self.base_lrs = [g["lr"] for g in groups]
         self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
         self.step = 0
@@ -89,8 +94,9 @@ class VectorTrainer:
         handle.set_query_start(query_start)
         batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
         amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
         with amp:
-            logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)  # (B, A, V)
+            logits, hidden = _answer_logits(self.lm, batch, labels.shape[1], align)  # (B, A, V), (B, L, A, D)
         labels = labels.to(logits.device)
         mask = labels != -100
         parts: dict[str, torch.Tensor] = {}
@@ -105,11 +111,15 @@ class VectorTrainer:
             vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
             idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
             parts["mimicry"] = losses.mimicry(logits, vals, idx, mask, cfg.temperature)
+        if align:
+            n = labels.shape[1]
+            target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
+            parts["align"] = losses.alignment(hidden, target, mask)
         if cfg.w_synergy:
             syn = losses.synergy(cfg.synergy, self._site("attn"), self._site("mlp"))
             if syn is not None:
                 parts["synergy"] = syn
-        weights = {"ce": cfg.w_ce, "mimicry": cfg.w_mimicry, "synergy": cfg.w_synergy}
+        weights = {"ce": cfg.w_ce, "mimicry": cfg.w_mimicry, "synergy": cfg.w_synergy, "align": cfg.w_align}
         total = sum(weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -222,12 +232,12 @@ class VectorTrainer:
                     for k, v in parts.items():
                         parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
                 if self.dist is not None:
-                    for p in self.vectors.parameters():
+                    for p in self.trainable:
                         if p.grad is None:
                             p.grad = torch.zeros_like(p)
                         self.dist.all_reduce(p.grad)
                         p.grad /= self.world
-                norm = torch.nn.utils.clip_grad_norm_(self.vectors.parameters(), cfg.clip)
+                norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip)
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 self.step += 1
