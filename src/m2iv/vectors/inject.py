@@ -32,7 +32,8 @@ def _retuple(h, rest):
     return h if rest is None else (h, *rest)
 
 
-def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, tracker: TokenTracker):
+def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, tracker: TokenTracker,
+              attn_module: nn.Module | None = None):
     """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
     spec = vectors.sites[site]
     op = OPERATORS[spec.operator]
@@ -47,6 +48,11 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
         x = h.view(B, T, vectors.num_heads, vectors.head_dim)  # (B, T, H, Dh)
         a = None if a is None else a.unsqueeze(-1)  # (H, 1)
         b = None if b is None else b.unsqueeze(-1)
+    if spec.operator == "gated":
+        from m2iv.vectors.gate import gate
+
+        w, b0 = vectors.params[f"{site}__gate_w"][row], vectors.params[f"{site}__gate_b"][row]
+        a, b = gate(attn_module, w, b0).to(h.dtype), None  # mu: (B, T, H, 1)
     new = op(x, v, a, b)
     if site == "attn_head":
         new = new.reshape(h.shape)
@@ -65,9 +71,9 @@ def _output_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenT
     return hook
 
 
-def _input_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTracker):
+def _input_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTracker, attn_module=None):
     def hook(_module, args):
-        return (_apply_op(args[0], vectors, site, row, tracker), *args[1:])
+        return (_apply_op(args[0], vectors, site, row, tracker, attn_module), *args[1:])
 
     return hook
 
@@ -88,6 +94,7 @@ class InjectionHandle:
         self.model, self.vectors, self.adapter, self.tracker = model, vectors, adapter, tracker
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._frozen: list[tuple[nn.Parameter, bool]] = []
+        self._undo: list = []  # callables restoring other state (the gate's attention implementation)
 
     def set_query_start(self, query_start) -> None:
         self.tracker.set_query_start(query_start)
@@ -99,6 +106,8 @@ class InjectionHandle:
         for p, flag in self._frozen:
             p.requires_grad_(flag)
         self._frozen.clear()
+        while self._undo:
+            self._undo.pop()()
 
     def __enter__(self) -> InjectionHandle:
         return self
@@ -123,13 +132,19 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
                 if id(p) not in vec_ids:
                     handle._frozen.append((p, p.requires_grad))
                     p.requires_grad_(False)
+        if any(spec.operator == "gated" for spec in vectors.sites.values()):
+            from m2iv.vectors.gate import enable
+
+            handle._undo.append(enable(model, adapter))
         handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
         handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))
         for site, spec in vectors.sites.items():
             for row, layer in enumerate(spec.layers):
                 module = adapter.module(layer, site)
                 if site == "attn_head":
-                    handle._hooks.append(module.register_forward_pre_hook(_input_hook(vectors, site, row, tracker)))
+                    attn = adapter.module(layer, "attn")
+                    handle._hooks.append(module.register_forward_pre_hook(
+                        _input_hook(vectors, site, row, tracker, attn)))
                 else:
                     handle._hooks.append(module.register_forward_hook(_output_hook(vectors, site, row, tracker)))
     except BaseException:

@@ -6,6 +6,7 @@ Every operator maps (h, v, alpha, beta) -> h', broadcasting over (B, T, ..., D):
 - norm_preserving: |h| * (h + a*v) / |h + a*v|          (LIVE's shift, norm kept per token)
 - icv:             |h| * n(n(h) + a(1 + max(0, cos(h, -v))) n(v))   (ICV, Liu+23; n = L2-normalize)
 - replace:         v                                    (Task Vectors patch a state outright)
+- gated:           h + mu*v, mu = sigmoid(w.q + b - logZ2)  (MimIC heads; attn_head only, see gate.py)
 """
 
 from __future__ import annotations
@@ -43,11 +44,16 @@ def replace(h, v, a=None, b=None):
     return v.expand_as(h)
 
 
+def gated(h, v, mu, b=None):
+    return h + mu * v
+
+
 OPERATORS: dict[str, Operator] = {
-    "additive": additive, "linear": linear, "norm_preserving": norm_preserving, "icv": icv, "replace": replace}
+    "additive": additive, "linear": linear, "norm_preserving": norm_preserving, "icv": icv, "replace": replace,
+    "gated": gated}
 # Scalars each operator learns per (layer[, head]); "alpha" scales v, "beta" scales h.
 OPERATOR_SCALES: dict[str, tuple[str, ...]] = {
     "additive": ("alpha",), "linear": ("alpha", "beta"), "norm_preserving": ("alpha",), "icv": ("alpha",),
-    "replace": ()}
+    "replace": (), "gated": ("gate_w", "gate_b")}
 # Value at which a scale leaves h unchanged for a zero vector (beta) or gives v its full weight (alpha).
-SCALE_INIT = {"alpha": 1.0, "beta": 1.0}
+SCALE_INIT = {"alpha": 1.0, "beta": 1.0, "gate_w": 0.0, "gate_b": 0.0}

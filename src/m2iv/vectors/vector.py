@@ -40,6 +40,8 @@ class SiteSpec:
             raise M2IVError(f"unknown operator {self.operator!r} at site {site}; operators are {', '.join(OPERATORS)}")
         if self.scale_activation not in ACTIVATIONS:
             raise M2IVError(f"unknown scale_activation {self.scale_activation!r}; use {' or '.join(ACTIVATIONS)}")
+        if self.operator == "gated" and site != "attn_head":
+            raise M2IVError("the gated operator (MimIC) works per head: use it at site attn_head")
         if not self.layers or any(not 0 <= i < num_layers for i in self.layers) or len(set(self.layers)) != len(
                 self.layers):
             raise M2IVError(f"site {site} layers {self.layers} must be distinct indices in [0, {num_layers})")
@@ -69,6 +71,9 @@ class InContextVectors(nn.Module):
             sshape = (n, num_heads) if site == "attn_head" else (n,)
             self.params[f"{site}__vector"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
             for name in OPERATOR_SCALES[spec.operator]:
+                if name == "gate_w":  # a per-head linear map of the query: (n, H, Dh)
+                    self.params[f"{site}__{name}"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
+                    continue
                 init = SCALE_INIT[name]
                 if spec.scale_activation == "sigmoid":
                     init = 0.0  # sigmoid(0) = 0.5, LIVE's initial weight

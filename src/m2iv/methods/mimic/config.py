@@ -1,0 +1,15 @@
+"""MimIC (Jiang et al., CVPR 2025; Kamichanw/MimIC@9eda50b): settings and their origin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MimICConfig:
+    vector_init_std: float = 1e-3  # attn_shift = randn * 0.001 in the original
+    gate_init_std: float = 0.02  # MultiheadLinear weight ~ N(0, 0.02), bias 0
+    lr: float = 5e-3  # original lr; AdamW wd 1e-3, 10% warmup
+    w_align: float = 1.0  # layer-wise MSE to the ICL teacher's hidden states
+    w_ce: float = 0.5  # + 0.5 * LM loss
+    token_policy: str = "all"

@@ -1,0 +1,66 @@
+"""MimIC: per-head learned shifts inside self-attention, gated by the attention normaliser.
+
+Mechanism (original `AttnApproximator.do_shift`): before o_proj, each head's output o_h becomes
+o_h + mu_h * v_h with mu_h = exp(logZ1 - logaddexp(logZ1, logZ2)), logZ1 = w_h . q_h + b_h (a learned
+per-head linear map of the head's post-RoPE query) and logZ2 = logsumexp(q_h K_h^T / sqrt(d_h)), the
+head's own attention normaliser. Trained with layer-wise MSE to the N-shot ICL teacher's hidden states
+(weight 1) plus 0.5 x the LM loss on the answer.
+
+Deviations from the original code, and why:
+- logZ2 is taken over the keys the query may attend to (causal and padding masks applied); the original
+  sums over every key of the sequence, future ones included, which leaks the answer into the gate and
+  makes cached and uncached generation disagree.
+- The gate reads q and K through a function registered with transformers' AttentionInterface instead
+  of copied attention forwards, so it works on every family and transformers version (see vectors/gate.py).
+- Alignment targets are the teacher's decoder-layer outputs at the answer positions (cached once by the
+  shared teacher) rather than MLP outputs on every query token of a live teacher pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from m2iv.methods.base import LoadedVectors
+from m2iv.methods.mimic.config import MimICConfig
+
+
+class MimIC(LoadedVectors):
+    name = "mimic"
+    config_cls = MimICConfig
+
+    def make_vectors(self, lm, seed: int = 0):
+        from m2iv.vectors.vector import InContextVectors, SiteSpec
+
+        cfg: MimICConfig = self.method_config()
+        a = lm.adapter
+        vec = InContextVectors(num_layers=a.num_layers, hidden_size=a.hidden_size, num_heads=a.num_heads,
+                               head_dim=a.head_dim, sites={"attn_head": SiteSpec("gated", list(range(a.num_layers)))},
+                               token_policy=cfg.token_policy, method=self.name)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            v = vec.vector("attn_head")
+            v.copy_(torch.randn(v.shape, generator=g) * cfg.vector_init_std)
+            w = vec.params["attn_head__gate_w"]
+            w.copy_(torch.randn(w.shape, generator=g) * cfg.gate_init_std)
+        return vec
+
+    def fit(self, lm, task, splits: dict):
+        from dataclasses import replace
+
+        from m2iv.errors import M2IVError
+        from m2iv.train.config import TeacherConfig, TrainConfig
+        from m2iv.train.run import train_vectors
+
+        out = self.options.get("out")
+        if not out:
+            raise M2IVError("--method mimic needs --vectors DIR, or training with `m2iv train ... --out DIR`")
+        cfg: MimICConfig = self.method_config()
+        base = self.options.get("train_config") or TrainConfig()
+        teacher = replace(base.teacher, hidden_states=True) if isinstance(base.teacher, TeacherConfig) else base.teacher
+        train_cfg = replace(base, w_mimicry=0.0, w_synergy=0.0, w_ce=cfg.w_ce, w_align=cfg.w_align,
+                            synergy="none", teacher=teacher,
+                            lr_vectors=self.options.get("lr") or cfg.lr, lr_scales=self.options.get("lr") or cfg.lr)
+        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=base.seed), train_cfg, out,
+                                      method_config={"name": "mimic", **cfg.__dict__},
+                                      show_progress=self.options.get("progress", True))
+        return vectors, {**info, "saved": True}
