@@ -1,0 +1,135 @@
+"""Benchmarks as data: run a plan of (method, variant) over tasks through the same runner, collect rows.
+
+    rows = run_plan(lm, ["sandbox-colour-nonce"], suite_plan(16), work="runs/bench", n_test=100)
+    write_table(rows, "benchmarks/sandbox_suite.json")      # + .md next to it
+
+Every cell is an ordinary `m2iv eval` run directory under `work/` (so a rerun resumes), and every
+trained method writes an ordinary vector directory there: a row can always be traced back to files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+
+@dataclass
+class Cell:
+    method: str  # registered method name
+    variant: str = ""  # e.g. "mimicry-only"; part of the row and of the run folder name
+    train: dict = field(default_factory=dict)  # TrainConfig overrides for trained methods
+    options: dict = field(default_factory=dict)  # extra method options
+
+
+def suite_plan(shots: int) -> list[Cell]:
+    """Zero-shot, N-shot ICL, and M²IV with its loss ablations (issue: what distillation adds over CE)."""
+    return [Cell("zero-shot"), Cell("icl"), Cell("m2iv", "all-losses"),
+            Cell("m2iv", "mimicry-only", {"w_ce": 0.0, "w_synergy": 0.0}),
+            Cell("m2iv", "supervised-only", {"w_mimicry": 0.0, "w_synergy": 0.0})]
+
+
+def compare_plan(methods: list[str]) -> list[Cell]:
+    return [Cell(m) for m in methods]
+
+
+def _slug(cell: Cell, shots: int) -> str:
+    name = cell.method + (f"-{cell.variant}" if cell.variant else "")
+    return f"{name}-{shots}shot" if cell.method not in ("zero-shot",) else name
+
+
+def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shots: int = 16, n_test: int = 100,
+             seed: int = 0, batch_size: int = 8, data_root: str | None = None, train_defaults: dict | None = None,
+             log=print) -> list[dict]:
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.methods import get_method
+    from m2iv.train.config import TeacherConfig, TrainConfig
+
+    rows: list[dict] = []
+    work = Path(work)
+    for name in task_names:
+        task = get_task(name)
+        splits = task.splits(data_root, seed=seed)
+        for cell in plan:
+            slug = _slug(cell, shots)
+            base = {**(train_defaults or {}), **cell.train}
+            cfg = TrainConfig(**{k: v for k, v in base.items() if k != "teacher"},
+                              teacher=TeacherConfig(**{**base.get("teacher", {}), "shots": shots}))
+            vec_dir = work / task.name / slug / "vectors"
+            options = {"out": str(vec_dir), "train_config": cfg, "shots": shots, "seed": seed, "progress": False,
+                       **cell.options}
+            method = get_method(cell.method, options)
+            t0 = time.perf_counter()
+            info: dict = {}
+            if getattr(method, "trainable", False):
+                if (vec_dir / "m2iv_config.json").is_file():  # trained before: evaluate those vectors
+                    method.options["vectors"] = str(vec_dir)
+                    log(f"[{task.name}] {slug}: reusing {vec_dir}")
+                else:
+                    log(f"[{task.name}] {slug}: training")
+                    method.prepare(lm, task, splits)
+                    info = getattr(method, "info", {})
+                    method.options["vectors"] = str(vec_dir)
+            train_s = time.perf_counter() - t0
+            if method.uses_vectors:
+                cfg_json = json.loads((vec_dir / "m2iv_config.json").read_text())
+                info = info or cfg_json.get("training", {})
+            log(f"[{task.name}] {slug}: evaluating")
+            summary = evaluate(lm, task, method, EvalConfig(shots=shots, limit=n_test, batch_size=batch_size,
+                                                            seed=seed), work / task.name / slug / "eval",
+                               splits=splits)
+            params = method.vectors.num_parameters() if method.uses_vectors and method.vectors is not None else 0
+            row = {"task": task.name, "method": cell.method, "variant": cell.variant,
+                   "shots": shots if cell.method != "zero-shot" else 0, "metric": summary["metric"],
+                   "score": round(summary["score"], 4), "n": summary["n"],
+                   "mean_prompt_tokens": round(summary["mean_prompt_tokens"], 1),
+                   "mean_latency_ms": round(summary["mean_latency_ms"], 1), "parameters": params,
+                   "train_seconds": round(info.get("train_seconds", 0.0) + info.get("teacher", {}).get("seconds", 0.0)
+                                          if info else (round(train_s, 1) if method.uses_vectors else 0.0), 1)}
+            rows.append(row)
+            teacher = (info or {}).get("teacher", {})
+            if cell.method == "m2iv" and cell.variant in ("", "all-losses") and teacher.get("accuracy_train") is not None:
+                rows.append({"task": task.name, "method": "icl-teacher", "variant": "train-queries", "shots": shots,
+                             "metric": "teacher_forced_exact_match", "score": round(teacher["accuracy_train"], 4),
+                             "n": (info or {}).get("n_train", 0),
+                             "mean_prompt_tokens": round(teacher.get("mean_prompt_tokens") or 0.0, 1),
+                             "mean_latency_ms": None, "parameters": 0, "train_seconds": 0.0})
+            log(f"[{task.name}] {slug}: {row['metric']} = {row['score']}")
+    return rows
+
+
+def averages(rows: list[dict]) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if r["method"] == "icl-teacher":
+            continue
+        key = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
+        out.setdefault(key, []).append(r["score"])
+    return {k: round(sum(v) / len(v), 4) for k, v in out.items()}
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = ["task", "method", "variant", "shots", "score", "n", "mean_prompt_tokens", "mean_latency_ms", "parameters",
+            "train_seconds"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["", "| method | mean score over tasks |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in averages(rows).items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta or {}, "averages": averages(rows), "rows": rows}
+    for target, text in ((path, json.dumps(payload, indent=2) + "\n"), (path.with_suffix(".md"), markdown(rows))):
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+
+
+__all__ = ["Cell", "averages", "compare_plan", "markdown", "run_plan", "suite_plan", "write_table"]
