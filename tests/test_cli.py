@@ -36,10 +36,18 @@ def test_help_shows_examples():
     assert "example:" in run("inspect", "--help").stdout
 
 
-def test_demo_runs_its_checks(capsys):
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "logits identical to the plain model: True" in out and "not in this version yet" in out
+def test_demo_pipeline_writes_table_png_and_vectors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny:idefics3", "--tasks", "sandbox-shape-nonce", "--shots", "2", "--n-test", "4",
+                 "--steps", "2", "--train-queries", "8", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mean accuracy: zero-shot" in text and str(out) in text
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["zero-shot", "icl", "m2iv"]
+    assert rows[2]["mean_prompt_tokens"] == rows[0]["mean_prompt_tokens"] < rows[1]["mean_prompt_tokens"]
+    assert (out / "demo.png").stat().st_size > 1000
+    assert list((out / "work" / "sandbox-shape-nonce").glob("m2iv-*/vectors/vectors.safetensors"))
 
 
 def test_eval_icl_on_vqav2_fixture_end_to_end(tmp_path):

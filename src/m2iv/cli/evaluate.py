@@ -66,5 +66,5 @@ def list_tasks(args: argparse.Namespace) -> int:
 
     for name in TASKS:
         t = TASKS.get(name)
-        print(f"{name:<15} {t.metric:<13} {t.description}")
+        print(f"{name:<24} {t.metric:<13} {t.description}")
     return 0

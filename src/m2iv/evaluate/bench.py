@@ -43,7 +43,10 @@ def _slug(cell: Cell, shots: int) -> str:
 
 def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shots: int = 16, n_test: int = 100,
              seed: int = 0, batch_size: int = 8, data_root: str | None = None, train_defaults: dict | None = None,
-             log=print) -> list[dict]:
+             task_overrides: dict | None = None, log=print) -> list[dict]:
+    """One row per (task, cell); `task_overrides` replaces Task fields (e.g. n_train) for every task."""
+    from dataclasses import replace
+
     from m2iv.evaluate.runner import EvalConfig, evaluate
     from m2iv.evaluate.tasks import get_task
     from m2iv.methods import get_method
@@ -53,6 +56,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     work = Path(work)
     for name in task_names:
         task = get_task(name)
+        if task_overrides:
+            task = replace(task, **task_overrides)
         splits = task.splits(data_root, seed=seed)
         for cell in plan:
             slug = _slug(cell, shots)

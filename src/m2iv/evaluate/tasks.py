@@ -135,3 +135,13 @@ def postprocess(task: Task, text: str) -> str:
 
 
 __all__ = ["TASKS", "Task", "get_task", "postprocess"]
+
+
+def _register_sandbox_suite() -> None:
+    from m2iv.data.datasets import DATASETS
+    from m2iv.sandbox.suite import register
+
+    register(DATASETS, TASKS, Task)
+
+
+_register_sandbox_suite()

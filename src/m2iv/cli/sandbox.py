@@ -1,0 +1,62 @@
+"""`m2iv sandbox build|info`: the embedded sandbox LVLM (real SmolLM2 weights + in-project vision)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+EXAMPLES = """examples:
+  m2iv sandbox build                  # assemble from the shipped weights into $M2IV_HOME/sandbox (~1 min)
+  m2iv sandbox build --from-scratch   # retrain the shipped weights first (about an hour on 2 cores)
+  m2iv sandbox info                   # the model card: architecture, training data, steps, measured quality
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sandbox", help="build or describe the sandbox LVLM", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = p.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
+    b = s.add_parser("build", help="assemble the sandbox model into the cache", epilog=EXAMPLES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--from-scratch", action="store_true", help="retrain the shipped weights first")
+    b.add_argument("--out", default=None, help="target folder (default $M2IV_HOME/sandbox)")
+    b.add_argument("--work", default=None, help="scratch folder for --from-scratch")
+    b.set_defaults(func=build)
+    i = s.add_parser("info", help="print the model card", epilog="example: m2iv sandbox info --json")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=info)
+
+
+def build(args: argparse.Namespace) -> int:
+    from m2iv.sandbox import build as do_build
+
+    t0 = time.perf_counter()
+    path = do_build(from_scratch=args.from_scratch, out=args.out, work=args.work)
+    print(f"sandbox ready at {path} ({time.perf_counter() - t0:.0f}s); use the model spec `sandbox`")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    from m2iv.errors import M2IVError
+    from m2iv.sandbox import assemble
+
+    path = assemble.HERE / "model_card.json"
+    if not path.is_file():
+        raise M2IVError(f"no model card at {path}; the sandbox weights were not built in this checkout")
+    card = json.loads(path.read_text())
+    if args.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    _print(card)
+    return 0
+
+
+def _print(obj, indent: int = 0) -> None:
+    pad = "  " * indent
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            print(f"{pad}{k}:")
+            _print(v, indent + 1)
+        else:
+            print(f"{pad}{k}: {v}")
