@@ -36,6 +36,33 @@ def add_parser(sub) -> None:
         q.add_argument("--work", default="runs/bench", help="folder for the per-cell runs (resumable)")
         q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
         q.set_defaults(func=run, kind=kind)
+    ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
+                         epilog="example: m2iv bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce "
+                                "--window 512 --out benchmarks/many_shot/sandbox.json")
+    add_model_args(ms)
+    ms.add_argument("--tasks", required=True)
+    ms.add_argument("--window", type=int, default=512, help="context window set for the experiment (tokens)")
+    ms.add_argument("--icl-shots", default="0,1,2,4,8,16,32,64")
+    ms.add_argument("--m2iv-shots", default="16,32,64,128")
+    ms.add_argument("--n-test", type=int, default=100)
+    ms.add_argument("--steps", type=int, default=60)
+    ms.add_argument("--train-queries", type=int, default=96)
+    ms.add_argument("--work", default="runs/bench")
+    ms.add_argument("--out", required=True)
+    ms.set_defaults(func=many_shot_cmd)
+    e = bsub.add_parser("efficiency", help="inference cost of every method as ratios to zero-shot",
+                        epilog="example: m2iv bench efficiency sandbox --task sandbox-colour-nonce "
+                               "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")
+    e.add_argument("model")
+    e.add_argument("--task", required=True)
+    e.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+    e.add_argument("--vectors-from", default="runs/bench/compare", help="work folder of a `bench compare` run")
+    e.add_argument("--shots", type=int, default=16)
+    e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
+    e.add_argument("--new-tokens", type=int, default=4)
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=efficiency)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +81,53 @@ def run(args: argparse.Namespace) -> int:
             "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
+    return 0
+
+
+def many_shot_cmd(args: argparse.Namespace) -> int:
+    from m2iv import __version__
+    from m2iv.evaluate.bench import many_shot, write_table
+
+    lm = load_from_args(args)
+    t0 = time.time()
+    rows = many_shot(lm, args.tasks.split(","), args.window, [int(x) for x in args.icl_shots.split(",")],
+                     [int(x) for x in args.m2iv_shots.split(",")], work=f"{args.work}/many-shot", n_test=args.n_test,
+                     train_defaults={"steps": args.steps, "batch_size": 16, "val_every": 20, "val_size": 32},
+                     task_overrides={"n_train": args.train_queries})
+    meta = {"command": f"m2iv bench many-shot {args.model} --tasks {args.tasks} --window {args.window} "
+                       f"--icl-shots {args.icl_shots} --m2iv-shots {args.m2iv_shots} --n-test {args.n_test} "
+                       f"--steps {args.steps} --train-queries {args.train_queries} --out {args.out}",
+            "m2iv_version": __version__, "wall_seconds": round(time.time() - t0, 1)}
+    write_table(rows, args.out, meta)
+    print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
+    return 0
+
+
+def efficiency(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from m2iv import __version__
+    from m2iv.evaluate.efficiency import measure
+
+    t0 = time.time()
+    result = measure(args.model, args.task, args.methods.split(","), args.vectors_from, shots=args.shots, n=args.n,
+                     new_tokens=args.new_tokens, data_root=args.data_root)
+    result["meta"] = {"command": f"m2iv bench efficiency {args.model} --task {args.task} --methods {args.methods} "
+                                 f"--vectors-from {args.vectors_from} --shots {args.shots} --n {args.n} --out {args.out}",
+                      "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
+                      "wall_seconds": round(time.time() - t0, 1)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    cols = ["method", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "peak_rss_mb", "peak_above_model_mb",
+            "parameters", "train_seconds"]
+    print(" | ".join(cols))
+    for r in result["rows"]:
+        print(" | ".join(str(r.get(c)) for c in cols))
+    print("hook overhead:", json.dumps(result["hook_overhead"]))
     return 0
 
 

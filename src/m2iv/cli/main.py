@@ -18,13 +18,13 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from m2iv import __version__
-    from m2iv.cli import bench, demo, evaluate, inspect, sandbox, train
+    from m2iv.cli import bench, demo, evaluate, inspect, report, sandbox, train
 
     parser = argparse.ArgumentParser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m2iv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (inspect, train, evaluate, bench, sandbox, demo):
+    for module in (inspect, train, evaluate, bench, report, sandbox, demo):
         module.add_parser(sub)
     evaluate.add_tasks_parser(sub)
     return parser

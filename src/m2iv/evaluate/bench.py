@@ -107,13 +107,58 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     return rows
 
 
+def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv_shots: list[int],
+              work: str | Path, n_test: int = 100, seed: int = 0, batch_size: int = 8,
+              train_defaults: dict | None = None, task_overrides: dict | None = None, log=print) -> list[dict]:
+    """ICL limited by a context `window` against M²IV distilled from more demonstrations than fit.
+
+    ICL rows beyond the window are recorded with `fits: false` and no score. M²IV at N shots uses a
+    product-of-experts teacher over ceil(N / c) disjoint contexts of c shots, c = the most that fit.
+    """
+    from dataclasses import replace
+
+    from m2iv.data.prompts import PromptBuilder, shots_that_fit
+    from m2iv.evaluate.tasks import get_task
+
+    rows: list[dict] = []
+    for name in task_names:
+        task = get_task(name)
+        if task_overrides:
+            task = replace(task, **task_overrides)
+        splits = task.splits(None, seed=seed)
+        builder = PromptBuilder(lm, task.instruction, task.answer_template)
+        probe = splits["test"][0]
+        fit = shots_that_fit(builder, splits["support"][: max(icl_shots + m2iv_shots)], probe, limit=window,
+                             reserve=task.max_new_tokens)
+        log(f"[{name}] {fit} shots fit in a {window}-token window")
+        for k in icl_shots:
+            if k > fit:
+                rows.append({"task": task.name, "method": "icl", "variant": f"window-{window}", "shots": k, "fits": False,
+                             "score": None, "metric": task.metric, "n": 0})
+                continue
+            cell = Cell("zero-shot") if k == 0 else Cell("icl")
+            r = run_plan(lm, [name], [cell], work, shots=k, n_test=n_test, seed=seed, batch_size=batch_size,
+                         task_overrides=task_overrides, log=log)[0]
+            rows.append({**r, "method": "icl", "variant": f"window-{window}", "fits": True})
+        for k in m2iv_shots:
+            chunk = min(k, fit)
+            experts = -(-k // chunk)
+            teacher = {**(train_defaults or {}).get("teacher", {}), "ensemble": experts}
+            cell = Cell("m2iv", f"{experts}x{chunk}", {**(train_defaults or {}), "teacher": teacher})
+            r = run_plan(lm, [name], [cell], work, shots=chunk, n_test=n_test, seed=seed, batch_size=batch_size,
+                         task_overrides=task_overrides, log=log)[0]
+            rows.append({**r, "shots": experts * chunk, "fits": experts == 1, "teacher_contexts": experts})
+    return rows
+
+
 def averages(rows: list[dict]) -> dict[str, float]:
     out: dict[str, list[float]] = {}
     for r in rows:
         if r["method"] == "icl-teacher":
             continue
         key = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
-        out.setdefault(key, []).append(r["score"])
+        if r.get("score") is not None:
+            out.setdefault(key, []).append(r["score"])
     return {k: round(sum(v) / len(v), 4) for k, v in out.items()}
 
 
@@ -121,7 +166,8 @@ def markdown(rows: list[dict]) -> str:
     cols = ["task", "method", "variant", "shots", "score", "n", "mean_prompt_tokens", "mean_latency_ms", "parameters",
             "train_seconds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(("does not fit" if c == "score" and r.get("fits") is False else "")
+                                if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
     lines += ["", "| method | mean score over tasks |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in averages(rows).items()]
     return "\n".join(lines) + "\n"
@@ -137,4 +183,4 @@ def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) ->
         os.replace(tmp, target)
 
 
-__all__ = ["Cell", "averages", "compare_plan", "markdown", "run_plan", "suite_plan", "write_table"]
+__all__ = ["Cell", "averages", "compare_plan", "many_shot", "markdown", "run_plan", "suite_plan", "write_table"]

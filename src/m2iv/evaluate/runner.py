@@ -143,7 +143,8 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     if not test:
         raise M2IVError(f"task {task.name} has no test examples; check the data root and split")
     n_demos = method.prompt_shots(cfg.shots)
-    run = {"task": task.name, "task_version": task.version, "method": method.name, "shots": cfg.shots,
+    shots = 0 if method.name == "zero-shot" else cfg.shots  # vector methods: the teacher's shots
+    run = {"task": task.name, "task_version": task.version, "method": method.name, "shots": shots,
            "selection": cfg.selection, "seed": cfg.seed, "model": lm.spec,
            "model_fingerprint": weights_fingerprint(lm.model), "test_hash": content_hash(test),
            "method_options": method.describe()}

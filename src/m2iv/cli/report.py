@@ -1,0 +1,22 @@
+"""`m2iv report RESULTS... --out DIR`: Markdown tables and PNG plots from results files."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="Markdown report with tables and plots from results files",
+                       epilog="example: m2iv report benchmarks/sandbox_suite.json runs/*/summary.json --out report/")
+    p.add_argument("results", nargs="+", help="summary.json files of `m2iv eval` runs or `m2iv bench` JSON tables")
+    p.add_argument("--out", required=True, help="folder for report.md and the PNG plots")
+    p.add_argument("--title", default="m2iv report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from m2iv.evaluate.report import build_report
+
+    path = build_report(args.results, args.out, args.title)
+    print(f"wrote {path} with accuracy_vs_shots.png and accuracy_vs_cost.png")
+    return 0

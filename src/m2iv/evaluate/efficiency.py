@@ -1,0 +1,121 @@
+"""Inference cost of each method on the same queries, as ratios to zero-shot (issue: efficiency claims).
+
+Each method runs in its own fresh process (so peak memory is its own), on the same test queries, batch 1,
+generating exactly `new_tokens` tokens (min = max), after one warm-up query. Reported per method:
+prompt tokens, latency per query, peak resident memory (whole process and above the loaded model),
+parameters stored and training time (from its vector directory). The injection hooks' own overhead is
+measured separately: zero-shot with all-zero M²IV vectors injected against plain zero-shot.
+
+    m2iv bench efficiency sandbox --task sandbox-colour-nonce --vectors-from runs/bench/compare --out benchmarks/efficiency.json
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.data.selection import RandomSelector
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.methods import get_method
+    from m2iv.models.loading import load_model
+    from m2iv.vectors.inject import apply
+    from m2iv.vectors.vector import InContextVectors
+
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    lm = load_model(spec["model"])
+    task = get_task(spec["task"])
+    splits = task.splits(spec.get("data_root"), seed=spec.get("seed", 0))
+    queries = splits["test"][: spec["n"] + 1]
+    builder = PromptBuilder(lm, task.instruction, task.answer_template)
+    method = get_method(spec["method"], {"vectors": spec.get("vectors")})
+    if spec.get("vectors"):
+        method.prepare(lm, task, splits)
+    shots = method.prompt_shots(spec["shots"])
+    selector = RandomSelector(splits["support"], seed=spec.get("seed", 0)) if shots else None
+    if spec.get("zero_hooks"):
+        ctx = apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter)
+    else:
+        ctx = method.inference(lm)
+    with torch.no_grad():  # model loaded, nothing run yet
+        base_rss = _rss_mb()
+    lat, toks = [], []
+    with torch.no_grad(), ctx as handle:
+        for i, q in enumerate(queries):
+            demos = selector.select(q, shots) if selector else []
+            batch = builder.encode([builder.build(demos, q)])
+            qs = batch.pop("query_start")
+            if handle is not None and hasattr(handle, "set_query_start"):
+                handle.set_query_start(qs)
+            t0 = time.perf_counter()
+            lm.model.generate(**batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
+                              do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+            dt = (time.perf_counter() - t0) * 1000
+            if i:  # the first query is a warm-up
+                lat.append(dt)
+                toks.append(int(batch["attention_mask"].sum()))
+    peak = _rss_mb()
+    params = method.vectors.num_parameters() if getattr(method, "vectors", None) is not None else 0
+    return {"latency_ms": statistics.median(lat), "latency_ms_mean": statistics.fmean(lat),
+            "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
+            "peak_above_model_mb": round(peak - base_rss, 1), "parameters": params}
+
+
+def _run(spec: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_worker, (spec,))
+
+
+def measure(model: str, task: str, methods: list[str], vectors_from: str | Path | None, shots: int = 16,
+            n: int = 30, new_tokens: int = 4, seed: int = 0, data_root: str | None = None, log=print) -> dict:
+    """Rows per method plus the hook overhead; ratios are to zero-shot."""
+    from m2iv.evaluate.tasks import get_task
+
+    folder = get_task(task).name  # bench runs are stored under the task's registered name
+    rows = []
+    base = {"model": model, "task": task, "shots": shots, "n": n, "new_tokens": new_tokens, "seed": seed,
+            "data_root": data_root}
+    for m in methods:
+        spec = {**base, "method": m}
+        train_s = 0.0
+        if m not in ("zero-shot", "icl"):
+            root = Path(vectors_from or ".") / folder
+            found = sorted(root.glob(f"{m}-{shots}shot/vectors/m2iv_config.json")) + \
+                sorted(root.glob(f"{m}-*/vectors/m2iv_config.json"))
+            if not found:
+                log(f"skip {m}: no trained vectors under {root}/{m}-*/vectors")
+                continue
+            spec["vectors"] = str(found[0].parent)
+            training = json.loads(found[0].read_text()).get("training", {})
+            train_s = (training.get("train_seconds") or 0) + (training.get("teacher", {}).get("seconds") or 0)
+        log(f"measuring {m}")
+        r = _run(spec)
+        rows.append({"method": m, **r, "train_seconds": round(train_s, 1)})
+    zs = next((r for r in rows if r["method"] == "zero-shot"), None)
+    if zs:
+        for r in rows:
+            r["latency_vs_zero_shot"] = round(r["latency_ms"] / zs["latency_ms"], 3)
+            r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
+            r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
+    log("measuring hook overhead (zero vectors)")
+    hooks = _run({**base, "method": "zero-shot", "zero_hooks": True})
+    overhead = None
+    if zs:
+        overhead = {"latency_ratio": round(hooks["latency_ms"] / zs["latency_ms"], 4),
+                    "peak_rss_ratio": round(hooks["peak_rss_mb"] / zs["peak_rss_mb"], 4),
+                    "peak_above_model_mb": hooks["peak_above_model_mb"],
+                    "zero_shot_peak_above_model_mb": zs["peak_above_model_mb"]}
+    return {"rows": rows, "hook_overhead": overhead, "settings": base}
