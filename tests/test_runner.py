@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from conftest import tiny, write_samples
 from m2iv.data.images import ImageError
@@ -118,3 +119,22 @@ def test_two_process_run_merges_into_the_single_process_files(tmp_path):
     sa, sb = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert sb["world_size"] == 2 and sa["score"] == sb["score"] and sa["n"] == sb["n"]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["predictions.jsonl", "run.json", "summary.json"]
+
+
+def test_rices_selection_with_the_models_own_embeddings(tmp_path, splits, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("qwen2_vl")
+    s = evaluate(lm, TASK, get_method("icl"), EvalConfig(shots=3, selection="rices", batch_size=3), tmp_path / "o",
+                 splits=splits)
+    rows = _rows(tmp_path / "o")
+    assert s["n"] == 6 and all(len(r["demos"]) == 3 for r in rows)
+    cached = list((tmp_path / "home" / "cache" / "rices").glob("*.safetensors"))
+    assert len(cached) == 1  # support embeddings computed once and cached
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.data.selection import model_embedder
+
+    emb = model_embedder(lm, PromptBuilder(lm, TASK.instruction))
+    sup = torch.nn.functional.normalize(emb(splits["support"]), dim=-1)
+    q = torch.nn.functional.normalize(emb([splits["test"][0]]), dim=-1)[0]
+    nearest = splits["support"][int((sup @ q).argmax())].id
+    assert rows[0]["demos"][-1] == nearest  # the most similar demonstration sits next to the query
