@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
     p.add_argument("--shots", type=int, default=0, help="demonstrations per query (icl) or teacher shots")
     p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
-    p.add_argument("--vectors", default=None, help="vector directory to evaluate (vector methods)")
+    p.add_argument("--vectors", default=None, help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
     p.add_argument("--batch-size", type=int, default=4)

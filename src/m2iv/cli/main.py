@@ -12,19 +12,20 @@ EPILOG = """examples:
   m2iv inspect /path/to/hf/model            # any local Idefics2/3, SmolVLM, Qwen2(.5)-VL, LLaVA(-NeXT/-OV), Llama...
   m2iv eval tiny:llava --task easy-vqa --method zero-shot --limit 20 --out runs/zs
   m2iv tasks                                # registered tasks
+  m2iv library list                         # stored vectors; use --vectors library:NAME anywhere
   m2iv demo                                 # the main job on the sandbox model
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from m2iv import __version__
-    from m2iv.cli import bench, demo, evaluate, inspect, report, sandbox, train
+    from m2iv.cli import bench, demo, evaluate, inspect, library, report, sandbox, train
 
     parser = argparse.ArgumentParser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m2iv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (inspect, train, evaluate, bench, report, sandbox, demo):
+    for module in (inspect, train, evaluate, bench, report, library, sandbox, demo):
         module.add_parser(sub)
     evaluate.add_tasks_parser(sub)
     return parser

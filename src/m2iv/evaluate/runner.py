@@ -181,39 +181,42 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     checker, eos = _ImageCheck(), _eos_ids(lm)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{task.name} {method.name}",
                disable=not state.is_main_process, dynamic_ncols=True)
-    with torch.no_grad(), method.inference(lm) as handle:
-        for i in range(0, len(todo), cfg.batch_size):
-            chunk, rows, prompts, stop = todo[i:i + cfg.batch_size], [], [], None
-            for q in chunk:
-                demos = selector.select(q, n_demos) if selector else []
-                bad = checker.first_bad([p for d in demos for p in d.images] + list(q.images))
-                if bad is not None:
-                    if cfg.on_bad_image == "stop":
-                        stop = bad  # answer the queries before it, keep them, then stop
-                        break
-                    rows.append({"id": q.id, "skipped": True, "error": str(bad)})
-                    continue
-                prompts.append((q, demos, builder.build(demos, q)))
-            if prompts:
-                batch = builder.encode([p for _, _, p in prompts])
-                query_start = batch.pop("query_start")
-                if handle is not None and hasattr(handle, "set_query_start"):
-                    handle.set_query_start(query_start)
-                batch = {k: v.to(lm.model.device) for k, v in batch.items()}
-                t0 = time.perf_counter()
-                gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                        eos_token_id=eos, pad_token_id=lm.tokenizer.pad_token_id)
-                ms = (time.perf_counter() - t0) * 1000 / len(prompts)
-                texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-                n_tokens = batch["attention_mask"].sum(dim=1).tolist()
-                for (q, demos, _), raw, n in zip(prompts, texts, n_tokens):
-                    rows.append({"id": q.id, "prediction": postprocess(task, raw), "raw": raw,
-                                 "answers": list(q.answers), "demos": [d.id for d in demos],
-                                 "prompt_tokens": int(n), "latency_ms": round(ms, 3)})
-            _append(part, rows)
-            if stop is not None:
-                raise stop
-            bar.update(len(chunk))
+    groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
+    for key, items in groups:
+        with torch.no_grad(), method.inference(lm, key) as handle:
+            for i in range(0, len(items), cfg.batch_size):
+                chunk, rows, prompts, stop = items[i:i + cfg.batch_size], [], [], None
+                for q in chunk:
+                    demos = selector.select(q, n_demos) if selector else []
+                    bad = checker.first_bad([p for d in demos for p in d.images] + list(q.images))
+                    if bad is not None:
+                        if cfg.on_bad_image == "stop":
+                            stop = bad  # answer the queries before it, keep them, then stop
+                            break
+                        rows.append({"id": q.id, "skipped": True, "error": str(bad)})
+                        continue
+                    prompts.append((q, demos, builder.build(demos, q)))
+                if prompts:
+                    batch = builder.encode([p for _, _, p in prompts])
+                    query_start = batch.pop("query_start")
+                    if handle is not None and hasattr(handle, "set_query_start"):
+                        handle.set_query_start(query_start)
+                    batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+                    t0 = time.perf_counter()
+                    gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
+                                            eos_token_id=eos, pad_token_id=lm.tokenizer.pad_token_id)
+                    ms = (time.perf_counter() - t0) * 1000 / len(prompts)
+                    texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                    n_tokens = batch["attention_mask"].sum(dim=1).tolist()
+                    for (q, demos, _), raw, n in zip(prompts, texts, n_tokens):
+                        rows.append({"id": q.id, "prediction": postprocess(task, raw), "raw": raw,
+                                     "answers": list(q.answers), "demos": [d.id for d in demos],
+                                     "prompt_tokens": int(n), "latency_ms": round(ms, 3),
+                                     **({"route": key} if key is not None else {})})
+                _append(part, rows)
+                if stop is not None:
+                    raise stop
+                bar.update(len(chunk))
     bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:

@@ -31,7 +31,8 @@ class Method:
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
         """Fit or load; called once before evaluation."""
 
-    def inference(self, lm):
+    def inference(self, lm, key=None):
+        """Context active while the model answers; `key` is a route from `groups` (library:auto)."""
         return nullcontext()
 
     def describe(self) -> dict:
@@ -68,7 +69,7 @@ class LoadedVectors(Method):
     def fit(self, lm, task, splits: dict):
         from m2iv.errors import M2IVError
 
-        raise M2IVError(f"--method {self.name} needs --vectors DIR (a vector directory from `m2iv train`)")
+        raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME (vectors from `m2iv train`)")
 
     def method_config(self):
         cfg = self.options.get("method_config")
@@ -92,6 +93,8 @@ class LoadedVectors(Method):
                              method_config={**(asdict(cfg) if is_dataclass(cfg) else {}), "task": task.name},
                              metrics=self.info.get("metrics", {}), extra={"training": self.info})
             return
+        if path == "library:auto":
+            return self._prepare_routes(lm, splits)
         self.vectors, self.vector_config = load_vectors(path, adapter=lm.adapter,
                                                         strict=self.options.get("strict", True),
                                                         device=lm.model.device)
@@ -99,12 +102,43 @@ class LoadedVectors(Method):
             raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
                             f"use --method {self.vector_config.get('method')} or --method vectors")
 
+    def _prepare_routes(self, lm, splits: dict) -> None:
+        """library:auto: pick, per test query, the compatible library entry whose task prototype is
+        nearest to the query (search by example), and load each chosen entry once."""
+        from m2iv.library import Library
+
+        lib = Library(self.options.get("library_root"))
+        samples = list(splits["test"])
+        ids = lib.route(lm, samples, strict=self.options.get("strict", True))
+        self.routes = {s.id: i for s, i in zip(samples, ids)}
+        self.routed = {i: lib.load(i, adapter=lm.adapter, device=lm.model.device)[0] for i in dict.fromkeys(ids)}
+        self.vector_config = {"routes": {i: lib.get(i).name for i in self.routed}}
+
+    def groups(self, samples: list) -> list[tuple[str | None, list]]:
+        """Queries grouped by the vectors that answer them (one group unless routing)."""
+        if not getattr(self, "routes", None):
+            return [(None, samples)]
+        out: dict[str, list] = {}
+        for s in samples:
+            out.setdefault(self.routes[s.id], []).append(s)
+        return list(out.items())
+
     @contextmanager
-    def inference(self, lm):
+    def inference(self, lm, key=None):
         from m2iv.vectors.inject import apply
 
-        with apply(lm.model, self.vectors, lm.adapter) as handle:
+        vectors = self.routed[key] if key is not None else self.vectors
+        with apply(lm.model, vectors, lm.adapter) as handle:
             yield handle
+
+    def require_out(self) -> str:
+        from m2iv.errors import M2IVError
+
+        out = self.options.get("out")
+        if not out:
+            raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME, or train it first with "
+                            "`m2iv train MODEL --task T --method {self.name} --out DIR`")
+        return out
 
 
 METHODS: Registry[type[Method]] = Registry("method")

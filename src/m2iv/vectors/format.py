@@ -154,7 +154,12 @@ def check_config_against(config: dict, adapter: ModelAdapter, strict: bool = Tru
 
 def load_vectors(directory: str | Path, adapter: ModelAdapter | None = None, strict: bool = True,
                  device: str | torch.device = "cpu") -> tuple[InContextVectors, dict]:
-    """Load and verify a vector directory; with `adapter`, also refuse it for an incompatible model."""
+    """Load and verify a vector directory (or `library:<id-or-name>`); with `adapter`, also refuse it for an
+    incompatible model."""
+    if isinstance(directory, str) and directory.startswith("library:"):
+        from m2iv.library import resolve_vectors  # lazy: the library imports this module
+
+        directory = resolve_vectors(directory, adapter=adapter, strict=strict)
     directory = Path(directory)
     config = read_config(directory)
     tpath = directory / VECTORS_NAME

@@ -18,14 +18,10 @@ class M2IV(LoadedVectors):
                                           layers=cfg.layers, token_policy=cfg.token_policy, method=self.name)
 
     def fit(self, lm, task, splits: dict):
-        from m2iv.errors import M2IVError
         from m2iv.train.config import TrainConfig
         from m2iv.train.run import train_vectors
 
-        out = self.options.get("out")
-        if not out:
-            raise M2IVError(f"--method {self.name} needs --vectors DIR, or train it first with "
-                            "`m2iv train MODEL --task T --out DIR`")
+        out = self.require_out()
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm),
                                       self.options.get("train_config") or TrainConfig(), out,
                                       method_config=self.method_config().to_json(),

@@ -47,13 +47,10 @@ class MimIC(LoadedVectors):
     def fit(self, lm, task, splits: dict):
         from dataclasses import replace
 
-        from m2iv.errors import M2IVError
         from m2iv.train.config import TeacherConfig, TrainConfig
         from m2iv.train.run import train_vectors
 
-        out = self.options.get("out")
-        if not out:
-            raise M2IVError("--method mimic needs --vectors DIR, or training with `m2iv train ... --out DIR`")
+        out = self.require_out()
         cfg: MimICConfig = self.method_config()
         base = self.options.get("train_config") or TrainConfig()
         teacher = replace(base.teacher, hidden_states=True) if isinstance(base.teacher, TeacherConfig) else base.teacher

@@ -1,0 +1,278 @@
+"""`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
+remove, compose, resolve). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXAMPLES = """examples:
+  m2iv library add out/vqa --tags vqa,colour --prototype-from easy-vqa     # store a trained vector directory
+  m2iv library list --task easy-vqa
+  m2iv library search --model tiny:idefics2 --image cat.png --question "What colour is it?"
+  m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
+  m2iv library export mix mix.tar && m2iv library import mix.tar
+  m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
+"""
+
+SUB_EXAMPLES = {
+    "add": "example:\n  m2iv library add out/vqa --name vqa-idefics2 --tags vqa,colour --description 'colour VQA' "
+           "--prototype-from easy-vqa --model tiny:idefics2",
+    "list": "example:\n  m2iv library list --model tiny:idefics2 --tag vqa",
+    "show": "example:\n  m2iv library show vqa-idefics2 --json",
+    "search": "examples:\n  m2iv library search --model tiny:idefics2 --text colour\n"
+              "  m2iv library search --model tiny:idefics2 --image cat.png --question 'What colour is it?'",
+    "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
+    "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
+    "remove": "example:\n  m2iv library remove vqa-idefics2",
+    "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise\n"
+               "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
+    "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
+}
+
+
+def _root_arg(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--root", default=default,
+                   help="library folder (default: $M2IV_LIBRARY, else $M2IV_HOME/library)")
+
+
+def _model_args(p: argparse.ArgumentParser, required: bool = False, help: str = "") -> None:
+    p.add_argument("--model", required=required, default=None, help=help)
+    p.add_argument("--dtype", default="float32", help="model dtype when a model is loaded (default float32)")
+    p.add_argument("--device", default="cpu", help="torch device when a model is loaded (default cpu)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("library", help="store, search, compose, export and import trained vectors",
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _root_arg(p, None)
+    lsub = p.add_subparsers(dest="library_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: _usage(p))
+
+    def sp(name: str, help: str, func):
+        q = lsub.add_parser(name, help=help, epilog=SUB_EXAMPLES[name],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        _root_arg(q, argparse.SUPPRESS)  # also accepted after the subcommand
+        q.set_defaults(func=func)
+        return q
+
+    q = sp("add", "add a vector directory to the library", run_add)
+    q.add_argument("directory", metavar="DIR", help="vector directory (from `m2iv train` or save_vectors)")
+    q.add_argument("--name", default=None, help="unique name (default: derived from DIR)")
+    q.add_argument("--tags", action="append", default=[], help="comma-separated tags (repeatable)")
+    q.add_argument("--description", default="")
+    q.add_argument("--task", default=None, help="task the vectors are for (default: from their config)")
+    q.add_argument("--prototype-from", default=None, metavar="TASK",
+                   help="store a task prototype for search by example: the mean embedding of TASK's train queries")
+    q.add_argument("--prototype-n", type=int, default=32, help="queries embedded for the prototype (default 32)")
+    q.add_argument("--data-root", default=None, help="benchmark data folder for --prototype-from (or $M2IV_DATA)")
+    q.add_argument("--seed", type=int, default=0, help="split seed for --prototype-from")
+    _model_args(q, help="model that embeds the prototype (default: the vectors' base model)")
+
+    q = sp("list", "list entries", run_list)
+    q.add_argument("--model", default=None, help="base model name, model_type or architecture fingerprint")
+    q.add_argument("--task", default=None)
+    q.add_argument("--method", default=None)
+    q.add_argument("--tag", default=None)
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    q = sp("show", "show one entry", run_show)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("--json", action="store_true", help="print JSON (with the full vector config)")
+
+    q = sp("search", "find entries for a model, by fields, text or example", run_search)
+    _model_args(q, help="keep only entries applicable to this model (fingerprint and sizes); needed by --image")
+    q.add_argument("--task", default=None)
+    q.add_argument("--method", default=None)
+    q.add_argument("--tag", default=None)
+    q.add_argument("--text", default=None, help="words to find in names, descriptions, tasks and tags")
+    q.add_argument("--image", default=None, help="search by example: an image of the query")
+    q.add_argument("--question", default=None, help="search by example: the question asked about it")
+    q.add_argument("--no-strict", action="store_true", help="accept entries whose fingerprint differs (sizes equal)")
+    q.add_argument("--limit", type=int, default=10, help="show at most N hits (default 10)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+
+    q = sp("export", "write an entry as a vector directory or a .tar", run_export)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
+
+    q = sp("import", "add an exported directory or .tar", run_import)
+    q.add_argument("path", metavar="PATH")
+    q.add_argument("--name", default=None, help="store under this name instead of the exported one")
+
+    q = sp("remove", "delete an entry", run_remove)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+
+    q = sp("compose", "add a weighted sum of entries (with negation and layer/site masks)", run_compose)
+    q.add_argument("--name", required=True, help="name of the new entry")
+    q.add_argument("expression", nargs="+", metavar="EXPR",
+                   help="like 0.5*a + 1.0*b - c (quote it when a term starts with '-')")
+    q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
+    q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
+    q.add_argument("--tags", action="append", default=[], help="comma-separated tags (repeatable)")
+    q.add_argument("--description", default=None)
+
+    q = sp("resolve", "print the verified vector directory of library:<id-or-name>", run_resolve)
+    q.add_argument("ref", metavar="SPEC", help="library:<id-or-name> or an id/name")
+
+
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 2
+
+
+def _lib(args):
+    from m2iv.library import Library
+
+    return Library(getattr(args, "root", None))
+
+
+def _load_model(spec: str, dtype: str, device: str):
+    """Load a model (tests replace this to reuse a cached one)."""
+    from m2iv.models.loading import load_model
+
+    return load_model(spec, dtype=dtype, device=device)
+
+
+def _tags(values: list[str]) -> list[str]:
+    return sorted({t.strip() for v in values for t in v.split(",") if t.strip()})
+
+
+def _short_metrics(m: dict) -> str:
+    items = [(k, v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:2]
+    return ",".join(f"{k}={v:.3g}" for k, v in items) or "-"
+
+
+def _print_table(entries) -> None:
+    if not entries:
+        print("(no entries)")
+        return
+    rows = [("ID", "NAME", "MODEL", "TASK", "METHOD", "SHOTS", "TAGS", "METRICS", "PROTO")]
+    for e in entries:
+        rows.append((e.id, e.name, e.base_model, e.task or "-", e.method, "-" if e.shots is None else str(e.shots),
+                     ",".join(e.tags) or "-", _short_metrics(e.metrics), "yes" if e.prototype is not None else "-"))
+    widths = [min(40, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def run_add(args) -> int:
+    with _lib(args) as lib:
+        entry = lib.add(args.directory, name=args.name, tags=_tags(args.tags), description=args.description,
+                        task=args.task)
+        if args.prototype_from:
+            try:
+                lm = _load_model(args.model or entry.base_model, args.dtype, args.device)
+                entry = lib.add_prototype_from_task(entry.id, lm, args.prototype_from, data_root=args.data_root,
+                                                    n=args.prototype_n, seed=args.seed)
+            except BaseException:
+                lib.remove(entry.id)  # all or nothing: no entry without the prototype that was asked for
+                raise
+        proto = f", prototype from {args.prototype_from}" if args.prototype_from else ""
+        print(f"added {entry.name} ({entry.id}) for {entry.base_model}{proto}; use it as library:{entry.name}")
+    return 0
+
+
+def run_list(args) -> int:
+    with _lib(args) as lib:
+        entries = lib.entries(model=args.model, task=args.task, method=args.method, tag=args.tag)
+        if args.json:
+            print(json.dumps([e.to_json() for e in entries], indent=2))
+        else:
+            _print_table(entries)
+    return 0
+
+
+def run_show(args) -> int:
+    with _lib(args) as lib:
+        e = lib.get(args.ref)
+        if args.json:
+            print(json.dumps(e.to_json(full=True), indent=2))
+            return 0
+        info = e.to_json()
+        info["sites"] = {s: sp.get("layers") for s, sp in e.config.get("sites", {}).items()}
+        info["operator"] = sorted({sp.get("operator") for sp in e.config.get("sites", {}).values()})
+        info["blob"] = str(lib.blob_path(e.sha256))
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return 0
+
+
+def run_search(args) -> int:
+    from m2iv.errors import M2IVError
+    from m2iv.library import example_sample
+
+    if (args.image or args.question) and not args.model:
+        raise M2IVError("search by example (--image/--question) needs --model to embed the example with")
+    with _lib(args) as lib:
+        lm = _load_model(args.model, args.dtype, args.device) if args.model else None
+        example = example_sample(args.image, args.question or "") if (args.image or args.question) else None
+        hits = lib.search(lm=lm, task=args.task, method=args.method, tag=args.tag, text=args.text, example=example,
+                          strict=not args.no_strict, limit=args.limit)
+        if args.json:
+            print(json.dumps([h.to_json() for h in hits], indent=2))
+            return 0
+        if not hits:
+            print("(no matching entries)")
+            return 0
+        for h in hits:
+            score = "" if h.score is None else f"{h.score:+.3f}  "
+            note = f"  [{h.note}]" if h.note else ""
+            print(f"{score}{h.entry.id}  {h.entry.name}  {h.entry.base_model}  task={h.entry.task or '-'}  "
+                  f"method={h.entry.method}{note}")
+    return 0
+
+
+def run_export(args) -> int:
+    with _lib(args) as lib:
+        out = lib.export(args.ref, args.out)
+        print(f"exported {lib.get(args.ref).name} to {out}")
+    return 0
+
+
+def run_import(args) -> int:
+    with _lib(args) as lib:
+        e = lib.import_path(args.path, name=args.name)
+        print(f"imported {e.name} ({e.id}) for {e.base_model}; use it as library:{e.name}")
+    return 0
+
+
+def run_remove(args) -> int:
+    with _lib(args) as lib:
+        e = lib.remove(args.ref)
+        print(f"removed {e.name} ({e.id})")
+    return 0
+
+
+def run_compose(args) -> int:
+    with _lib(args) as lib:
+        e = lib.compose(args.name, " ".join(args.expression), layers=args.layers, sites=args.sites,
+                        tags=_tags(args.tags), description=args.description)
+        print(f"composed {e.name} ({e.id}) = {e.provenance['expression']}; use it as library:{e.name}")
+    return 0
+
+
+def run_resolve(args) -> int:
+    with _lib(args) as lib:
+        print(lib.resolve(args.ref))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m m2iv.cli.library …` (the same as `m2iv library …` once registered in cli/main.py)."""
+    from m2iv.errors import M2IVError
+
+    parser = argparse.ArgumentParser(prog="m2iv")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["library", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except M2IVError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Tar files for `m2iv library export OUT.tar` / `import`: written atomically, read defensively.
+
+A written archive holds regular files only, under one relative folder (the entry's name), with fixed
+owner and permissions. Reading refuses the whole archive, before anything is written, when a member
+has an absolute path, a `..` component, or is a link, device or FIFO.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import uuid
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from m2iv.errors import M2IVError
+
+MAX_ARCHIVE_BYTES = 8 << 30  # a vector set is megabytes; refuse to unpack anything absurd
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_tar(out: str | Path, files: dict[str, bytes], folder: str, mtime: float = 0.0) -> Path:
+    """Write `files` (name -> bytes) as `folder/name` members into the tar `out`: temp file, fsync, rename."""
+    out = Path(out)
+    if out.exists() and not out.is_file():
+        raise M2IVError(f"{out} exists and is not a file; choose another .tar path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as raw:
+            with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for name in sorted(files):
+                    data = files[name]
+                    info = tarfile.TarInfo(f"{folder}/{name}")
+                    info.type, info.size, info.mode, info.mtime = tarfile.REGTYPE, len(data), 0o644, int(mtime)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _unsafe(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or PurePosixPath(posix).is_absolute() or PureWindowsPath(name).drive:
+        return "absolute path"
+    if ".." in posix.split("/"):
+        return "'..' in its path"
+    if not (member.isfile() or member.isdir()):
+        return "not a regular file (link, device or FIFO)"
+    return None
+
+
+def extract_tar(path: str | Path, dest: str | Path) -> Path:
+    """Unpack the regular files of the tar `path` into `dest` after checking every member; return `dest`."""
+    path, dest = Path(path), Path(dest)
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise M2IVError(f"{path} is not a readable tar archive ({e}); give a file written by "
+                        "`m2iv library export ENTRY OUT.tar`") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise M2IVError(f"{path} is a damaged tar archive ({e}); export it again") from None
+        total = 0
+        for m in members:
+            why = _unsafe(m)
+            if why:
+                raise M2IVError(f"{path}: refusing tar member {m.name!r} ({why}); import only archives written by "
+                                "`m2iv library export`")
+            total += m.size if m.isfile() else 0
+        if total > MAX_ARCHIVE_BYTES:
+            raise M2IVError(f"{path} unpacks to {total} bytes, more than a vector set can hold; refusing it")
+        root = dest.resolve()
+        for m in members:
+            parts = [p for p in m.name.replace("\\", "/").split("/") if p not in ("", ".")]
+            if not parts:
+                continue
+            target = root.joinpath(*parts)
+            if root not in target.resolve().parents:
+                raise M2IVError(f"{path}: refusing tar member {m.name!r} (it points outside the archive)")
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(m)
+            if src is None:
+                raise M2IVError(f"{path}: tar member {m.name!r} cannot be read; export the archive again")
+            with src, open(target, "wb") as f:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+    return dest

@@ -1,0 +1,117 @@
+"""The library's SQLite index: tables, schema version and connection settings.
+
+One database file (`index.sqlite` under the library root) in WAL mode, so readers never block the
+writer and several processes can add entries at once: every write runs in `BEGIN IMMEDIATE` and a
+busy timeout makes a second writer wait for the first instead of failing with "database is locked".
+
+    entries    one row per stored vector set (model identity, task, metrics, config, provenance, prototype)
+    tags       (entry_id, tag) pairs, deleted with their entry
+    schema_version   a single row; a library written by a newer m2iv is refused, never half-read
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from m2iv.errors import M2IVError
+
+SCHEMA_VERSION = 1
+INDEX_NAME = "index.sqlite"
+BUSY_TIMEOUT_S = 60.0
+
+DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    base_model      TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    model_type      TEXT NOT NULL,
+    num_layers      INTEGER NOT NULL,
+    hidden_size     INTEGER NOT NULL,
+    num_heads       INTEGER NOT NULL,
+    head_dim        INTEGER NOT NULL,
+    task            TEXT,
+    method          TEXT NOT NULL,
+    shots           INTEGER,
+    metrics         TEXT NOT NULL DEFAULT '{}',
+    description     TEXT NOT NULL DEFAULT '',
+    created_at      TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    config          TEXT NOT NULL,
+    provenance      TEXT NOT NULL DEFAULT '{}',
+    prototype       BLOB,
+    prototype_info  TEXT
+);
+CREATE TABLE IF NOT EXISTS tags (
+    entry_id TEXT NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+    tag      TEXT NOT NULL,
+    PRIMARY KEY (entry_id, tag)
+);
+CREATE INDEX IF NOT EXISTS entries_fingerprint ON entries(fingerprint);
+CREATE INDEX IF NOT EXISTS entries_task ON entries(task);
+CREATE INDEX IF NOT EXISTS entries_sha256 ON entries(sha256);
+CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
+"""
+
+ENTRY_COLUMNS = ("id", "name", "base_model", "fingerprint", "model_type", "num_layers", "hidden_size", "num_heads",
+                 "head_dim", "task", "method", "shots", "metrics", "description", "created_at", "sha256", "config",
+                 "provenance", "prototype", "prototype_info")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (and on first use create) the index at `path`; refuse one from a newer m2iv."""
+    path = Path(path)
+    try:
+        # isolation_level=None: transactions are explicit (`write()` below), so a writer takes the lock
+        # up front with BEGIN IMMEDIATE and the busy timeout applies (no deferred-upgrade deadlock).
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise M2IVError(f"cannot open the library index {path} ({e}); check the folder's permissions") from None
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise M2IVError(f"the library index {path} could not switch to WAL mode (got {mode}); put the library "
+                            "on a local file system (M2IV_LIBRARY)")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _ensure_schema(conn, path)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise M2IVError(f"the library index {path} is not a readable SQLite database ({e}); move it away and "
+                        "re-import your entries") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    with write(conn):
+        # statement by statement: executescript() would COMMIT the open transaction
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] > SCHEMA_VERSION:
+            raise M2IVError(f"the library at {path.parent} has schema version {row[0]}, this m2iv reads up to "
+                            f"{SCHEMA_VERSION}; upgrade m2iv")
+
+
+@contextmanager
+def write(conn: sqlite3.Connection):
+    """One write transaction that holds the database's write lock from its first statement."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
