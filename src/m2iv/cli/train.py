@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
     m.add_argument("--operator", default="linear", choices=["linear", "additive", "norm_preserving"])
     m.add_argument("--sites", default="attn,mlp", help="comma-separated sites (attn, mlp, attn_head, layer)")
     m.add_argument("--token-policy", default="all", choices=["all", "text", "query", "generated", "last"])
+    m.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the method's settings (e.g. site=layer for live, n_trials=50 for mtv); repeatable")
     p.set_defaults(func=run)
 
 
@@ -57,6 +59,28 @@ def config_from_args(args):
     return TrainConfig(**{k: getattr(args, k) for k in keys}, teacher=teacher)
 
 
+def _method_config(method, pairs: list[str]):
+    """Build the method's settings dataclass from KEY=VALUE pairs (values parsed as JSON when they can be)."""
+    from dataclasses import fields, replace
+
+    from m2iv.errors import M2IVError
+
+    cfg = method.method_config()
+    if cfg is None:
+        raise M2IVError(f"method {method.name!r} has no settings to set with --method-config")
+    known = {f.name for f in fields(cfg)}
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in known:
+            raise M2IVError(f"--method-config {pair!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return replace(cfg, **values)
+
+
 def run(args: argparse.Namespace) -> int:
     from m2iv.errors import M2IVError
     from m2iv.evaluate.tasks import get_task
@@ -69,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "m2iv":
         options["method_config"] = mcfg
     method = get_method(args.method, options)
+    if args.method_config:
+        options["method_config"] = _method_config(method, args.method_config)
+        method = get_method(args.method, options)
     if not getattr(method, "trainable", False):
         from m2iv.methods import METHODS
 

@@ -66,8 +66,9 @@ class VectorTrainer:
         self.trainable = [p for g in groups for p in g["params"]]
         if not self.trainable:
             raise M2IVError("no vector parameter requires a gradient: nothing to train")
+        groups = [g for g in groups if g["params"]]  # base rates stay paired with their own group
         self.base_lrs = [g["lr"] for g in groups]
-        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         self.step = 0
         self.best = {"metric": -1.0, "step": -1}
         self.best_state: dict[str, torch.Tensor] | None = None

@@ -37,11 +37,11 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
     """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
     spec = vectors.sites[site]
     op = OPERATORS[spec.operator]
-    v = vectors.vector(site)[row].to(h.dtype)  # (D,) or (H, Dh)
+    v = vectors.vector(site)[row].to(h.device, h.dtype)  # (D,) or (H, Dh)
     a = vectors.scale(site, "alpha")
     b = vectors.scale(site, "beta")
-    a = None if a is None else a[row].to(h.dtype)  # () or (H,)
-    b = None if b is None else b[row].to(h.dtype)
+    a = None if a is None else a[row].to(h.device, h.dtype)  # () or (H,)
+    b = None if b is None else b[row].to(h.device, h.dtype)
     x = h
     if site == "attn_head":
         B, T, _ = h.shape
@@ -51,7 +51,8 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
     if spec.operator == "gated":
         from m2iv.vectors.gate import gate
 
-        w, b0 = vectors.params[f"{site}__gate_w"][row], vectors.params[f"{site}__gate_b"][row]
+        w = vectors.params[f"{site}__gate_w"][row].to(h.device)
+        b0 = vectors.params[f"{site}__gate_b"][row].to(h.device)
         a, b = gate(attn_module, w, b0).to(h.dtype), None  # mu: (B, T, H, 1)
     new = op(x, v, a, b)
     if site == "attn_head":

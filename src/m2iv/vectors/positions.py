@@ -13,6 +13,7 @@ extend the previous call's input_ids is the next decoding step of the same seque
     query      columns >= query_start (per sample, set by the prompt builder), generated tokens included
     generated  columns >= prompt length: only tokens produced by generate()
     last       the last prompt column only (the position that predicts the first answer token)
+    last_onward  the last prompt column and every generated token (MTV's replacement under generate)
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class TokenTracker:
             return (cols >= prompt).expand(batch, cur)
         if self.policy == "last":
             return (cols == prompt - 1).expand(batch, cur)
+        if self.policy == "last_onward":
+            return (cols >= prompt - 1).expand(batch, cur)
         if self.policy == "query":
             if self.query_start is None:
                 raise M2IVError("token policy 'query' needs the query start column: call "

@@ -23,7 +23,7 @@ from m2iv.errors import M2IVError
 from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS, SCALE_INIT
 
 SITES = ("attn", "attn_head", "mlp", "layer")
-TOKEN_POLICIES = ("all", "text", "query", "generated", "last")
+TOKEN_POLICIES = ("all", "text", "query", "generated", "last", "last_onward")
 ACTIVATIONS = ("identity", "sigmoid")
 
 

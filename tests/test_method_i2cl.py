@@ -1,0 +1,148 @@
+"""I2CL: context vectors = mean last-token attn/mlp outputs of demonstrations run alone; only (a, b) train."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import m2iv.methods.i2cl  # noqa: F401  (registers "i2cl")
+from conftest import image, tiny, write_samples
+from m2iv.data.prompts import PromptBuilder
+from m2iv.evaluate.tasks import Task
+from m2iv.methods import get_method
+from m2iv.methods.i2cl import I2CLConfig
+from m2iv.methods.i2cl.method import demo_prompt, training_noise
+from m2iv.train.config import TrainConfig
+from m2iv.vectors import apply, load_vectors
+
+TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {"train": write_samples(root, 6, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
+
+
+def _fit(lm, splits, out, steps=6, **cfg):
+    sp = splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    m = get_method("i2cl", {"out": str(out), "shots": 3, "seed": 0, "progress": False,
+                            "train_config": TrainConfig(steps=steps), "method_config": I2CLConfig(**cfg)})
+    m.prepare(lm, TASK, sp)
+    return m, sp
+
+
+def test_context_vectors_are_mean_of_demos_run_alone_and_only_scalars_train(tmp_path, splits, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("qwen2_vl")
+    m, sp = _fit(lm, splits, tmp_path / "v", lr=0.05)
+    demos = [s for s in sp["support"] if s.id in m.info["demo_ids"]]
+    assert len(demos) == 3
+    # Oracle: each demonstration alone (batch of one), own hooks, last token, plain mean.
+    builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
+    got = {"attn": [], "mlp": []}
+    for d in demos:
+        per = {"attn": {}, "mlp": {}}
+        hooks = [lm.adapter.module(i, s).register_forward_hook(
+            lambda _m, _a, out, s=s, i=i: per[s].__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0, -1]))
+            for s in per for i in range(lm.adapter.num_layers)]
+        batch = builder.encode([demo_prompt(builder, d)])
+        batch.pop("query_start")
+        assert batch["input_ids"].shape[0] == 1 and "<|im_end|>" in lm.tokenizer.decode(batch["input_ids"][0, -3:])
+        with torch.no_grad():
+            lm.model(**batch)
+        for h in hooks:
+            h.remove()
+        for s in per:
+            got[s].append(torch.stack([per[s][i] for i in range(lm.adapter.num_layers)]))
+    loaded, cfg = load_vectors(tmp_path / "v", adapter=lm.adapter)
+    assert cfg["method"] == "i2cl" and loaded.token_policy == "all"
+    for s in ("attn", "mlp"):
+        assert loaded.sites[s].operator == "linear" and loaded.sites[s].layers == [0, 1]
+        torch.testing.assert_close(loaded.vector(s), torch.stack(got[s]).mean(0), rtol=1e-5, atol=1e-6)
+        a, b = loaded.scale(s, "alpha"), loaded.scale(s, "beta")
+        assert not torch.allclose(a, torch.full_like(a, 0.1)) and not torch.allclose(b, torch.ones_like(b))
+    r = cfg["recipe"]
+    assert (r["w_ce"], r["w_mimicry"], r["w_synergy"], r["lr_scales"], r["weight_decay"], r["val_every"]) == (
+        1.0, 0.0, 0.0, 0.05, 1e-3, 0)
+    log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and all(set(x) & {"ce", "mimicry", "synergy"} == {"ce"} for x in log)
+
+
+def test_noise_gives_the_original_value_and_gradients(tmp_path):
+    """o' = (b*o + a*cv) + n*|b*o + a*cv|*s, and d o'/d(a, b) as without noise (the noise is detached)."""
+    lm = tiny("llama")
+    m = get_method("i2cl", {})
+    D, L = lm.adapter.hidden_size, lm.adapter.num_layers
+    vec = m.make_vectors(lm, {"attn": torch.randn(L, D), "mlp": torch.randn(L, D)}, list(range(L)), I2CLConfig())
+    with torch.no_grad():
+        vec.params["mlp__alpha"].copy_(torch.tensor([0.3, -0.2]))
+        vec.params["mlp__beta"].copy_(torch.tensor([0.7, 1.4]))
+    mlp, x = lm.adapter.module(1, "mlp"), torch.randn(2, 5, D)
+    with torch.no_grad():
+        o = mlp(x)
+    a, b, cv = -0.2, 1.4, vec.vector("mlp")[1]
+    clean = b * o + a * cv
+    with training_noise(lm, vec, 0.001), apply(lm.model, vec, lm.adapter):
+        torch.manual_seed(3)
+        out = mlp(x)
+        with torch.no_grad():  # no noise without gradients (validation, inference)
+            assert torch.allclose(mlp(x), clean, atol=1e-6)
+    torch.manual_seed(3)
+    noise = torch.randn_like(clean) * clean.norm(dim=-1, keepdim=True) * 0.001
+    torch.testing.assert_close(out, clean + noise, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    torch.testing.assert_close(vec.params["mlp__beta"].grad[1], (o * g).sum(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(vec.params["mlp__alpha"].grad[1], (cv * g).sum(), rtol=1e-4, atol=1e-5)
+    assert vec.params["mlp__vector"].grad is None  # the context vectors are fixed
+
+
+@pytest.mark.parametrize("family", ["llama", "idefics2", "llava"])
+def test_families_train_save_and_steer(tmp_path, splits, family, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny(family)
+    m, sp = _fit(lm, splits, tmp_path / "v", steps=2)
+    ev = get_method("i2cl", {"vectors": str(tmp_path / "v")})
+    ev.prepare(lm, TASK, sp)
+    builder = PromptBuilder(lm, TASK.instruction)
+    batch = builder.encode([builder.build([], sp["train"][0])])
+    batch.pop("query_start")
+    with torch.no_grad():
+        plain = lm.model(**batch).logits
+        with ev.inference(lm):
+            steered = lm.model(**batch).logits
+        with apply(lm.model, m.vectors, lm.adapter):
+            fitted = lm.model(**batch).logits
+    assert not torch.allclose(plain, steered) and torch.equal(steered, fitted)
+
+
+def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
+    from m2iv.cli.main import main
+
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    rows = []
+    for i in range(24):
+        p = tmp_path / f"img{i}.png"
+        image(i).save(p)
+        rows.append({"image": str(p), "question": f"What colour is thing {i}?", "answer": ["red", "blue"][i % 2]})
+    data = tmp_path / "task.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "vec"
+    assert main(["train", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "i2cl", "--shots", "2",
+                 "--steps", "3", "--out", str(out)]) == 0
+    assert json.loads((out / "m2iv_config.json").read_text())["method"] == "i2cl"
+    assert main(["eval", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "i2cl", "--vectors", str(out),
+                 "--limit", "2", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] == 2
+
+
+def test_recipe_precedence_method_defaults_unless_the_user_changed_a_field():
+    from m2iv.methods.i2cl.method import merge_recipe
+
+    mine = {"steps": 800, "lr_scales": 0.01, "w_ce": 1.0, "w_mimicry": 0.0, "w_synergy": 0.0}
+    r = merge_recipe(TrainConfig(), mine)
+    assert (r.steps, r.lr_scales, r.w_ce, r.w_mimicry, r.batch_size) == (800, 0.01, 1.0, 0.0, TrainConfig().batch_size)
+    r = merge_recipe(TrainConfig(steps=5, lr_scales=0.3), mine)
+    assert (r.steps, r.lr_scales, r.w_ce) == (5, 0.3, 1.0)
