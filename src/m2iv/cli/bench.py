@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
         q.add_argument("--tasks", required=True, help="comma-separated task names")
         if kind == "compare":
             q.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+            q.add_argument("--budget", default="original", choices=["original", "cpu"],
+                           help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
         q.add_argument("--shots", type=int, default=16)
         q.add_argument("--n-test", type=int, default=100)
         q.add_argument("--steps", type=int, default=None, help="training steps for trained methods")
@@ -36,6 +38,16 @@ def add_parser(sub) -> None:
         q.add_argument("--work", default="runs/bench", help="folder for the per-cell runs (resumable)")
         q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
         q.set_defaults(func=run, kind=kind)
+    cu = bsub.add_parser("icl-curve", help="accuracy against shots for each task (JSON + PNG)",
+                         epilog="example: m2iv bench icl-curve sandbox --tasks sandbox-colour-nonce "
+                                "--shots 0,1,2,4,8,16,32 --out benchmarks/sandbox_icl/curves.json")
+    add_model_args(cu)
+    cu.add_argument("--tasks", required=True)
+    cu.add_argument("--shots", default="0,1,2,4,8,16,32")
+    cu.add_argument("--n-test", type=int, default=100)
+    cu.add_argument("--work", default="runs/bench")
+    cu.add_argument("--out", required=True)
+    cu.set_defaults(func=curve_cmd)
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
                          epilog="example: m2iv bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce "
                                 "--window 512 --out benchmarks/many_shot/sandbox.json")
@@ -71,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     lm = load_from_args(args)
     tasks = [t for t in args.tasks.split(",") if t]
-    plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.methods.split(","))
+    plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.methods.split(","), args.budget)
     train = {"steps": args.steps} if args.steps else {}
     t0 = time.time()
     rows = run_plan(lm, tasks, plan, work=f"{args.work}/{args.kind}", shots=args.shots, n_test=args.n_test,
@@ -80,6 +92,25 @@ def run(args: argparse.Namespace) -> int:
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)
+    print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
+    return 0
+
+
+def curve_cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from m2iv import __version__
+    from m2iv.evaluate.bench import icl_curve, plot_curves, write_table
+
+    lm = load_from_args(args)
+    t0 = time.time()
+    rows = icl_curve(lm, args.tasks.split(","), [int(x) for x in args.shots.split(",")], f"{args.work}/icl-curve",
+                     n_test=args.n_test)
+    meta = {"command": f"m2iv bench icl-curve {args.model} --tasks {args.tasks} --shots {args.shots} "
+                       f"--n-test {args.n_test} --out {args.out}", "m2iv_version": __version__,
+            "wall_seconds": round(time.time() - t0, 1)}
+    write_table(rows, args.out, meta)
+    plot_curves(rows, Path(args.out).with_suffix(".png"), f"ICL on {args.model}: accuracy against shots")
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
     return 0
 
@@ -134,7 +165,7 @@ def efficiency(args: argparse.Namespace) -> int:
 def _argv(args) -> list[str]:
     out = [args.kind, args.model, "--tasks", args.tasks, "--shots", str(args.shots), "--n-test", str(args.n_test)]
     if args.kind == "compare":
-        out += ["--methods", args.methods]
+        out += ["--methods", args.methods, "--budget", args.budget]
     if args.steps:
         out += ["--steps", str(args.steps)]
     return out + ["--out", args.out]

@@ -32,8 +32,28 @@ def suite_plan(shots: int) -> list[Cell]:
             Cell("m2iv", "supervised-only", {"w_mimicry": 0.0, "w_synergy": 0.0})]
 
 
-def compare_plan(methods: list[str]) -> list[Cell]:
-    return [Cell(m) for m in methods]
+# Smaller extraction / search budgets for a 2-core CPU (`--budget cpu`); every other setting is the method's
+# default. Recorded in each vector directory's config and in the benchmark's meta.
+CPU_BUDGET: dict[str, dict] = {
+    "tv": {"n_prompts": 16, "layers": list(range(0, 30, 3))},
+    "fv": {"n_mean_prompts": 32, "n_ie_prompts": 4, "ie_layers": list(range(0, 20, 2))},
+    "mtv": {"n_trials": 32, "steps": 40, "samples": 8, "sample_batch": 8, "n_queries": 40, "n_val": 16},
+    "i2cl": {"epochs": 20},
+}
+
+
+def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
+    from m2iv.methods import METHODS
+
+    cells = []
+    for m in methods:
+        options = {}
+        overrides = CPU_BUDGET.get(m, {}) if budget == "cpu" else {}
+        cls = METHODS.get(m)
+        if overrides and getattr(cls, "config_cls", None) is not None:
+            options["method_config"] = cls.config_cls(**overrides)
+        cells.append(Cell(m, options=options))
+    return cells
 
 
 def _slug(cell: Cell, shots: int) -> str:
@@ -105,6 +125,39 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                              "mean_latency_ms": None, "parameters": 0, "train_seconds": 0.0})
             log(f"[{task.name}] {slug}: {row['metric']} = {row['score']}")
     return rows
+
+
+def icl_curve(lm, task_names: list[str], shots: list[int], work: str | Path, n_test: int = 100, seed: int = 0,
+              batch_size: int = 8, log=print) -> list[dict]:
+    """Accuracy against the number of demonstrations (0 = zero-shot) for each task."""
+    rows = []
+    for name in task_names:
+        for k in shots:
+            cell = Cell("zero-shot") if k == 0 else Cell("icl")
+            rows += run_plan(lm, [name], [cell], work, shots=k, n_test=n_test, seed=seed, batch_size=batch_size,
+                             log=log)
+    return rows
+
+
+def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for t in dict.fromkeys(r["task"] for r in rows):
+        pts = sorted((r["shots"], r["score"]) for r in rows if r["task"] == t and r.get("score") is not None)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=t)
+    ax.set_xscale("symlog", base=2)
+    ax.set_xlabel("shots")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv_shots: list[int],
@@ -183,4 +236,4 @@ def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) ->
         os.replace(tmp, target)
 
 
-__all__ = ["Cell", "averages", "compare_plan", "many_shot", "markdown", "run_plan", "suite_plan", "write_table"]
+__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "many_shot", "plot_curves", "markdown", "run_plan", "suite_plan", "write_table"]
