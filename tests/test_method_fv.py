@@ -13,7 +13,7 @@ from m2iv.evaluate.tasks import Task
 from m2iv.methods import METHODS, get_method
 from m2iv.methods.fv import FVConfig
 from m2iv.methods.fv.method import indirect_effects, shuffle_labels, top_heads
-from m2iv.methods.tv.method import answer_first_ids, record_last
+from m2iv.methods.extraction import answer_first_ids, record_last
 from m2iv.vectors import apply
 
 TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)

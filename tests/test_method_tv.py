@@ -12,7 +12,7 @@ from m2iv.errors import M2IVError
 from m2iv.evaluate.tasks import Task
 from m2iv.methods import METHODS, get_method
 from m2iv.methods.tv import TVConfig
-from m2iv.methods.tv.method import split_dev
+from m2iv.methods.extraction import split_dev
 from m2iv.vectors import apply, load_vectors
 
 TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)

@@ -14,21 +14,9 @@ import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from m2iv.errors import M2IVError
+from m2iv.vectors.format import fsync_dir
 
 MAX_ARCHIVE_BYTES = 8 << 30  # a vector set is megabytes; refuse to unpack anything absurd
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_tar(out: str | Path, files: dict[str, bytes], folder: str, mtime: float = 0.0) -> Path:

@@ -204,7 +204,7 @@ class VectorTrainer:
         if not queries:
             raise M2IVError("no training queries; enlarge the task's train split")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        resumed = self._load_checkpoint()
+        self._load_checkpoint()
         torch.manual_seed(cfg.seed)
         by_row = list(range(len(queries)))
         handle = inject(self.lm.model, self.vectors, self.lm.adapter)

@@ -40,7 +40,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: some filesystems refuse fsync on directories)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -65,7 +66,7 @@ def write_dir_atomic(directory: Path, files: dict[str, Any]) -> None:
             writer(tmp / name)
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if directory.exists():
             if not directory.is_dir():
@@ -73,7 +74,7 @@ def write_dir_atomic(directory: Path, files: dict[str, Any]) -> None:
             old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(directory, old)
         os.rename(tmp, directory)
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -40,8 +40,8 @@ from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
 from m2iv.methods.fv.config import FVConfig
-from m2iv.methods.tv.method import (answer_first_ids, check_layers, choose_layer, model_batches, record_last,
-                                    resolve_shots, sample_demos, split_dev)
+from m2iv.methods.extraction import (answer_first_ids, check_layers, choose_layer, fit_settings, model_batches,
+                                     record_last, sample_demos, split_dev)
 
 
 def shuffle_labels(rng: random.Random, demos: list[Sample]) -> list[Sample]:
@@ -141,10 +141,7 @@ class FunctionVectors(LoadedVectors):
 
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()
-        cfg: FVConfig = self.method_config()
-        seed = int(self.options.get("seed") or 0)
-        shots = resolve_shots(self.options, cfg.shots)
-        self.options["method_config"] = cfg = replace(cfg, shots=shots)  # the saved config names the shots used
+        cfg, seed, shots = fit_settings(self)
         L = lm.adapter.num_layers
         builder = PromptBuilder(lm, task.instruction, task.answer_template)
         if cfg.sweep:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
 
 import torch
 
@@ -41,7 +40,7 @@ from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
 from m2iv.methods.icv.config import ICVConfig
-from m2iv.methods.tv.method import resolve_shots, sample_demos
+from m2iv.methods.extraction import fit_settings, sample_demos
 
 # The original's strip_special_characters removes each of these characters anywhere in the text.
 SPECIAL = "~!@#$%^&*()_+`-={}[]|\\:;\"'<>,.?/"
@@ -145,10 +144,7 @@ class ICV(LoadedVectors):
 
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()
-        cfg: ICVConfig = self.method_config()
-        seed = int(self.options.get("seed") or 0)
-        shots = resolve_shots(self.options, cfg.shots)
-        self.options["method_config"] = cfg = replace(cfg, shots=shots)  # the saved config names the shots used
+        cfg, seed, shots = fit_settings(self)
         builder = PromptBuilder(lm, task.instruction, task.answer_template)
         demos = sample_demos(random.Random(f"{seed}:icv"), splits["support"], shots, [], "icv")
         pairs = [pair_texts(lm, d, builder.image_markup, cfg.strip_special, builder.demo_answer(d)) for d in demos]
