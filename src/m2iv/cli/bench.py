@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
         q.add_argument("--shots", type=int, default=16)
         q.add_argument("--n-test", type=int, default=100)
         q.add_argument("--steps", type=int, default=None, help="training steps for trained methods")
+        q.add_argument("--train-queries", type=int, default=None, help="cap on each task's training queries")
         q.add_argument("--batch-size", type=int, default=8)
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--data-root", default=None)
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.methods.split(","), args.budget)
     train = {"steps": args.steps} if args.steps else {}
     t0 = time.time()
+    overrides = {"n_train": args.train_queries} if args.train_queries else None
     rows = run_plan(lm, tasks, plan, work=f"{args.work}/{args.kind}", shots=args.shots, n_test=args.n_test,
-                    seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, train_defaults=train)
+                    seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
+                    task_overrides=overrides)
     meta = {"command": "m2iv bench " + " ".join(_argv(args)), "model": args.model, "m2iv_version": __version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "wall_seconds": round(time.time() - t0, 1)}
@@ -168,4 +171,6 @@ def _argv(args) -> list[str]:
         out += ["--methods", args.methods, "--budget", args.budget]
     if args.steps:
         out += ["--steps", str(args.steps)]
+    if args.train_queries:
+        out += ["--train-queries", str(args.train_queries)]
     return out + ["--out", args.out]
