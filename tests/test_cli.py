@@ -44,10 +44,10 @@ def test_demo_pipeline_writes_table_png_and_vectors(tmp_path, capsys, monkeypatc
     text = capsys.readouterr().out
     assert "mean accuracy: zero-shot" in text and str(out) in text
     rows = json.loads((out / "demo.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["zero-shot", "icl", "m2iv"]
+    assert [r["method"] for r in rows] == ["zero-shot", "icl", "m2iv"] and rows[2]["variant"] == "all-losses"
     assert rows[2]["mean_prompt_tokens"] == rows[0]["mean_prompt_tokens"] < rows[1]["mean_prompt_tokens"]
     assert (out / "demo.png").stat().st_size > 1000
-    assert list((out / "work" / "sandbox-shape-nonce").glob("m2iv-*/vectors/vectors.safetensors"))
+    assert list((out / "work" / "sandbox-shape-nonce").glob("m2iv-*/vectors-*/vectors.safetensors"))
 
 
 def test_eval_icl_on_vqav2_fixture_end_to_end(tmp_path):

@@ -33,10 +33,12 @@ def add_parser(sub) -> None:
         q.add_argument("--n-test", type=int, default=100)
         q.add_argument("--steps", type=int, default=None, help="training steps for trained methods")
         q.add_argument("--train-queries", type=int, default=None, help="cap on each task's training queries")
+        q.add_argument("--train-batch-size", type=int, default=None, help="training batch size")
         q.add_argument("--batch-size", type=int, default=8)
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--data-root", default=None)
-        q.add_argument("--work", default="runs/bench", help="folder for the per-cell runs (resumable)")
+        q.add_argument("--work", default=None, help="folder for the per-cell runs (resumable; default runs/bench/KIND);"
+                                                    " suite, compare and the demo reuse each other's cells there")
         q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
         q.set_defaults(func=run, kind=kind)
     cu = bsub.add_parser("icl-curve", help="accuracy against shots for each task (JSON + PNG)",
@@ -85,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     lm = load_from_args(args)
     tasks = [t for t in args.tasks.split(",") if t]
     plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.methods.split(","), args.budget)
-    train = {"steps": args.steps} if args.steps else {}
+    train = {k: v for k, v in (("steps", args.steps), ("batch_size", args.train_batch_size)) if v}
     t0 = time.time()
     overrides = {"n_train": args.train_queries} if args.train_queries else None
-    rows = run_plan(lm, tasks, plan, work=f"{args.work}/{args.kind}", shots=args.shots, n_test=args.n_test,
+    rows = run_plan(lm, tasks, plan, work=args.work or f"runs/bench/{args.kind}", shots=args.shots, n_test=args.n_test,
                     seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
                     task_overrides=overrides)
     meta = {"command": "m2iv bench " + " ".join(_argv(args)), "model": args.model, "m2iv_version": __version__,
@@ -173,4 +175,6 @@ def _argv(args) -> list[str]:
         out += ["--steps", str(args.steps)]
     if args.train_queries:
         out += ["--train-queries", str(args.train_queries)]
+    if args.train_batch_size:
+        out += ["--train-batch-size", str(args.train_batch_size)]
     return out + ["--out", args.out]

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=60, help="M²IV training steps per task")
     p.add_argument("--train-queries", type=int, default=96, help="training queries (16-shot teacher) per task")
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--work", default=None, help="folder for the per-cell runs (default OUT/work; shareable with "
+                                                   "`m2iv bench suite --work`)")
     p.set_defaults(func=run)
 
 
@@ -67,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
         build()
     lm = load_model(args.model)
     tasks = [t for t in args.tasks.split(",") if t]
-    plan = [Cell("zero-shot"), Cell("icl"), Cell("m2iv")]
-    train = {"steps": args.steps, "batch_size": 16, "val_every": 20, "val_size": 32, "checkpoint_every": 20}
-    rows = run_plan(lm, tasks, plan, work=out / "work", shots=args.shots, n_test=args.n_test,
+    plan = [Cell("zero-shot"), Cell("icl"), Cell("m2iv", "all-losses")]
+    train = {"steps": args.steps, "batch_size": 16}
+    work = Path(args.work) if args.work else out / "work"
+    rows = run_plan(lm, tasks, plan, work=work, shots=args.shots, n_test=args.n_test,
                     train_defaults=train, task_overrides={"n_train": args.train_queries},
                     log=lambda m: print("  " + m, flush=True))
     rows = [r for r in rows if r["method"] != "icl-teacher"]
@@ -80,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
     avg = averages(rows)
     print(f"mean accuracy: zero-shot {avg.get('zero-shot', 0):.3f} | {args.shots}-shot ICL {avg.get('icl', 0):.3f} | "
           f"M²IV {avg.get('m2iv', 0):.3f}")
-    print(f"outputs: {out}/demo.json, {out}/demo.md, {out}/demo.png; vectors under {out}/work/<task>/m2iv-*/vectors")
+    print(f"outputs: {out}/demo.json, {out}/demo.md, {out}/demo.png; vectors under {work}/<task>/m2iv-*/vectors-*")
     print(f"done in {time.perf_counter() - t0:.0f}s")
     return 0

@@ -9,6 +9,7 @@ trained method writes an ordinary vector directory there: a row can always be tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -84,7 +85,10 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
             base = {**(train_defaults or {}), **cell.train}
             cfg = TrainConfig(**{k: v for k, v in base.items() if k != "teacher"},
                               teacher=TeacherConfig(**{**base.get("teacher", {}), "shots": shots}))
-            vec_dir = work / task.name / slug / "vectors"
+            # The recipe is part of the folder name: vectors are reused only for identical settings.
+            recipe = json.dumps([cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train],
+                                sort_keys=True)
+            vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
             options = {"out": str(vec_dir), "train_config": cfg, "shots": shots, "seed": seed, "progress": False,
                        **cell.options}
             method = get_method(cell.method, options)
@@ -105,8 +109,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                 info = info or cfg_json.get("training", {})
             log(f"[{task.name}] {slug}: evaluating")
             summary = evaluate(lm, task, method, EvalConfig(shots=shots, limit=n_test, batch_size=batch_size,
-                                                            seed=seed), work / task.name / slug / "eval",
-                               splits=splits)
+                                                            seed=seed), vec_dir.parent / f"eval-{vec_dir.name[8:]}"
+                               if method.uses_vectors else work / task.name / slug / "eval", splits=splits)
             params = method.vectors.num_parameters() if method.uses_vectors and method.vectors is not None else 0
             row = {"task": task.name, "method": cell.method, "variant": cell.variant,
                    "shots": shots if cell.method != "zero-shot" else 0, "metric": summary["metric"],

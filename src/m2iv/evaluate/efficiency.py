@@ -93,10 +93,10 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
         train_s = 0.0
         if m not in ("zero-shot", "icl"):
             root = Path(vectors_from or ".") / folder
-            found = sorted(root.glob(f"{m}-{shots}shot/vectors/m2iv_config.json")) + \
-                sorted(root.glob(f"{m}-*/vectors/m2iv_config.json"))
+            found = sorted(root.glob(f"{m}-{shots}shot/vectors-*/m2iv_config.json")) + \
+                sorted(root.glob(f"{m}-*/vectors-*/m2iv_config.json"))
             if not found:
-                log(f"skip {m}: no trained vectors under {root}/{m}-*/vectors")
+                log(f"skip {m}: no trained vectors under {root}/{m}-*/vectors-*")
                 continue
             spec["vectors"] = str(found[0].parent)
             training = json.loads(found[0].read_text()).get("training", {})
