@@ -13,8 +13,9 @@ steps=${*:-"build demo suite curve compare efficiency many-shot"}
 for step in $steps; do
   case $step in
     build) $M2IV sandbox build ;;
-    demo) /usr/bin/time -v $M2IV demo --tasks $DEMO --work $W --out benchmarks/demo 2> benchmarks/demo/time.txt || \
-            { mkdir -p benchmarks/demo; $M2IV demo --tasks $DEMO --work $W --out benchmarks/demo; } ;;
+    demo) mkdir -p benchmarks/demo
+          { time $M2IV demo --tasks $DEMO --work $W --out benchmarks/demo; } 2>&1 | grep -v "it/s" \
+            | tee benchmarks/demo/demo_log.txt ;;
     suite) $M2IV bench suite sandbox --tasks $SUITE $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
     curve) $M2IV bench icl-curve sandbox --tasks $SUITE --shots 0,1,2,4,8,16,32 --n-test 50 \
              --out benchmarks/sandbox_icl/curves.json ;;
