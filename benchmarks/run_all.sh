@@ -16,7 +16,7 @@ for step in $steps; do
     demo) mkdir -p benchmarks/demo
           { time $M2IV demo --tasks $DEMO --work $W --out benchmarks/demo; } 2>&1 | grep -v "it/s" \
             | tee benchmarks/demo/demo_log.txt ;;
-    suite) $M2IV bench suite sandbox --tasks $SUITE $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
+    suite) $M2IV bench suite sandbox --tasks ${SUITE_TASKS:-$SUITE} $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
     curve) $M2IV bench icl-curve sandbox --tasks $SUITE --shots 0,1,2,4,8,16,32 --n-test 50 \
              --out benchmarks/sandbox_icl/curves.json ;;
     compare) $M2IV bench compare sandbox --tasks $DEMO --budget cpu $RECIPE --work $W \

@@ -185,7 +185,7 @@ def apply_weights(model, tensors: dict[str, torch.Tensor]) -> dict[str, int]:
     n_old = model.config.text_config.vocab_size - len(ADDED_TOKENS)
     own = model.state_dict()
     direct = {k: v for k, v in tensors.items() if not k.startswith(("lora.", "added."))}
-    bad = [k for k in direct if k not in own or own[k].shape != v.shape]
+    bad = [k for k, v in direct.items() if k not in own or own[k].shape != v.shape]
     if bad:
         raise M2IVError(f"the sandbox weights do not fit the model ({bad[:3]}...); rebuild with --from-scratch")
     targets = lora_targets(model)

@@ -34,9 +34,9 @@ from m2iv.sandbox import assemble as A
 from m2iv.sandbox import episodes as E
 from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, image_paths, partial_labels, questions
 
-DEFAULTS = dict(seed=0, vision_steps=600, vision_batch=64, vision_lr=1.5e-3, align_steps=500, align_batch=64,
+DEFAULTS = dict(seed=0, vision_steps=1200, vision_batch=64, vision_lr=1.5e-3, align_steps=1200, align_batch=64,
                 align_lr=1e-3, meta_steps=300, meta_batch=6, meta_lr=5e-4, lora_rank=16, lora_alpha=32,
-                eval_n=100, describe_n=0)
+                eval_n=100, describe_n=0, align_resume=0)
 N_TRAIN = 4000  # feature table: train images 0..3999, test images 4000..4999
 
 
@@ -72,6 +72,16 @@ def label_table():
     return col, shp
 
 
+def augment(x: torch.Tensor, g: torch.Generator, shift: int = 8) -> torch.Tensor:
+    """Label-preserving augmentation of a pixel batch: random horizontal flip and translation (edge padding)."""
+    flip = torch.rand(len(x), generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    pad = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(x)), generator=g).tolist()
+    n = x.shape[-1]
+    return torch.stack([pad[i, :, dy[i]: dy[i] + n, dx[i]: dx[i] + n] for i in range(len(x))])
+
+
 def vision_forward(model, px):
     mask = torch.ones((px.shape[0], A.IMAGE_SIZE // A.PATCH_SIZE, A.IMAGE_SIZE // A.PATCH_SIZE), dtype=torch.bool)
     return model.model.vision_model(pixel_values=px, patch_attention_mask=mask).last_hidden_state
@@ -100,7 +110,7 @@ def stage_vision(model, px, col, shp, cfg, curve):
             grp["lr"] = lr_at(step, cfg["vision_steps"], cfg["vision_lr"])
         b = train_idx[torch.randint(len(train_idx), (cfg["vision_batch"],), generator=g)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            h = vision_forward(model, px[b]).mean(1)
+            h = vision_forward(model, augment(px[b], g)).mean(1)
             lc, ls = heads["c"](h).float(), heads["s"](h).float()
         loss = F.cross_entropy(lc, col[b], ignore_index=-1) + F.cross_entropy(ls, shp[b], ignore_index=-1)
         opt.zero_grad()
@@ -149,8 +159,16 @@ def stage_align(model, heads, px, col, shp, tgt, cfg, curve):
     Emb = model.model.text_model.embed_tokens.weight.detach()[: tgt.max() + 1].float()
     mu = model.model.text_model.embed_tokens.weight.detach().float().mean(0)
     var = (Emb - mu).pow(2).mean()
+    # nearest-word CE over the target words + a fixed random sample of the vocabulary (the full vocabulary
+    # costs more than the vision tower itself)
+    n_vocab = model.config.text_config.vocab_size - len(A.ADDED_TOKENS)
+    g0 = torch.Generator().manual_seed(cfg["seed"] + 7)
+    cand = torch.unique(torch.cat([tgt[tgt >= 0], torch.randperm(n_vocab, generator=g0)[:2048]]))
+    remap = torch.full((n_vocab,), -1, dtype=torch.long)
+    remap[cand] = torch.arange(len(cand))
+    Wn = F.normalize(model.model.text_model.embed_tokens.weight.detach().float()[cand] - mu, dim=-1)
     vis, conn = model.model.vision_model, model.model.connector
-    groups = [{"params": list(vis.parameters()) + list(heads.parameters()), "base": cfg["align_lr"] * 0.3},
+    groups = [{"params": list(vis.parameters()) + list(heads.parameters()), "base": cfg["align_lr"]},
               {"params": list(conn.parameters()), "base": cfg["align_lr"]}]
     opt = torch.optim.AdamW([dict(g, lr=g["base"]) for g in groups], weight_decay=0.0)
     train_idx = torch.tensor([i for i in range(N_TRAIN) if tgt[i, 0] >= 0])
@@ -162,20 +180,24 @@ def stage_align(model, heads, px, col, shp, tgt, cfg, curve):
             grp["lr"] = lr_at(step, cfg["align_steps"], grp["base"])
         b = train_idx[torch.randint(len(train_idx), (cfg["align_batch"],), generator=g)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            h = vision_forward(model, px[b])
+            h = vision_forward(model, augment(px[b], g))
             lc, ls = heads["c"](h.mean(1)).float(), heads["s"](h.mean(1)).float()
         out = conn(h.float())  # connector in fp32: its output is what the LM reads
         y = Emb[tgt[b]]
         mse = (out - y).pow(2).mean() / var
         cos = 1 - F.cosine_similarity(out - mu, y - mu, dim=-1).mean()
         cls = F.cross_entropy(lc, col[b]) + F.cross_entropy(ls, shp[b])
-        loss = mse + cos + 0.3 * cls
+        # nearest-word objective: centred cosine to every vocabulary embedding, CE on the target word
+        sim = F.normalize(out - mu, dim=-1).reshape(-1, out.shape[-1]) @ Wn.T
+        word = F.cross_entropy(sim / 0.05, remap[tgt[b].reshape(-1)])
+        loss = mse + cos + 0.3 * cls + 0.5 * word
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], 1.0)
         opt.step()
         if step % 50 == 0 or step == cfg["align_steps"] - 1:
             rec = {"stage": "align", "step": step, "loss": round(loss.item(), 4), "mse": round(mse.item(), 4),
+                   "word_ce": round(word.item(), 4),
                    "cos": round(cos.item(), 4), "s": round(time.time() - t0, 1)}
             if step % 250 == 0 or step == cfg["align_steps"] - 1:
                 rec.update(eval_align(model, px, tgt))
@@ -278,7 +300,8 @@ class Sampler:
 def lm_hidden(model, ids, mask, images, feats, image_id):
     tm = model.model.text_model
     emb = E.embed(tm, ids, images, feats, image_id)
-    return tm(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+    # right padding: causal attention alone keeps real tokens from seeing the pads (and is faster than a mask)
+    return tm(inputs_embeds=emb).last_hidden_state
 
 
 def stage_meta(model, renderer, feats, cfg, curve, work: Path):
@@ -289,11 +312,17 @@ def stage_meta(model, renderer, feats, cfg, curve, work: Path):
     sampler = Sampler(renderer, cfg["seed"] + 6)
     pad = renderer.tok.convert_tokens_to_ids("<|im_end|>")
     t0 = time.time()
-    losses = []
+    losses: list[float] = []
+    queue: list = []
     for step in range(cfg["meta_steps"]):
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, cfg["meta_steps"], cfg["meta_lr"])
-        batch = [renderer.render(sampler.episode()) for _ in range(cfg["meta_batch"])]
+        if not queue:  # episodes of similar length share a batch (less padding)
+            pool = sorted((renderer.render(sampler.episode()) for _ in range(8 * cfg["meta_batch"])),
+                          key=lambda b: len(b[0]))
+            queue = [pool[i: i + cfg["meta_batch"]] for i in range(0, len(pool), cfg["meta_batch"])]
+            sampler.rng.shuffle(queue)
+        batch = queue.pop()
         ids, mask = collate(batch, pad)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = lm_hidden(model, ids, mask, [b[1] for b in batch], feats, renderer.image_id)
@@ -508,14 +537,20 @@ def run(cfg: dict, out_dir: Path, work: Path, stages: list[str]) -> None:
         H = model.config.vision_config.hidden_size
         heads = torch.nn.ModuleDict({"c": torch.nn.Linear(H, len(COLOURS)), "s": torch.nn.Linear(H, len(SHAPES))})
         heads.load_state_dict(st["heads"])
+        if cfg["align_resume"] and (work / "aligned.pt").is_file():  # continue a previous align stage
+            prev = torch.load(work / "aligned.pt")
+            model.model.vision_model.load_state_dict(prev["vision"])
+            model.model.connector.load_state_dict(prev["connector"])
+            if "heads" in prev:
+                heads.load_state_dict(prev["heads"])
         t = time.time()
         for p in list(model.model.vision_model.parameters()) + list(model.model.connector.parameters()):
             p.requires_grad_(True)
         stage_align(model, heads, px, col, shp, align_targets(tok, col, shp), cfg, curve)
-        times["align"] = round(time.time() - t, 1)
+        times["align"] = round(time.time() - t, 1) + (times.get("align", 0) if cfg["align_resume"] else 0)
         for p in model.parameters():
             p.requires_grad_(False)
-        torch.save({"vision": model.model.vision_model.state_dict(),
+        torch.save({"vision": model.model.vision_model.state_dict(), "heads": heads.state_dict(),
                     "connector": model.model.connector.state_dict()}, work / "aligned.pt")
     st = torch.load(work / "aligned.pt")
     model.model.vision_model.load_state_dict(st["vision"])
@@ -583,6 +618,14 @@ def final_eval(cfg, out_dir: Path, work: Path, smol, times: dict, info: dict) ->
     log(f"model card written: {out_dir / 'model_card.json'}")
 
 
+LIMITATIONS = [
+    "Text-only chat still works but answers became terse after meta-training, and some factual answers degraded (e.g. 'What is the capital of France?' -> 'Françle'); meta-training used image episodes only.",
+    "Shape is the weak attribute: 0.92 describe accuracy on shape vs 1.00 on colour; shape ICL tasks (3-way) stay below their label-in-demos ceiling.",
+    "Training words (training_words(), 400 invented words) and the instructions in episodes.TRAIN_INSTRUCTIONS were seen in training; evaluation suites should use other label words and instructions.",
+    "Numbers are bf16 inference on CPU; fp32 logits differ slightly.",
+]
+
+
 def model_card(cfg, info, times, desc, icl, base, fast, build_s) -> dict:
     gains = {t: round(icl[f"{t}@16"] - icl[f"{t}@0"], 3) for t in E.EVAL_TASKS}
     return {
@@ -620,6 +663,7 @@ def model_card(cfg, info, times, desc, icl, base, fast, build_s) -> dict:
             "icl_after_meta_training_fast_path": fast,
         },
         "assemble_seconds_measured": build_s,
+        "limitations": LIMITATIONS,
     }
 
 
