@@ -143,3 +143,23 @@ def test_built_sandbox_still_answers_text_only_chat(built, monkeypatch):
         out = model.generate(**enc, max_new_tokens=8, do_sample=False)
     answer = tok.decode(out[0, enc["input_ids"].shape[1]:])
     assert "blue" in answer.lower() and answer.endswith("<|im_end|>")
+
+
+@pytest.mark.slow
+def test_suite_task_end_to_end_on_the_sandbox(built, monkeypatch, tmp_path):
+    """A suite task through the ordinary harness: 16-shot ICL clearly beats zero-shot on held-out images."""
+    monkeypatch.setenv("M2IV_HOME", str(built.parent))
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.methods import get_method
+    from m2iv.models.loading import load_model
+
+    lm = load_model("sandbox")
+    task = get_task("sandbox-colour-nonce")
+    splits = task.splits(seed=0)
+    zs = evaluate(lm, task, get_method("zero-shot"), EvalConfig(limit=24, batch_size=8), tmp_path / "zs",
+                  splits=splits)
+    icl = evaluate(lm, task, get_method("icl"), EvalConfig(shots=16, limit=24, batch_size=8), tmp_path / "icl",
+                   splits=splits)
+    assert icl["score"] >= zs["score"] + 0.3, (zs["score"], icl["score"])
+    assert icl["mean_prompt_tokens"] > 5 * zs["mean_prompt_tokens"]

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown(rows))
     avg = averages(rows)
     print(f"mean accuracy: zero-shot {avg.get('zero-shot', 0):.3f} | {args.shots}-shot ICL {avg.get('icl', 0):.3f} | "
-          f"M²IV {avg.get('m2iv', 0):.3f}")
+          f"M²IV {avg.get('m2iv (all-losses)', 0):.3f}")
     print(f"outputs: {out}/demo.json, {out}/demo.md, {out}/demo.png; vectors under {work}/<task>/m2iv-*/vectors-*")
     print(f"done in {time.perf_counter() - t0:.0f}s")
     return 0
