@@ -110,3 +110,17 @@ def write_vqav2(root, n_train: int = 10, n_val: int = 6):
         (root / "vqav2" / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": qs}))
         (root / "vqav2" / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": anns}))
     return root
+
+
+def write_colour_jsonl(root, n: int = 24):
+    """A JSONL task file (generic user format) of n images answered red / blue alternately."""
+    import json
+
+    rows = []
+    for i in range(n):
+        p = root / f"img{i}.png"
+        image(i).save(p)
+        rows.append({"image": str(p), "question": f"What colour is thing {i}?", "answer": ["red", "blue"][i % 2]})
+    data = root / "task.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return data

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import m2iv.methods.live  # noqa: F401  (registers "live")
-from conftest import image, make_inputs, tiny, write_samples
+from conftest import write_colour_jsonl, make_inputs, tiny, write_samples
 from m2iv.evaluate.tasks import Task
 from m2iv.methods import get_method
 from m2iv.methods.live import LIVEConfig
@@ -91,13 +91,7 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     from m2iv.cli.main import main
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
-    rows = []
-    for i in range(24):
-        p = tmp_path / f"img{i}.png"
-        image(i).save(p)
-        rows.append({"image": str(p), "question": f"What colour is thing {i}?", "answer": ["red", "blue"][i % 2]})
-    data = tmp_path / "task.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = write_colour_jsonl(tmp_path)
     out = tmp_path / "vec"
     assert main(["train", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "live", "--shots", "2",
                  "--steps", "2", "--batch-size", "4", "--out", str(out)]) == 0

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import m2iv.methods.mtv  # noqa: F401  (registers "mtv")
-from conftest import image, make_inputs, tiny, write_samples
+from conftest import write_colour_jsonl, make_inputs, tiny, write_samples
 from m2iv.data.prompts import PromptBuilder
 from m2iv.evaluate.tasks import Task
 from m2iv.methods import get_method
@@ -171,13 +171,7 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(MTV, "config_cls", partial(MTVConfig, n_trials=8))  # the CLI has no MTV flags; keep it fast
-    rows = []
-    for i in range(24):
-        p = tmp_path / f"img{i}.png"
-        image(i).save(p)
-        rows.append({"image": str(p), "question": f"What colour is thing {i}?", "answer": ["red", "blue"][i % 2]})
-    data = tmp_path / "task.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = write_colour_jsonl(tmp_path)
     out = tmp_path / "vec"
     assert main(["train", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "mtv", "--shots", "2",
                  "--steps", "3", "--val-size", "2", "--out", str(out)]) == 0
