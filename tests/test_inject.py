@@ -206,3 +206,24 @@ def test_record_reads_last_token_site_outputs():
         torch.testing.assert_close(rec.stacked("layer")[:, i], out.hidden_states[i + 1][:, -1])
     assert _hook_count(lm.model) == sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
                                         for m in lm.model.modules())
+
+
+@pytest.mark.parametrize("operator", ["linear", "additive", "norm_preserving"])
+def test_inference_fast_path_matches_autograd_path_and_sees_in_place_updates(operator):
+    """Without autograd the hooks cache their operands; the result must equal the autograd path, and an
+    in-place change of a vector (an optimizer step, a user edit) must reach the next call."""
+    lm = tiny("llama")
+    inputs = make_inputs(lm, ["What shape is it?"])
+    vec = random_vectors(lm, sites=("attn", "mlp"), operator=operator)
+    with apply(lm.model, vec, lm.adapter):
+        with torch.enable_grad():
+            slow = lm.model(**inputs).logits.detach()
+        fast = logits(lm, inputs)
+        torch.testing.assert_close(fast, slow)
+        with torch.no_grad():
+            vec.params["mlp__vector"].mul_(-10.0)
+        changed = logits(lm, inputs)
+        with torch.enable_grad():
+            slow_changed = lm.model(**inputs).logits.detach()
+    assert (changed - fast).abs().max() > 1e-3
+    torch.testing.assert_close(changed, slow_changed)

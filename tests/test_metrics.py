@@ -122,7 +122,24 @@ def test_cider_d_single_image_is_zero_and_empty_candidates_score_zero():
 def test_registered_metrics():
     assert {"vqa_accuracy", "exact_match", "gqa_accuracy", "cider_d", "bleu4"} <= set(M.METRICS.names())
     assert M.METRICS.get("cider_d").corpus and not M.METRICS.get("vqa_accuracy").corpus
-    assert all(M.METRICS.get(n).higher_is_better for n in M.METRICS.names())
+    assert [n for n in M.METRICS.names() if not M.METRICS.get(n).higher_is_better] == ["over_refusal"]
+
+
+def test_style_and_refusal_checks():
+    assert M.all_caps("UN CERCLE ROUGE.", []) == 1.0
+    assert M.all_caps("Un CERCLE ROUGE.", []) == 0.0 and M.all_caps("123.", []) == 0.0
+    assert M.words_match("rouge, un Cercle", ["Un cercle rouge."]) == 1.0
+    assert M.words_match("Un cercle bleu.", ["Un cercle rouge."]) == 0.0
+    assert M.words_match("A red circle.", ["Un cercle rouge."]) == 0.0
+    assert M.words_match_cased("UN CERCLE ROUGE", ["UN CERCLE ROUGE."]) == 1.0
+    assert M.words_match_cased("Un cercle rouge.", ["UN CERCLE ROUGE."]) == 0.0
+    refusal, helpful = "I’m sorry, but I can't help with that.", "Sure! Here is how to bake bread."
+    assert M.refusal(refusal, []) == 1.0 and M.refusal(helpful, []) == 0.0
+    assert M.refusal("I cannot assist with making weapons.", []) == 1.0
+    assert M.over_refusal(refusal, []) == 1.0
+    assert M.refusal_correct(refusal, [refusal]) == 1.0 and M.refusal_correct(helpful, [refusal]) == 0.0
+    assert M.refusal_correct(helpful, [helpful]) == 1.0
+    assert M.score("over_refusal", [refusal, helpful], [[helpful], [helpful]])["score"] == 0.5
 
 
 def test_register_metric_decorator(monkeypatch):

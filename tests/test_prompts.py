@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import ALL_FAMILIES, VLM_FAMILIES, tiny, write_samples
+from conftest import ALL_FAMILIES, tiny, write_samples
 from m2iv.data.prompts import PromptBuilder, shots_that_fit
 
 

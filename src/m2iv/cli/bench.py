@@ -65,6 +65,20 @@ def add_parser(sub) -> None:
     ms.add_argument("--work", default="runs/bench")
     ms.add_argument("--out", required=True)
     ms.set_defaults(func=many_shot_cmd)
+    lb = bsub.add_parser("library", help="VLibrary applications: alignment, style vectors and their composition, "
+                         "safety with negation, search by example and routing",
+                         epilog="example: m2iv bench library sandbox --work runs/bench/shared "
+                                "--out benchmarks/library/sandbox.json")
+    add_model_args(lb)
+    lb.add_argument("--shots", type=int, default=16)
+    lb.add_argument("--n-test", type=int, default=100)
+    lb.add_argument("--steps", type=int, default=60)
+    lb.add_argument("--train-queries", type=int, default=96)
+    lb.add_argument("--train-batch-size", type=int, default=16)
+    lb.add_argument("--search-n", type=int, default=50, help="held-out queries per task for search by example")
+    lb.add_argument("--work", default="runs/bench/shared")
+    lb.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
+    lb.set_defaults(func=library_cmd)
     e = bsub.add_parser("efficiency", help="inference cost of every method as ratios to zero-shot",
                         epilog="example: m2iv bench efficiency sandbox --task sandbox-colour-nonce "
                                "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")
@@ -139,12 +153,31 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def library_cmd(args: argparse.Namespace) -> int:
+    from m2iv import __version__
+    from m2iv.evaluate.steering import library_applications, markdown
+    from m2iv.files import write_text_atomic
+
+    lm = load_from_args(args)
+    result = library_applications(lm, args.work, shots=args.shots, n_test=args.n_test, search_n=args.search_n,
+                                  train_defaults={"steps": args.steps, "batch_size": args.train_batch_size},
+                                  task_overrides={"n_train": args.train_queries})
+    result["meta"] = {"command": f"m2iv bench library {args.model} --shots {args.shots} --n-test {args.n_test} "
+                                 f"--steps {args.steps} --train-queries {args.train_queries} --train-batch-size "
+                                 f"{args.train_batch_size} --search-n {args.search_n} --out {args.out}",
+                      "m2iv_version": __version__, "machine": platform.machine()}
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(str(args.out).rsplit(".", 1)[0] + ".md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
 def efficiency(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
     from m2iv import __version__
     from m2iv.evaluate.efficiency import measure
+    from m2iv.files import write_text_atomic
 
     t0 = time.time()
     result = measure(args.model, args.task, args.methods.split(","), args.vectors_from, shots=args.shots, n=args.n,
@@ -153,11 +186,7 @@ def efficiency(args: argparse.Namespace) -> int:
                                  f"--vectors-from {args.vectors_from} --shots {args.shots} --n {args.n} --out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
                       "wall_seconds": round(time.time() - t0, 1)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     cols = ["method", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "peak_rss_mb", "peak_above_model_mb",
             "parameters", "train_seconds"]
     print(" | ".join(cols))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +118,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                    "mean_latency_ms": round(summary["mean_latency_ms"], 1), "parameters": params,
                    "train_seconds": round(info.get("train_seconds", 0.0) + info.get("teacher", {}).get("seconds", 0.0)
                                           if info else (round(train_s, 1) if method.uses_vectors else 0.0), 1)}
+            if method.uses_vectors:
+                row["vectors"] = str(vec_dir)
             rows.append(row)
             teacher = (info or {}).get("teacher", {})
             if cell.method == "m2iv" and cell.variant in ("", "all-losses") and teacher.get("accuracy_train") is not None:
@@ -231,13 +232,12 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) -> None:
+    from m2iv.files import write_text_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta or {}, "averages": averages(rows), "rows": rows}
-    for target, text in ((path, json.dumps(payload, indent=2) + "\n"), (path.with_suffix(".md"), markdown(rows))):
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path.with_suffix(".md"), markdown(rows))
 
 
 __all__ = ["Cell", "averages", "compare_plan", "icl_curve", "many_shot", "plot_curves", "markdown", "run_plan", "suite_plan", "write_table"]

@@ -139,9 +139,10 @@ __all__ = ["TASKS", "Task", "get_task", "postprocess"]
 
 def _register_sandbox_suite() -> None:
     from m2iv.data.datasets import DATASETS
-    from m2iv.sandbox.suite import register
+    from m2iv.sandbox import applications, suite
 
-    register(DATASETS, TASKS, Task)
+    suite.register(DATASETS, TASKS, Task)
+    applications.register(DATASETS, TASKS, Task)
 
 
 _register_sandbox_suite()
