@@ -9,7 +9,7 @@ SUITE=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french,sandbox-sha
 DEMO=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french
 W=runs/bench/shared
 RECIPE="--shots 16 --n-test 100 --steps 60 --train-batch-size 16 --train-queries 96"
-steps=${*:-"build demo suite curve compare efficiency many-shot"}
+steps=${*:-"build demo suite curve compare efficiency many-shot library"}
 for step in $steps; do
   case $step in
     build) $M2IV sandbox build ;;
@@ -19,13 +19,16 @@ for step in $steps; do
     suite) $M2IV bench suite sandbox --tasks ${SUITE_TASKS:-$SUITE} $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
     curve) $M2IV bench icl-curve sandbox --tasks $SUITE --shots 0,1,2,4,8,16,32 --n-test 50 \
              --out benchmarks/sandbox_icl/curves.json ;;
-    compare) $M2IV bench compare sandbox --tasks $DEMO --budget cpu $RECIPE --work $W \
+    compare) $M2IV bench compare sandbox --tasks ${COMPARE_TASKS:-$SUITE} --budget cpu $RECIPE --work $W \
              --out benchmarks/compare/sandbox.json ;;
-    efficiency) $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 30 \
-             --out benchmarks/efficiency.json ;;
+    efficiency) for k in 1 4; do
+                  $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 30 --new-tokens $k \
+                    --out benchmarks/efficiency/sandbox-${k}tok.json
+                done ;;
     many-shot) $M2IV bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;
+    library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
