@@ -35,6 +35,24 @@ def _label(r: dict) -> str:
     return r["method"] + (f" ({r['variant']})" if r["variant"] else "")
 
 
+def _plot(plt, series: dict[str, list[tuple[float, float]]], path: Path, xlabel: str, xscale: str, line: bool) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pts in series.items():
+        if pts:
+            draw = ax.plot if line else ax.scatter
+            draw([p[0] for p in pts], [p[1] for p in pts], label=label, **({"marker": "o"} if line else {}))
+    if xscale == "symlog":
+        ax.set_xscale("symlog", base=2)
+    else:
+        ax.set_xscale(xscale)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("score")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv report") -> Path:
     import matplotlib
 
@@ -57,32 +75,18 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
                          f"{'' if r['latency_ms'] is None else round(r['latency_ms'], 1)} |")
         lines.append("")
     # accuracy vs shots: one line per (task, method) with more than one shot count, points otherwise
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    by_shots = {}
     for t in tasks:
         for lab in dict.fromkeys(_label(r) for r in rows if r["task"] == t):
-            pts = sorted((r["shots"], r["score"]) for r in rows
-                         if r["task"] == t and _label(r) == lab and r["score"] is not None)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{t.replace('sandbox-', '')}: {lab}")
-    ax.set_xscale("symlog", base=2)
-    ax.set_xlabel("shots (demonstrations in the prompt, or distilled into vectors)")
-    ax.set_ylabel("score")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_shots.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for lab in dict.fromkeys(_label(r) for r in rows):
-        pts = [(r["prompt_tokens"], r["score"]) for r in rows
-               if _label(r) == lab and r["prompt_tokens"] and r["score"] is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=lab)
-    ax.set_xscale("log")
-    ax.set_xlabel("prompt tokens per query (cost)")
-    ax.set_ylabel("score")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_cost.png", dpi=110)
-    plt.close(fig)
+            by_shots[f"{t.replace('sandbox-', '')}: {lab}"] = sorted(
+                (r["shots"], r["score"]) for r in rows
+                if r["task"] == t and _label(r) == lab and r["score"] is not None)
+    _plot(plt, by_shots, out / "accuracy_vs_shots.png",
+          "shots (demonstrations in the prompt, or distilled into vectors)", "symlog", line=True)
+    by_cost = {lab: [(r["prompt_tokens"], r["score"]) for r in rows
+                     if _label(r) == lab and r["prompt_tokens"] and r["score"] is not None]
+               for lab in dict.fromkeys(_label(r) for r in rows)}
+    _plot(plt, by_cost, out / "accuracy_vs_cost.png", "prompt tokens per query (cost)", "log", line=False)
     lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "![accuracy vs cost](accuracy_vs_cost.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"

@@ -592,22 +592,16 @@ def _derive_name(base: str, config: dict) -> str:
 
 
 def _vectors_from_bytes(data: bytes, config: dict, where: str):
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from m2iv.vectors.vector import InContextVectors
+    from m2iv.vectors.format import vectors_from_tensors
 
     try:
         tensors = load(data)
     except (SafetensorError, ValueError) as e:
         raise M2IVError(f"{where}: tensors are not a readable safetensors file ({e})") from None
-    dtype = getattr(torch, str(config["dtype"]), None)
-    if not isinstance(dtype, torch.dtype):
-        raise M2IVError(f"{where}: unknown dtype {config['dtype']!r} in its config")
-    vectors = InContextVectors.from_spec(config, dtype=dtype)
-    vectors.load_tensors(tensors)
-    return vectors
+    return vectors_from_tensors(tensors, config, where)
 
 
 def _find_vector_dir(root: Path, source: Path) -> Path:

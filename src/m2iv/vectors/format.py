@@ -176,9 +176,14 @@ def load_vectors(directory: str | Path, adapter: ModelAdapter | None = None, str
         tensors = load_file(str(tpath))
     except (SafetensorError, OSError, ValueError) as e:
         raise M2IVError(f"{tpath} is not a readable safetensors file ({e})") from None
+    return vectors_from_tensors(tensors, config, str(directory / CONFIG_NAME)).to(device), config
+
+
+def vectors_from_tensors(tensors: dict[str, torch.Tensor], config: dict, where: str) -> InContextVectors:
+    """Rebuild the vectors a config describes and fill them with `tensors` (shapes checked by load_tensors)."""
     dtype = getattr(torch, str(config["dtype"]), None)
     if not isinstance(dtype, torch.dtype):
-        raise M2IVError(f"{directory / CONFIG_NAME} has unknown dtype {config['dtype']!r}")
+        raise M2IVError(f"{where}: unknown dtype {config['dtype']!r} in its config")
     vectors = InContextVectors.from_spec(config, dtype=dtype)
     vectors.load_tensors(tensors)
-    return vectors.to(device), config
+    return vectors
