@@ -575,7 +575,7 @@ def run(cfg: dict, out_dir: Path, work: Path, stages: list[str]) -> None:
             curve.append({"stage": "meta", "step": 0, **base})
             log(str(base))
         t = time.time()
-        lora = stage_meta(model, renderer, feats, cfg, curve, work)
+        stage_meta(model, renderer, feats, cfg, curve, work)
         times["meta"] = round(time.time() - t, 1)
         log("ICL after meta-training (fast path)")
         after = eval_icl_fast(model, renderer, feats, tasks, n=cfg["eval_n"])
