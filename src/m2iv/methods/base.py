@@ -137,7 +137,7 @@ class LoadedVectors(Method):
         out = self.options.get("out")
         if not out:
             raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME, or train it first with "
-                            "`m2iv train MODEL --task T --method {self.name} --out DIR`")
+                            f"`m2iv train MODEL --task T --method {self.name} --out DIR`")
         return out
 
 

@@ -159,10 +159,7 @@ class I2CL(LoadedVectors):
         from m2iv.train.run import train_vectors
 
         cfg: I2CLConfig = self.method_config()
-        out = self.options.get("out")
-        if not out:
-            raise M2IVError(f"--method {self.name} needs --vectors DIR, or train it first with "
-                            f"`m2iv train MODEL --task T --method {self.name} --out DIR`")
+        out = self.require_out()
         layers = list(range(lm.adapter.num_layers)) if cfg.layers is None else sorted(cfg.layers)
         builder = PromptBuilder(lm, task.instruction, task.answer_template)
         demos = self._demos(splits, cfg)

@@ -34,7 +34,6 @@ from dataclasses import asdict
 
 import torch
 
-from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
 from m2iv.methods.i2cl.method import merge_recipe
 from m2iv.methods.live.config import LIVEConfig
@@ -64,10 +63,7 @@ class LIVE(LoadedVectors):
         from m2iv.train.run import train_vectors
 
         cfg: LIVEConfig = self.method_config()
-        out = self.options.get("out")
-        if not out:
-            raise M2IVError(f"--method {self.name} needs --vectors DIR, or train it first with "
-                            f"`m2iv train MODEL --task T --method {self.name} --out DIR`")
+        out = self.require_out()
         recipe = merge_recipe(self.options.get("train_config"), {
             "lr_vectors": cfg.lr_vectors, "lr_scales": cfg.lr_alpha, "weight_decay": cfg.weight_decay,
             "warmup": cfg.warmup, "clip": 1.0, "w_mimicry": 1.0, "w_synergy": 0.0, "synergy": "none",
