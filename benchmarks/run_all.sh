@@ -21,9 +21,9 @@ for step in $steps; do
              --out benchmarks/sandbox_icl/curves.json ;;
     compare) $M2IV bench compare sandbox --tasks ${COMPARE_TASKS:-$SUITE} --budget cpu $RECIPE --work $W \
              --out benchmarks/compare/sandbox.json ;;
-    efficiency) for k in 1 4; do
-                  $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 30 --new-tokens $k \
-                    --out benchmarks/efficiency/sandbox-${k}tok.json
+    efficiency) for cfg in "1 1" "4 1" "1 8"; do set -- $cfg
+                  $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 48 --new-tokens $1 \
+                    --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
                 done ;;
     many-shot) $M2IV bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \

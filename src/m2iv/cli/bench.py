@@ -90,6 +90,7 @@ def add_parser(sub) -> None:
     e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
     e.add_argument("--new-tokens", type=int, default=4,
                    help="tokens generated per query (min = max); 1 times the prompt's prefill and the first answer token")
+    e.add_argument("--batch-size", type=int, default=1, help="queries per generate() call (latency is per query)")
     e.add_argument("--data-root", default=None)
     e.add_argument("--out", required=True)
     e.set_defaults(func=efficiency)
@@ -182,10 +183,10 @@ def efficiency(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     result = measure(args.model, args.task, args.methods.split(","), args.vectors_from, shots=args.shots, n=args.n,
-                     new_tokens=args.new_tokens, data_root=args.data_root)
+                     new_tokens=args.new_tokens, data_root=args.data_root, batch_size=args.batch_size)
     result["meta"] = {"command": f"m2iv bench efficiency {args.model} --task {args.task} --methods {args.methods} "
                                  f"--vectors-from {args.vectors_from} --shots {args.shots} --n {args.n} "
-                                 f"--new-tokens {args.new_tokens} --out {args.out}",
+                                 f"--new-tokens {args.new_tokens} --batch-size {args.batch_size} --out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
                       "wall_seconds": round(time.time() - t0, 1)}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")

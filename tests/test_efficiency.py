@@ -1,0 +1,15 @@
+"""`m2iv bench efficiency` mechanics on a tiny model (ratios, batching, hook-overhead run)."""
+
+from m2iv.evaluate.efficiency import measure
+
+
+def test_measure_reports_ratios_to_zero_shot_per_query_in_batches():
+    out = measure("tiny:idefics3", "sandbox-colour-nonce", ["zero-shot", "icl", "m2iv"], vectors_from=None, shots=2,
+                  n=4, new_tokens=1, batch_size=2, log=lambda *_: None)
+    rows = {r["method"]: r for r in out["rows"]}
+    assert set(rows) == {"zero-shot", "icl"}  # m2iv is skipped: no trained vectors under vectors_from
+    assert rows["zero-shot"]["latency_vs_zero_shot"] == 1.0
+    assert rows["icl"]["prompt_tokens"] > rows["zero-shot"]["prompt_tokens"]
+    assert rows["icl"]["prompt_tokens_vs_zero_shot"] > 1.0
+    assert out["settings"]["batch_size"] == 2
+    assert set(out["hook_overhead"]) >= {"latency_ratio", "peak_rss_ratio"}
