@@ -39,6 +39,7 @@ Deviations from the original code, and why:
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import torch
@@ -200,6 +201,7 @@ class MTV(LoadedVectors):
     def fit(self, lm, task, splits: dict):
         from m2iv.data.prompts import PromptBuilder
 
+        t0 = time.perf_counter()
         cfg = self._effective_config()
         seed = int(self.options.get("seed") or 0)
         shots = cfg.shots or int(self.options.get("shots") or 0)
@@ -232,6 +234,7 @@ class MTV(LoadedVectors):
                                replace_generated=cfg.replace_generated).to(lm.model.device)
         info = {"selected_heads": int(mask.sum()), "val_loss": float(scores[best]), "threshold": thr,
                 "shots": shots, "reinforce_mean_loss": [round(x, 5) for x in history],
+                "train_seconds": round(time.perf_counter() - t0, 3),
                 "probabilities": [[round(float(p), 4) for p in row] for row in torch.sigmoid(logits)],
                 "metrics": {"selected_heads": int(mask.sum()), "val_first_token_ce": float(scores[best])}}
         return vectors, info
