@@ -4,15 +4,19 @@ Each method runs in its own fresh process (so peak memory is its own), on the sa
 `batch_size` (latency per query = batch time / batch size, as the evaluation harness reports it), generating
 exactly `new_tokens` tokens (min = max), after one warm-up batch. At batch 1 a fixed per-call cost of
 `generate()` (tens of ms on a CPU) weighs on short prompts; batching amortises it. Reported per method:
-prompt tokens, latency per query, peak resident memory (whole process and above the loaded model),
+prompt tokens, latency per query and its ratio to plain zero-shot timed on the same queries in the same
+process (alternating order, median of per-batch ratios; a zero-shot row's ratio shows the noise floor), peak
+resident memory (whole process and above the loaded model),
 parameters stored and training time (from its vector directory). The injection hooks' own overhead is
 measured separately: zero-shot with all-zero M²IV vectors injected against plain zero-shot.
 
-    m2iv bench efficiency sandbox --task sandbox-colour-nonce --vectors-from runs/bench/compare --out benchmarks/efficiency.json
+    m2iv bench efficiency sandbox --task sandbox-colour-nonce --vectors-from runs/bench/shared \\
+        --new-tokens 1 --batch-size 8 --out benchmarks/efficiency/sandbox-1tok-batch8.json
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import resource
@@ -47,31 +51,47 @@ def _worker(spec: dict) -> dict:
         method.prepare(lm, task, splits)
     shots = method.prompt_shots(spec["shots"])
     selector = RandomSelector(splits["support"], seed=spec.get("seed", 0)) if shots else None
-    if spec.get("zero_hooks"):
-        ctx = apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter)
-    else:
-        ctx = method.inference(lm)
-    with torch.no_grad():  # model loaded, nothing run yet
-        base_rss = _rss_mb()
-    lat, toks = [], []
-    b = spec.get("batch_size", 1)
-    with torch.no_grad(), ctx as handle:
-        for i in range(0, len(queries), b):
-            group = queries[i:i + b]
-            batch = builder.encode([builder.build(selector.select(q, shots) if selector else [], q) for q in group])
-            qs = batch.pop("query_start")
+
+    def context():
+        if spec.get("zero_hooks"):
+            return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter)
+        return method.inference(lm)
+
+    def timed(group, demos_for, ctx) -> tuple[float, list[int]]:
+        batch = builder.encode([builder.build(demos_for(q), q) for q in group])
+        qs = batch.pop("query_start")
+        with ctx as handle:
             if handle is not None and hasattr(handle, "set_query_start"):
                 handle.set_query_start(qs)
             t0 = time.perf_counter()
             lm.model.generate(**batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
                               do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-            dt = (time.perf_counter() - t0) * 1000 / len(group)  # per query, as the harness reports it
+            ms = (time.perf_counter() - t0) * 1000 / len(group)  # per query, as the harness reports it
+        return ms, batch["attention_mask"].sum(dim=1).tolist()
+
+    with torch.no_grad():  # model loaded, nothing run yet
+        base_rss = _rss_mb()
+    lat, paired, toks = [], [], []
+    b = spec.get("batch_size", 1)
+    with torch.no_grad():
+        for i in range(0, len(queries), b):
+            group = queries[i:i + b]
+            # The method and plain zero-shot answer the same queries back to back, in alternating order, so
+            # the ratio compares like with like even when the machine's speed drifts during the run.
+            runs = [("method", lambda q: selector.select(q, shots) if selector else [], context()),
+                    ("zero", lambda q: [], contextlib.nullcontext())]
+            out = {}
+            for name, demos_for, ctx in (runs if (i // b) % 2 == 0 else runs[::-1]):
+                out[name] = timed(group, demos_for, ctx)
             if i:  # the first batch is a warm-up
-                lat.append(dt)
-                toks += batch["attention_mask"].sum(dim=1).tolist()
+                lat.append(out["method"][0])
+                paired.append(out["zero"][0])
+                toks += out["method"][1]
     peak = _rss_mb()
     params = method.vectors.num_parameters() if getattr(method, "vectors", None) is not None else 0
     return {"latency_ms": statistics.median(lat), "latency_ms_mean": statistics.fmean(lat),
+            "paired_zero_shot_ms": statistics.median(paired),
+            "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired)),
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
             "peak_above_model_mb": round(peak - base_rss, 1), "parameters": params}
 
@@ -111,14 +131,16 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
     zs = next((r for r in rows if r["method"] == "zero-shot"), None)
     if zs:
         for r in rows:
-            r["latency_vs_zero_shot"] = round(r["latency_ms"] / zs["latency_ms"], 3)
+            r["latency_vs_zero_shot"] = round(r["paired_ratio"], 3)  # paired, same process (see _worker)
+            r["latency_vs_zero_shot_unpaired"] = round(r["latency_ms"] / zs["latency_ms"], 3)
             r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
             r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
     log("measuring hook overhead (zero vectors)")
     hooks = _run({**base, "method": "zero-shot", "zero_hooks": True})
     overhead = None
     if zs:
-        overhead = {"latency_ratio": round(hooks["latency_ms"] / zs["latency_ms"], 4),
+        overhead = {"latency_ratio": round(hooks["paired_ratio"], 4),
+                    "latency_ratio_unpaired": round(hooks["latency_ms"] / zs["latency_ms"], 4),
                     "peak_rss_ratio": round(hooks["peak_rss_mb"] / zs["peak_rss_mb"], 4),
                     "peak_above_model_mb": hooks["peak_above_model_mb"],
                     "zero_shot_peak_above_model_mb": zs["peak_above_model_mb"]}
