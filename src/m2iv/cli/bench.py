@@ -137,8 +137,10 @@ def curve_cmd(args: argparse.Namespace) -> int:
 
 
 def many_shot_cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from m2iv import __version__
-    from m2iv.evaluate.bench import many_shot, write_table
+    from m2iv.evaluate.bench import many_shot, plot_curves, write_table
 
     lm = load_from_args(args)
     t0 = time.time()
@@ -151,6 +153,8 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
                        f"--steps {args.steps} --train-queries {args.train_queries} --out {args.out}",
             "m2iv_version": __version__, "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)
+    plot_curves(rows, Path(args.out).with_suffix(".png"),
+                f"{args.model}: ICL within a {args.window}-token window vs M²IV from more demonstrations")
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
     return 0
 

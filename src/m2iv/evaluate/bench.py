@@ -151,9 +151,17 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for t in dict.fromkeys(r["task"] for r in rows):
-        pts = sorted((r["shots"], r["score"]) for r in rows if r["task"] == t and r.get("score") is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=t)
+    method = lambda r: "icl" if r["method"] == "zero-shot" else r["method"]  # noqa: E731 - 0 shots is ICL's start
+    several = len({method(r) for r in rows}) > 1
+    for t, m in dict.fromkeys((r["task"], method(r)) for r in rows):
+        pts = sorted((r["shots"], r["score"]) for r in rows
+                     if r["task"] == t and method(r) == m and r.get("score") is not None)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="-" if m == "icl" else "--",
+                label=f"{t}: {m}" if several else t)
+    beyond = sorted({r["shots"] for r in rows if r.get("fits") is False and r.get("score") is None})
+    if beyond:  # ICL prompts that exceed the context window: no score exists
+        ax.scatter(beyond, [0.0] * len(beyond), marker="x", color="red", zorder=3,
+                   label="ICL does not fit the window")
     ax.set_xscale("symlog", base=2)
     ax.set_xlabel("shots")
     ax.set_ylabel("accuracy")
