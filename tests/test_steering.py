@@ -25,7 +25,8 @@ def test_every_application_is_measured_and_a_rerun_reuses_the_runs(result):
     work, first, again = result
     apps = {(r["application"], r["task"], r["config"]) for r in first["rows"]}
     assert {a for a, _, _ in apps} == {"alignment", "style", "safety"}
-    assert {c for a, _, c in apps if a == "style"} == {"zero-shot", "caps", "french", "caps + french"}
+    assert {c for a, _, c in apps if a == "style"} == {"zero-shot", "caps", "french", "caps + french",
+                                                                 "0.5 caps + 0.5 french"}
     assert {(t, c) for a, t, c in apps if a == "safety"} >= {
         ("sandbox-safety-harmful", "m2iv negated"), ("sandbox-safety-benign", "m2iv negated")}
     assert all(set(r["checks"]) == {"capitals", "french_content", "english_content", "caps_and_french"}

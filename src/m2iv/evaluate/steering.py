@@ -145,15 +145,18 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
     for style, task in STYLES.items():
         _, vec_dir = r.trained(task)
         add(task, vec_dir, f"style-{style}", ("style", "sandbox"))
-    configs = {"zero-shot": None, "caps": "caps", "french": "french", "caps + french": "compose"}
-    for config, which in configs.items():
-        if which is None:
+    # config -> (library entry to export, composition expression or None)
+    configs = {"zero-shot": (None, None), "caps": ("style-caps", None), "french": ("style-french", None),
+               "caps + french": ("style-caps-french", "style-caps + style-french"),
+               "0.5 caps + 0.5 french": ("style-caps-french-half", "0.5*style-caps + 0.5*style-french")}
+    for config, (name, expression) in configs.items():
+        if name is None:
             vec = None
-        elif which == "compose":
-            vec = composed("style-caps-french", "style-caps + style-french", ("style", "composed"))
+        elif expression is not None:
+            vec = composed(name, expression, ("style", "composed"))
         else:
-            vec = str(lib.export(entries[f"style-{which}"], work / "library-apps" / "exported" / f"style-{which}"))
-        summary, preds = r.run(STYLE_TEST, config.replace(" + ", "+"), vec)
+            vec = str(lib.export(entries[name], work / "library-apps" / "exported" / name))
+        summary, preds = r.run(STYLE_TEST, config.replace(" + ", "+").replace(" ", ""), vec)
         scored = [p for p in preds if not p.get("skipped")]
         rows.append(_row("style", STYLE_TEST, config, summary, checks=_styled_checks(scored, style_samples)))
 
