@@ -5,7 +5,7 @@
 1. Cross-modal alignment: M²IV vectors for yes/no questions about an image's colour and shape
    (sandbox-grounding), against zero-shot and 16-shot ICL.
 2. Customized generation: style vectors (capitals, French) trained on "Describe the image.", each alone
-   and their library composition `caps + french`, scored on the same test images by automatic checks:
+   and their library compositions `caps + french` and `0.5*caps + 0.5*french`, scored on the same test images by automatic checks:
    capitals (`all_caps`), the right words in French (`words_match` against the French description),
    the right words in English, and both styles at once (`words_match_cased` against "UN TRIANGLE ROUGE.").
 3. Safety: a vector distilled from demonstrations that refuse weapons/violence/crime requests and help

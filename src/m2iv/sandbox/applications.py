@@ -1,8 +1,8 @@
 """Tasks for the VLibrary steering applications on the sandbox (benchmarks/library/, `m2iv bench library`).
 
-- grounding: easy-vqa's yes/no questions about an image's colour or shape ("Is there a red shape?").
-  Zero-shot the sandbox answers "No" to nearly all of them: it names colours and shapes but does not
-  ground a yes/no judgement in the image. Vectors distilled from 16-shot ICL are meant to fix that.
+- grounding: easy-vqa's yes/no questions about an image's colour or shape ("is a green shape present?").
+  The sandbox was trained to name colours and shapes, not to judge statements about them; these questions
+  test whether vectors distilled from 16-shot ICL ground its yes/no answers better (zero-shot 0.80).
 - style-caps / style-french: "Describe the image." answered in capitals ("A RED TRIANGLE.") or in
   French ("Un triangle rouge."); the zero-shot sandbox answers "A red triangle.". style-caps-french is
   the composition of both, used only for evaluation (no vector is trained on it).
