@@ -179,7 +179,8 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
     """ICL limited by a context `window` against M²IV distilled from more demonstrations than fit.
 
     ICL rows beyond the window are recorded with `fits: false` and no score. M²IV at N shots uses a
-    product-of-experts teacher over ceil(N / c) disjoint contexts of c shots, c = the most that fit.
+    product-of-experts teacher over E = ceil(N / fit) disjoint contexts of ceil(N / E) shots each (N = 128
+    with 17 fitting: 8 contexts of 16).
     """
     from dataclasses import replace
 
@@ -207,8 +208,8 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
                          task_overrides=task_overrides, log=log)[0]
             rows.append({**r, "method": "icl", "variant": f"window-{window}", "fits": True})
         for k in m2iv_shots:
-            chunk = min(k, fit)
-            experts = -(-k // chunk)
+            experts = -(-k // fit)  # fewest contexts that hold k shots, then k spread evenly over them
+            chunk = -(-k // experts)
             teacher = {**(train_defaults or {}).get("teacher", {}), "ensemble": experts}
             cell = Cell("m2iv", f"{experts}x{chunk}", {**(train_defaults or {}), "teacher": teacher})
             r = run_plan(lm, [name], [cell], work, shots=chunk, n_test=n_test, seed=seed, batch_size=batch_size,
