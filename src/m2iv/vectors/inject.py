@@ -86,8 +86,10 @@ def _output_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenT
     # A factory, so that each hook captures its own site and row. Without autograd (generation,
     # evaluation) the prepared operands are cached and rebuilt only when a parameter is replaced or
     # changed in place (its version counter moves); with autograd every call reads the live parameters.
+    # The cache lives on the vectors object, so injecting the same vectors again (per batch, per routed
+    # group) reuses the prepared operands instead of rebuilding them on the first call.
     names = [k for k in vectors.params if k.startswith(f"{site}__")]
-    cache: dict = {}
+    cache: dict = vectors.__dict__.setdefault("_inference_cache", {}).setdefault((site, row), {})
 
     def hook(_module, _args, out):
         h, rest = _untuple(out)
@@ -166,8 +168,9 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
             from m2iv.vectors.gate import enable
 
             handle._undo.append(enable(model, adapter))
-        handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
-        handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))
+        if policy != "all":  # "all" needs no positions: skip the per-call bookkeeping on the top-level model
+            handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
+            handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))
         for site, spec in vectors.sites.items():
             for row, layer in enumerate(spec.layers):
                 module = adapter.module(layer, site)
