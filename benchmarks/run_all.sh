@@ -9,7 +9,7 @@ SUITE=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french,sandbox-sha
 DEMO=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french
 W=runs/bench/shared
 RECIPE="--shots 16 --n-test 100 --steps 60 --train-batch-size 16 --train-queries 96"
-steps=${*:-"build demo suite curve compare efficiency many-shot library"}
+steps=${*:-"build demo suite curve compare efficiency many-shot library report"}
 for step in $steps; do
   case $step in
     build) $M2IV sandbox build ;;
@@ -29,6 +29,8 @@ for step in $steps; do
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;
     library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;
+    report) $M2IV report benchmarks/sandbox_suite.json benchmarks/compare/sandbox.json benchmarks/many_shot/sandbox.json \
+              --out benchmarks/report --title "m2iv on the sandbox LVLM" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
