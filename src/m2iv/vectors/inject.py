@@ -32,16 +32,22 @@ def _retuple(h, rest):
     return h if rest is None else (h, *rest)
 
 
-def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, tracker: TokenTracker,
-              attn_module: nn.Module | None = None):
-    """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
-    spec = vectors.sites[site]
-    op = OPERATORS[spec.operator]
+def _operands(vectors: InContextVectors, site: str, row: int, h: torch.Tensor):
+    """This row's vector, alpha and beta (None when the operator has none) on h's device and dtype."""
     v = vectors.vector(site)[row].to(h.device, h.dtype)  # (D,) or (H, Dh)
     a = vectors.scale(site, "alpha")
     b = vectors.scale(site, "beta")
     a = None if a is None else a[row].to(h.device, h.dtype)  # () or (H,)
     b = None if b is None else b[row].to(h.device, h.dtype)
+    return v, a, b
+
+
+def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, tracker: TokenTracker,
+              attn_module: nn.Module | None = None):
+    """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
+    spec = vectors.sites[site]
+    op = OPERATORS[spec.operator]
+    v, a, b = _operands(vectors, site, row, h)
     x = h
     if site == "attn_head":
         B, T, _ = h.shape
@@ -67,11 +73,7 @@ def _inference_fn(vectors: InContextVectors, site: str, row: int, h: torch.Tenso
     """h -> h' with the operands cast and pre-multiplied once: the hook then costs one fused op per call,
     which is what keeps M²IV's latency at zero-shot's (60 hooks per forward on a 30-layer model)."""
     spec = vectors.sites[site]
-    v = vectors.vector(site)[row].to(h.device, h.dtype)
-    a = vectors.scale(site, "alpha")
-    b = vectors.scale(site, "beta")
-    a = None if a is None else a[row].to(h.device, h.dtype)
-    b = None if b is None else b[row].to(h.device, h.dtype)
+    v, a, b = _operands(vectors, site, row, h)
     if spec.operator == "additive":
         av = a * v
         return lambda x: x + av
