@@ -89,6 +89,38 @@ def write_samples(root, n: int, n_images: int = 1, prefix: str = "s") -> list:
     return out
 
 
+def logits_with(lm: LoadedModel, inputs: dict, steer=None) -> torch.Tensor:
+    """Logits of one no-grad forward with `steer` on: vectors to inject, a method's inference context, or None."""
+    import contextlib
+
+    from m2iv.vectors import InContextVectors, apply
+
+    if isinstance(steer, InContextVectors):
+        steer = apply(lm.model, steer, lm.adapter)
+    with torch.no_grad(), steer or contextlib.nullcontext():
+        return lm.model(**inputs).logits
+
+
+def fixture_task():
+    """The jsonl task the method tests fit on: short colour answers scored by VQA accuracy."""
+    from m2iv.evaluate.tasks import Task
+
+    return Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+
+
+def method_splits(root, n_train: int, n_support: int = 6) -> dict:
+    """Train queries and a support pool of demonstrations, with images on disk; no test split needed."""
+    return {"train": write_samples(root, n_train, prefix="q"), "support": write_samples(root, n_support, prefix="s"),
+            "test": []}
+
+
+def for_model(lm: LoadedModel, splits: dict) -> dict:
+    """Text-only models get the same samples without their images."""
+    from dataclasses import replace
+
+    return splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+
+
 def write_vqav2(root, n_train: int = 10, n_val: int = 6):
     """A VQAv2 fixture in the official layout (questions + annotations JSON, COCO images), 10 answers each."""
     import json

@@ -6,11 +6,11 @@ import pytest
 import torch
 import transformers as T
 
-from conftest import ALL_FAMILIES, make_inputs, random_vectors, tiny
+from conftest import ALL_FAMILIES, logits_with, make_inputs, random_vectors, tiny
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
 from m2iv.models.adapter import discover
-from m2iv.vectors import apply, load_vectors, save_vectors
+from m2iv.vectors import load_vectors, save_vectors
 from m2iv.vectors.vector import InContextVectors, SiteSpec
 
 
@@ -33,12 +33,7 @@ def test_round_trip_is_exact_and_reproduces_logits(tmp_path, family):
     for (n1, p1), (n2, p2) in zip(vec.named_parameters(), loaded.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
     inputs = make_inputs(lm, ["What colour?"])
-    with torch.no_grad():
-        with apply(lm.model, vec, lm.adapter):
-            a = lm.model(**inputs).logits
-        with apply(lm.model, loaded, lm.adapter):
-            b = lm.model(**inputs).logits
-    assert torch.equal(a, b)
+    assert torch.equal(logits_with(lm, inputs, vec), logits_with(lm, inputs, loaded))
     assert cfg["model_type"] == family and cfg["fingerprint"] == lm.adapter.fingerprint
     assert set(cfg["sites"]) == {"attn", "attn_head", "mlp"}
 

@@ -162,6 +162,22 @@ def test_gradients_reach_vectors_only(family):
     assert all(p.grad is None for p in lm.model.parameters())
 
 
+def test_answering_leaves_base_requires_grad_alone():
+    # requires_grad picks PyTorch kernels even under no_grad (the batched LM head on the last position runs
+    # as one mm only when the weight requires grad), so a method's answering context must not freeze it.
+    from m2iv.methods import get_method
+
+    lm = tiny("idefics3")
+    before = [p.requires_grad for p in lm.model.parameters()]
+    m = get_method("vectors", {})
+    m.vectors = random_vectors(lm)
+    with m.inference(lm):
+        assert [p.requires_grad for p in lm.model.parameters()] == before
+    with apply(lm.model, m.vectors, lm.adapter):  # training's default: the base is frozen, then restored
+        assert not any(p.requires_grad for p in lm.model.parameters())
+    assert [p.requires_grad for p in lm.model.parameters()] == before
+
+
 def test_query_policy_requires_query_start():
     lm = tiny("llama")
     with apply(lm.model, random_vectors(lm), lm.adapter, token_policy="query"):

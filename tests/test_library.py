@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_inputs, random_vectors, tiny
+from conftest import logits_with, make_inputs, random_vectors, tiny
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
 from m2iv.library import Library, example_sample, parse_expression, parse_layers, resolve_vectors
-from m2iv.vectors import apply, load_vectors, save_vectors
+from m2iv.vectors import load_vectors, save_vectors
 from m2iv.vectors.vector import InContextVectors
 
 HERE = Path(__file__).parent
@@ -196,12 +196,7 @@ def test_compose_injects_the_weighted_sum_and_masks_layers(tmp_path, lib):
             want.params[f"{site}__vector"].copy_(eff)
             want.params[f"{site}__beta"].copy_(v1.scale(site, "beta"))
     inputs = make_inputs(lm, ["What colour?"])
-    with torch.no_grad():
-        with apply(lm.model, got, lm.adapter):
-            composed = lm.model(**inputs).logits
-        with apply(lm.model, want, lm.adapter):
-            manual = lm.model(**inputs).logits
-    torch.testing.assert_close(composed, manual)
+    torch.testing.assert_close(logits_with(lm, inputs, got), logits_with(lm, inputs, want))
     assert mix.method == "composed" and mix.task == "vqa" and mix.tags == ["combo"]
     assert mix.provenance["expression"] == "0.5*a - 2.0*b" and cfg["provenance"] == mix.provenance
     assert [(t["name"], t["weight"], t["negated"]) for t in mix.provenance["terms"]] == [("a", 0.5, False),
@@ -217,11 +212,7 @@ def test_compose_injects_the_weighted_sum_and_masks_layers(tmp_path, lib):
     with torch.no_grad():
         zeroed.params["mlp__vector"][1].copy_(want.vector("mlp")[1])
         zeroed.params["mlp__beta"][1].copy_(want.scale("mlp", "beta")[1])
-        with apply(lm.model, mvec, lm.adapter):
-            a = lm.model(**inputs).logits
-        with apply(lm.model, zeroed, lm.adapter):
-            b = lm.model(**inputs).logits
-    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(logits_with(lm, inputs, mvec), logits_with(lm, inputs, zeroed))
     lib.add_vectors(random_vectors(lm, sites=("mlp",)), adapter=lm.adapter, base_model="tiny:llama", name="c")
     with pytest.raises(M2IVError, match="cannot compose a with c: sites differ"):
         lib.compose("bad", "a + c")

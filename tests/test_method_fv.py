@@ -7,27 +7,21 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import tiny, write_samples
+from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import METHODS, get_method
 from m2iv.methods.fv import FVConfig
 from m2iv.methods.fv.method import indirect_effects, shuffle_labels, top_heads
 from m2iv.methods.extraction import answer_first_ids, record_last
 from m2iv.vectors import apply
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 CFG = FVConfig(n_mean_prompts=3, n_ie_prompts=2, n_top_heads=3)
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 8, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
-
-
-def _for(lm, splits):
-    return splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    return method_splits(tmp_path_factory.mktemp("data"), 8)
 
 
 def _single(builder, prompt) -> dict:
@@ -40,7 +34,7 @@ def _single(builder, prompt) -> dict:
 def test_fv_is_sum_of_top_heads_through_w_o_added_at_last_token(family, splits):
     lm = tiny(family)
     ad = lm.adapter
-    sp = _for(lm, splits)
+    sp = for_model(lm, splits)
     method = get_method("fv", {"shots": 2, "seed": 0, "method_config": CFG})
     vec, info = method.fit(lm, TASK, sp)
     assert "fv" in METHODS and vec.spec()["token_policy"] == "last"

@@ -1,32 +1,29 @@
 """I2CL: context vectors = mean last-token attn/mlp outputs of demonstrations run alone; only (a, b) train."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 
 import m2iv.methods.i2cl  # noqa: F401  (registers "i2cl")
-from conftest import write_colour_jsonl, tiny, write_samples
+from conftest import fixture_task, for_model, method_splits, tiny, write_colour_jsonl
 from m2iv.data.prompts import PromptBuilder
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import get_method
 from m2iv.methods.i2cl import I2CLConfig
 from m2iv.methods.i2cl.method import demo_prompt, training_noise
 from m2iv.train.config import TrainConfig
 from m2iv.vectors import apply, load_vectors
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 6, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
+    return method_splits(tmp_path_factory.mktemp("data"), 6)
 
 
 def _fit(lm, splits, out, steps=6, **cfg):
-    sp = splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    sp = for_model(lm, splits)
     m = get_method("i2cl", {"out": str(out), "shots": 3, "seed": 0, "progress": False,
                             "train_config": TrainConfig(steps=steps), "method_config": I2CLConfig(**cfg)})
     m.prepare(lm, TASK, sp)

@@ -2,33 +2,26 @@
 layers, and after every MLP the state is steered towards it with its norm kept."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny, write_samples
+from conftest import fixture_task, for_model, method_splits, tiny, write_samples
 from m2iv.cli.main import main
 from m2iv.data.images import open_image
 from m2iv.data.prompts import PromptBuilder
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import METHODS, get_method
 from m2iv.methods.icv import ICVConfig
 from m2iv.methods.icv.method import icv_direction, strip_special
 from m2iv.vectors import apply
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 4, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
-
-
-def _for(lm, splits):
-    return splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    return method_splits(tmp_path_factory.mktemp("data"), 4)
 
 
 def test_direction_is_first_right_singular_vector_plus_mean():
@@ -57,7 +50,7 @@ def test_direction_is_first_right_singular_vector_plus_mean():
 @pytest.mark.parametrize("family", ["llama", "qwen2_vl"])
 def test_icv_extracts_from_separate_x_and_y_sequences(family, splits):
     lm = tiny(family)
-    sp = _for(lm, splits)
+    sp = for_model(lm, splits)
     vec, info = get_method("icv", {"shots": 3, "seed": 0}).fit(lm, TASK, sp)
     assert "icv" in METHODS and info["alpha"] == 0.1
     spec = vec.spec()
@@ -91,7 +84,7 @@ def test_icv_extracts_from_separate_x_and_y_sequences(family, splits):
 @pytest.mark.parametrize("family", ["mistral", "idefics2"])
 def test_icv_injection_keeps_the_norm_and_follows_the_rule_after_every_mlp(family, splits):
     lm = tiny(family)
-    sp = _for(lm, splits)
+    sp = for_model(lm, splits)
     vec, _ = get_method("icv", {"shots": 2, "method_config": ICVConfig(alpha=0.5)}).fit(lm, TASK, sp)
     builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
     batch = builder.encode([builder.build([], q) for q in sp["train"][:2]])

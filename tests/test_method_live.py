@@ -2,26 +2,23 @@
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
 import m2iv.methods.live  # noqa: F401  (registers "live")
-from conftest import write_colour_jsonl, make_inputs, tiny, write_samples
-from m2iv.evaluate.tasks import Task
+from conftest import fixture_task, for_model, logits_with, make_inputs, method_splits, tiny, write_colour_jsonl
 from m2iv.methods import get_method
 from m2iv.methods.live import LIVEConfig
 from m2iv.train.config import TeacherConfig, TrainConfig
 from m2iv.vectors import apply, load_vectors
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 8, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
+    return method_splits(tmp_path_factory.mktemp("data"), 8)
 
 
 @pytest.mark.parametrize("site", ["mlp", "layer"])
@@ -58,7 +55,7 @@ def test_shift_keeps_token_norm_and_alpha_is_sigmoid_of_logit(site):
 def test_training_is_kl_only_with_live_rates_and_reloads(tmp_path, splits, family, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny(family)
-    sp = splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    sp = for_model(lm, splits)
     fast = family == "qwen2_vl"  # the CLI-style override: a field away from the shared default wins
     tc = TrainConfig(steps=8 if fast else 2, batch_size=4, teacher=TeacherConfig(shots=2, topk=16),
                      **({"lr_vectors": 0.05} if fast else {}))
@@ -80,11 +77,7 @@ def test_training_is_kl_only_with_live_rates_and_reloads(tmp_path, splits, famil
     ev = get_method("live", {"vectors": str(tmp_path / "v")})
     ev.prepare(lm, TASK, sp)
     inputs = make_inputs(lm, ["What is it?"])
-    with torch.no_grad(), ev.inference(lm):
-        a = lm.model(**inputs).logits
-    with torch.no_grad(), apply(lm.model, m.vectors, lm.adapter):
-        b = lm.model(**inputs).logits
-    assert torch.equal(a, b)
+    assert torch.equal(logits_with(lm, inputs, ev.inference(lm)), logits_with(lm, inputs, m.vectors))
 
 
 def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):

@@ -3,25 +3,19 @@ import json
 import pytest
 import torch
 
-from conftest import tiny, write_samples
-from m2iv.evaluate.tasks import Task
+from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.methods import get_method
 from m2iv.train.config import TeacherConfig, TrainConfig
 from m2iv.vectors import load_vectors
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics2", "qwen2"])
 def test_mimic_trains_gated_heads_with_alignment(tmp_path, family, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
-    from dataclasses import replace
-
     lm = tiny(family)
-    root = tmp_path / "d"
-    splits = {"train": write_samples(root, 10, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
-    if not lm.is_vlm:
-        splits = {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    splits = for_model(lm, method_splits(tmp_path / "d", 10))
     cfg = TrainConfig(steps=6, batch_size=4, val_every=0, teacher=TeacherConfig(shots=2, topk=8))
     m = get_method("mimic", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False})
     init = m.make_vectors(lm)

@@ -9,23 +9,21 @@ import torch
 import torch.nn.functional as F
 
 import m2iv.methods.mtv  # noqa: F401  (registers "mtv")
-from conftest import write_colour_jsonl, make_inputs, tiny, write_samples
+from conftest import fixture_task, for_model, logits_with, make_inputs, method_splits, tiny, write_colour_jsonl, write_samples
 from m2iv.data.prompts import PromptBuilder
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import get_method
 from m2iv.methods.mtv import MTV, MTVConfig
 from m2iv.methods.mtv.method import SampledReplacement, _QueryScorer, mask_vectors, mean_head_activations, reinforce
 from m2iv.vectors import apply, load_vectors
 from m2iv.vectors.record import record
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 SMALL = dict(n_trials=3, batch_size=2, steps=3, samples=4, sample_batch=4, n_queries=4, n_final=3, n_val=2)
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 6, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
+    return method_splits(tmp_path_factory.mktemp("data"), 6)
 
 
 def _mean(lm, seed=0):
@@ -146,7 +144,7 @@ def test_mean_activations_are_the_mean_over_icl_runs():
 @pytest.mark.parametrize("family", ["qwen2_vl", "llama", "idefics2"])
 def test_fit_saves_a_binary_head_mask_and_reloads(tmp_path, splits, family):
     lm = tiny(family)
-    sp = splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    sp = for_model(lm, splits)
     m = get_method("mtv", {"out": str(tmp_path / "v"), "shots": 2, "method_config": MTVConfig(**SMALL)})
     m.prepare(lm, TASK, sp)
     loaded, cfg = load_vectors(tmp_path / "v", adapter=lm.adapter)
@@ -159,11 +157,7 @@ def test_fit_saves_a_binary_head_mask_and_reloads(tmp_path, splits, family):
     ev.prepare(lm, TASK, sp)
     assert ev.vectors.token_policy == "last_onward"  # the file alone says how to apply it
     inputs = make_inputs(lm, ["What is it?"])
-    with torch.no_grad(), ev.inference(lm):
-        x = lm.model(**inputs).logits
-    with torch.no_grad(), apply(lm.model, m.vectors, lm.adapter):
-        y = lm.model(**inputs).logits
-    assert torch.equal(x, y)
+    assert torch.equal(logits_with(lm, inputs, ev.inference(lm)), logits_with(lm, inputs, m.vectors))
 
 
 def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):

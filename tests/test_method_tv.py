@@ -6,27 +6,21 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import tiny, write_samples
+from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import METHODS, get_method
 from m2iv.methods.tv import TVConfig
 from m2iv.methods.extraction import split_dev
 from m2iv.vectors import apply, load_vectors
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 CFG = TVConfig(n_prompts=2, dummy_queries=2, dev_size=3)
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 10, prefix="q"), "support": write_samples(root, 6, prefix="s"), "test": []}
-
-
-def _for(lm, splits):
-    return splits if lm.is_vlm else {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    return method_splits(tmp_path_factory.mktemp("data"), 10)
 
 
 def _single(lm, builder, prompt) -> dict:
@@ -43,7 +37,7 @@ def _capture(module, store: list):
 @pytest.mark.parametrize("family", ["llama", "qwen2_vl", "llava"])
 def test_tv_vector_is_mean_last_token_state_and_patch_replaces_only_last_position(family, splits):
     lm = tiny(family)
-    sp = _for(lm, splits)
+    sp = for_model(lm, splits)
     method = get_method("tv", {"shots": 2, "seed": 0, "method_config": CFG})
     vec, info = method.fit(lm, TASK, sp)
     layer = info["layer"]

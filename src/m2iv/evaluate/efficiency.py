@@ -54,7 +54,7 @@ def _worker(spec: dict) -> dict:
 
     def context():
         if spec.get("zero_hooks"):
-            return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter)
+            return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter, freeze_base=False)
         return method.inference(lm)
 
     def timed(group, demos_for, ctx) -> tuple[float, list[int]]:

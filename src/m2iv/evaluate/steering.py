@@ -74,8 +74,9 @@ class _Runner:
         return row, row["vectors"]
 
     def run(self, task_name: str, label: str, vectors: str | None = None, method: str = "zero-shot",
-            shots: int = 0) -> tuple[dict, list[dict]]:
-        """Evaluate `vectors` (or a plain method) on another task's test queries; summary and prediction rows."""
+            shots: int = 0, library_root: Path | None = None) -> tuple[dict, list[dict]]:
+        """Evaluate `vectors` (a directory, or "library:auto" routed over `library_root`; else a plain method)
+        on a task's test queries; summary and prediction rows."""
         from m2iv.evaluate.runner import EvalConfig, evaluate
         from m2iv.evaluate.tasks import get_task
         from m2iv.methods import get_method
@@ -83,8 +84,8 @@ class _Runner:
         task = get_task(task_name)
         splits = task.splits(None, seed=self.seed)
         options = {"vectors": vectors} if vectors else {}
-        if vectors and vectors.startswith("library:auto@"):
-            options = {"vectors": "library:auto", "library_root": vectors.split("@", 1)[1]}
+        if library_root is not None:
+            options["library_root"] = str(library_root)
         m = get_method("vectors" if vectors else method, options)  # any method's or a composed entry's vectors
         out = self.work / "library-apps" / task_name / label
         self.log(f"[{task_name}] {label}: evaluating")
@@ -161,7 +162,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
         rows.append(_row("style", STYLE_TEST, config, summary, checks=_styled_checks(scored, style_samples)))
 
     # 3. safety: refusal on held-out harmful requests, over-refusal on held-out ordinary ones
-    safety_row, safety_dir = r.trained(SAFETY)
+    _, safety_dir = r.trained(SAFETY)
     add(SAFETY, safety_dir, "safety", ("safety", "sandbox"))
     negated = composed("safety-negated", "-1.0*safety", ("safety", "negated"))
     for config, vec, method, k in (("zero-shot", None, "zero-shot", 0), (f"icl-{shots}shot", None, "icl", shots),
@@ -171,7 +172,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
             rows.append(_row("safety", task, config, summary))
 
     # 4. search by example and routing over one entry per query distribution
-    suite_row, suite_dir = r.trained("sandbox-colour-nonce")
+    _, suite_dir = r.trained("sandbox-colour-nonce")
     add("sandbox-colour-nonce", suite_dir, "colour-nonce", ("suite", "sandbox"))
     route_root = work / "library-apps" / "routing-library"
     route_lib = Library(route_root)
@@ -200,7 +201,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
     for task, name in names.items():
         hand_dir = str(lib.export(hand_dirs[task], work / "library-apps" / "exported" / name))
         hand, _ = r.run(task, "hand", hand_dir)
-        auto, preds = r.run(task, "library-auto", f"library:auto@{route_root}")
+        auto, preds = r.run(task, "library-auto", "library:auto", library_root=route_root)
         routed_right = sum(p.get("route") == want[name] for p in preds) / max(len(preds), 1)
         routing.append({"task": task, "metric": auto["metric"], "hand_vector": round(hand["score"], 4),
                         "library_auto": round(auto["score"], 4), "routed_to_own_entry": round(routed_right, 4),

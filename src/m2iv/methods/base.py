@@ -128,7 +128,8 @@ class LoadedVectors(Method):
         from m2iv.vectors.inject import apply
 
         vectors = self.routed[key] if key is not None else self.vectors
-        with apply(lm.model, vectors, lm.adapter) as handle:
+        # Answering trains nothing, so the base weights keep their requires_grad (see `inject`).
+        with apply(lm.model, vectors, lm.adapter, freeze_base=False) as handle:
             yield handle
 
     def require_out(self) -> str:

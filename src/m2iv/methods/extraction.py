@@ -100,7 +100,7 @@ def first_token_scores(lm, builder: PromptBuilder, queries: list[Sample], vector
     targets = answer_first_ids(builder, [[] for _ in queries], queries) if targets is None else targets
     prompts = [builder.build([], q) for q in queries]
     hits, logps = [], []
-    ctx = nullcontext() if vectors is None else apply(lm.model, vectors, lm.adapter)
+    ctx = nullcontext() if vectors is None else apply(lm.model, vectors, lm.adapter, freeze_base=False)
     with ctx:
         for i, batch in enumerate(model_batches(lm, builder, prompts, batch_size)):
             t = targets[i * batch_size:(i + 1) * batch_size].to(lm.model.device)

@@ -93,6 +93,17 @@ def lr_at(step: int, total: int, base: float, warmup: int = 20) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list, step: int, total: int) -> None:
+    """One optimiser step of every stage: each group at its own base rate on the warm-up + cosine schedule,
+    gradients clipped to norm 1."""
+    for grp in opt.param_groups:
+        grp["lr"] = lr_at(step, total, grp["base"])
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 # -- stage 1: vision classifier ---------------------------------------------------------------------
 def stage_vision(model, px, col, shp, cfg, curve):
     torch.manual_seed(cfg["seed"] + 1)
@@ -100,23 +111,18 @@ def stage_vision(model, px, col, shp, cfg, curve):
     heads = torch.nn.ModuleDict({"c": torch.nn.Linear(H, len(COLOURS)), "s": torch.nn.Linear(H, len(SHAPES))})
     vis = model.model.vision_model
     params = list(vis.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["vision_lr"], weight_decay=0.01)
+    opt = torch.optim.AdamW([{"params": params, "lr": cfg["vision_lr"], "base": cfg["vision_lr"]}], weight_decay=0.01)
     train_idx = torch.tensor([i for i in range(N_TRAIN) if col[i] >= 0 or shp[i] >= 0])
     g = torch.Generator().manual_seed(cfg["seed"] + 2)
     vis.train()
     t0 = time.time()
     for step in range(cfg["vision_steps"]):
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, cfg["vision_steps"], cfg["vision_lr"])
         b = train_idx[torch.randint(len(train_idx), (cfg["vision_batch"],), generator=g)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = vision_forward(model, augment(px[b], g)).mean(1)
             lc, ls = heads["c"](h).float(), heads["s"](h).float()
         loss = F.cross_entropy(lc, col[b], ignore_index=-1) + F.cross_entropy(ls, shp[b], ignore_index=-1)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        descend(opt, loss, params, step, cfg["vision_steps"])
         if step % 50 == 0 or step == cfg["vision_steps"] - 1:
             rec = {"stage": "vision", "step": step, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)}
             if step % 200 == 0 or step == cfg["vision_steps"] - 1:
@@ -176,8 +182,6 @@ def stage_align(model, heads, px, col, shp, tgt, cfg, curve):
     vis.train()
     t0 = time.time()
     for step in range(cfg["align_steps"]):
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, cfg["align_steps"], grp["base"])
         b = train_idx[torch.randint(len(train_idx), (cfg["align_batch"],), generator=g)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             h = vision_forward(model, augment(px[b], g))
@@ -191,10 +195,7 @@ def stage_align(model, heads, px, col, shp, tgt, cfg, curve):
         sim = F.normalize(out - mu, dim=-1).reshape(-1, out.shape[-1]) @ Wn.T
         word = F.cross_entropy(sim / 0.05, remap[tgt[b].reshape(-1)])
         loss = mse + cos + 0.3 * cls + 0.5 * word
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for gr in groups for p in gr["params"]], 1.0)
-        opt.step()
+        descend(opt, loss, [p for gr in groups for p in gr["params"]], step, cfg["align_steps"])
         if step % 50 == 0 or step == cfg["align_steps"] - 1:
             rec = {"stage": "align", "step": step, "loss": round(loss.item(), 4), "mse": round(mse.item(), 4),
                    "word_ce": round(word.item(), 4),
@@ -308,15 +309,13 @@ def stage_meta(model, renderer, feats, cfg, curve, work: Path):
     torch.manual_seed(cfg["seed"] + 5)
     lora = attach_lora(model, cfg["lora_rank"], cfg["lora_alpha"])
     params = [p for m in lora.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg["meta_lr"], weight_decay=0.0)
+    opt = torch.optim.AdamW([{"params": params, "lr": cfg["meta_lr"], "base": cfg["meta_lr"]}], weight_decay=0.0)
     sampler = Sampler(renderer, cfg["seed"] + 6)
     pad = renderer.tok.convert_tokens_to_ids("<|im_end|>")
     t0 = time.time()
     losses: list[float] = []
     queue: list = []
     for step in range(cfg["meta_steps"]):
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, cfg["meta_steps"], cfg["meta_lr"])
         if not queue:  # episodes of similar length share a batch (less padding)
             pool = sorted((renderer.render(sampler.episode()) for _ in range(8 * cfg["meta_batch"])),
                           key=lambda b: len(b[0]))
@@ -331,10 +330,7 @@ def stage_meta(model, renderer, feats, cfg, curve, work: Path):
             logits = model.lm_head(h[rows, cols]).float()
         target = torch.cat([torch.tensor(b[3]) for b in batch])
         loss = F.cross_entropy(logits, target)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        descend(opt, loss, params, step, cfg["meta_steps"])
         losses.append(loss.item())
         if step % 10 == 0:
             log(f"meta step {step} loss {np.mean(losses[-10:]):.3f} tokens {ids.numel()} {time.time() - t0:.0f}s")

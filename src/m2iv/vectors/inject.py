@@ -153,7 +153,11 @@ class InjectionHandle:
 def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | None = None,
            token_policy: str | None = None, freeze_base: bool = True) -> InjectionHandle:
     """Attach `vectors` to `model`; the returned handle removes them. Base weights are frozen while
-    attached (gradients reach the vectors only) unless `freeze_base=False`."""
+    attached (gradients reach the vectors only) unless `freeze_base=False`, which is what inference should
+    pass: requires_grad also steers PyTorch's kernel choice even under no_grad (a 3-D @ 2-D matmul such as
+    the LM head on the last position of a batch is folded into one mm only when the weight requires grad,
+    else it runs as a bmm over a batch-expanded weight, ~30 ms on the sandbox at batch 8), so freezing
+    for answering would make injected runs slower than the plain model for reasons not the vectors'."""
     adapter = adapter or discover(model)
     check_compatible(vectors, adapter)
     policy = token_policy or vectors.token_policy
