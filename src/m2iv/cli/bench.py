@@ -194,8 +194,8 @@ def efficiency(args: argparse.Namespace) -> int:
                       "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
                       "wall_seconds": round(time.time() - t0, 1)}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
-    cols = ["method", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "peak_rss_mb", "peak_above_model_mb",
-            "parameters", "train_seconds"]
+    cols = ["method", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "peak_rss_mb", "peak_tensor_mb",
+            "peak_tensor_vs_zero_shot", "parameters", "train_seconds"]
     print(" | ".join(cols))
     for r in result["rows"]:
         print(" | ".join(str(r.get(c)) for c in cols))

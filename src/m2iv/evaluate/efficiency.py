@@ -2,13 +2,16 @@
 
 Each method runs in its own fresh process (so peak memory is its own), on the same test queries in batches of
 `batch_size` (latency per query = batch time / batch size, as the evaluation harness reports it), generating
-exactly `new_tokens` tokens (min = max), after one warm-up batch. At batch 1 a fixed per-call cost of
-`generate()` (tens of ms on a CPU) weighs on short prompts; batching amortises it. Reported per method:
+exactly `new_tokens` tokens (min = max), after one warm-up batch. At batch 1 on a CPU every forward pays
+for streaming all weights (a one-token forward of the 135M sandbox takes ~40 ms, 44 tokens ~100 ms), so a
+short prompt is far from proportionally cheaper than a long one; batching amortises it. Reported per method:
 prompt tokens, latency per query and its ratio to plain zero-shot timed on the same queries in the same
 process (alternating order, median of per-batch ratios; a zero-shot row's ratio shows the noise floor), peak
-resident memory (whole process and above the loaded model),
-parameters stored and training time (from its vector directory). The injection hooks' own overhead is
-measured separately: zero-shot with all-zero M²IV vectors injected against plain zero-shot.
+resident memory (whole process and above the loaded model; moves by tens of MB between identical runs),
+peak tensor memory (weights plus the peak of live activations during one generate() of the warm-up batch,
+from the profiler's allocation events: exact and repeatable), parameters stored and training time (from its
+vector directory). The injection hooks' own overhead is measured separately: zero-shot with all-zero M²IV
+vectors injected against plain zero-shot.
 
     m2iv bench efficiency sandbox --task sandbox-colour-nonce --vectors-from runs/bench/shared \\
         --new-tokens 1 --batch-size 8 --out benchmarks/efficiency/sandbox-1tok-batch8.json
@@ -27,6 +30,23 @@ from pathlib import Path
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _tensor_peak_mb(call) -> float:
+    """Peak bytes of live tensors during `call()` above those alive before it (the weights), from the
+    profiler's allocation events: exact and repeatable, where peak RSS moves by tens of MB between
+    identical runs with the C allocator's caching."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def _worker(spec: dict) -> dict:
@@ -57,20 +77,29 @@ def _worker(spec: dict) -> dict:
             return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter, freeze_base=False)
         return method.inference(lm)
 
-    def timed(group, demos_for, ctx) -> tuple[float, list[int]]:
+    def run(group, demos_for, ctx, measure=None) -> tuple[float, list[int]]:
+        """Latency per query in ms (as the harness reports it) and prompt lengths; with `measure`, its
+        reading of the generate() call instead of the latency."""
         batch = builder.encode([builder.build(demos_for(q), q) for q in group])
         qs = batch.pop("query_start")
         with ctx as handle:
             if handle is not None and hasattr(handle, "set_query_start"):
                 handle.set_query_start(qs)
+
+            def call():
+                lm.model.generate(**batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
+                                  do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+
+            if measure is not None:
+                return measure(call), []
             t0 = time.perf_counter()
-            lm.model.generate(**batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
-                              do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-            ms = (time.perf_counter() - t0) * 1000 / len(group)  # per query, as the harness reports it
+            call()
+            ms = (time.perf_counter() - t0) * 1000 / len(group)
         return ms, batch["attention_mask"].sum(dim=1).tolist()
 
     with torch.no_grad():  # model loaded, nothing run yet
         base_rss = _rss_mb()
+    demos = {"method": lambda q: selector.select(q, shots) if selector else [], "zero": lambda q: []}
     lat, paired, toks = [], [], []
     b = spec.get("batch_size", 1)
     with torch.no_grad():
@@ -78,22 +107,24 @@ def _worker(spec: dict) -> dict:
             group = queries[i:i + b]
             # The method and plain zero-shot answer the same queries back to back, in alternating order, so
             # the ratio compares like with like even when the machine's speed drifts during the run.
-            runs = [("method", lambda q: selector.select(q, shots) if selector else [], context()),
-                    ("zero", lambda q: [], contextlib.nullcontext())]
-            out = {}
-            for name, demos_for, ctx in (runs if (i // b) % 2 == 0 else runs[::-1]):
-                out[name] = timed(group, demos_for, ctx)
+            order = ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]
+            out = {name: run(group, demos[name], context() if name == "method" else contextlib.nullcontext())
+                   for name in order}
             if i:  # the first batch is a warm-up
                 lat.append(out["method"][0])
                 paired.append(out["zero"][0])
                 toks += out["method"][1]
-    peak = _rss_mb()
+        peak = _rss_mb()
+        tensors = run(queries[:b], demos["method"], context(), measure=_tensor_peak_mb)[0]  # warm-up batch again
+    weights = sum(p.numel() * p.element_size() for p in lm.model.parameters()) / 2**20
     params = method.vectors.num_parameters() if getattr(method, "vectors", None) is not None else 0
     return {"latency_ms": statistics.median(lat), "latency_ms_mean": statistics.fmean(lat),
             "paired_zero_shot_ms": statistics.median(paired),
             "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired)),
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
-            "peak_above_model_mb": round(peak - base_rss, 1), "parameters": params}
+            "peak_above_model_mb": round(peak - base_rss, 1),
+            "peak_activation_mb": round(tensors, 2), "peak_tensor_mb": round(weights + tensors, 1),
+            "parameters": params}
 
 
 def _run(spec: dict) -> dict:
@@ -135,6 +166,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
             r["latency_vs_zero_shot_unpaired"] = round(r["latency_ms"] / zs["latency_ms"], 3)
             r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
             r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
+            r["peak_tensor_vs_zero_shot"] = round(r["peak_tensor_mb"] / zs["peak_tensor_mb"], 4)
     log("measuring hook overhead (zero vectors)")
     hooks = _run({**base, "method": "zero-shot", "zero_hooks": True})
     overhead = None
@@ -142,6 +174,9 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
         overhead = {"latency_ratio": round(hooks["paired_ratio"], 4),
                     "latency_ratio_unpaired": round(hooks["latency_ms"] / zs["latency_ms"], 4),
                     "peak_rss_ratio": round(hooks["peak_rss_mb"] / zs["peak_rss_mb"], 4),
-                    "peak_above_model_mb": hooks["peak_above_model_mb"],
-                    "zero_shot_peak_above_model_mb": zs["peak_above_model_mb"]}
+                    "peak_tensor_ratio": round(hooks["peak_tensor_mb"] / zs["peak_tensor_mb"], 4),
+                    "peak_activation_mb": hooks["peak_activation_mb"],
+                    "zero_shot_peak_activation_mb": zs["peak_activation_mb"],
+                    "peak_rss_above_model_mb": hooks["peak_above_model_mb"],
+                    "zero_shot_peak_rss_above_model_mb": zs["peak_above_model_mb"]}
     return {"rows": rows, "hook_overhead": overhead, "settings": base}
