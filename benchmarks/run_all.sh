@@ -30,6 +30,7 @@ for step in $steps; do
              --out benchmarks/many_shot/sandbox.json ;;
     library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;
     report) $M2IV report benchmarks/sandbox_suite.json benchmarks/compare/sandbox.json benchmarks/many_shot/sandbox.json \
+              benchmarks/efficiency/sandbox-1tok-batch1.json benchmarks/efficiency/sandbox-1tok-batch8.json \
               --out benchmarks/report --title "m2iv on the sandbox LVLM" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -1,5 +1,6 @@
 """`m2iv report`: one Markdown report with tables and plots from any mix of results files:
-`summary.json` of `m2iv eval` runs, tables of `m2iv bench suite|compare` and curves of `m2iv bench many-shot`."""
+`summary.json` of `m2iv eval` runs, tables of `m2iv bench suite|compare`, curves of `m2iv bench many-shot`
+and cost tables of `m2iv bench efficiency`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,36 @@ from pathlib import Path
 from m2iv.errors import M2IVError
 
 
-def _rows_of(path: Path) -> list[dict]:
+def _read(path: Path) -> dict | list:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise M2IVError(f"cannot read results file {path} ({e}); give summary.json or bench JSON files") from None
+
+
+def _is_efficiency(data) -> bool:
+    return isinstance(data, dict) and "hook_overhead" in data and isinstance(data.get("rows"), list)
+
+
+def _efficiency_lines(path: Path, data: dict) -> list[str]:
+    s = data.get("settings", {})
+    lines = [f"### {path.name}: {s.get('task', '?')}, batch {s.get('batch_size', '?')}, "
+             f"{s.get('new_tokens', '?')} new tokens, {s.get('n', '?')} queries", "",
+             "| method | prompt tokens | latency ms | x zero-shot | peak tensor MB | x zero-shot | peak RSS MB "
+             "| parameters | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['method']} | {r['prompt_tokens']:.0f} | {r['latency_ms']:.1f} | "
+                     f"{r.get('latency_vs_zero_shot', '')} | {r.get('peak_tensor_mb', '')} | "
+                     f"{r.get('peak_tensor_vs_zero_shot', '')} | {r.get('peak_rss_mb', '')} | "
+                     f"{r.get('parameters', 0):,} | {r.get('train_seconds', '')} |")
+    h = data.get("hook_overhead") or {}
+    if h:
+        lines += ["", f"Hook overhead (all-zero vectors injected vs plain zero-shot): latency x{h.get('latency_ratio')}, "
+                      f"peak tensor memory x{h.get('peak_tensor_ratio', 'n/a')}, peak RSS x{h.get('peak_rss_ratio')}."]
+    return lines + [""]
+
+
+def _rows_of(path: Path, data) -> list[dict]:
     if isinstance(data, dict) and "rows" in data and isinstance(data["rows"], list):
         rows = data["rows"]
     elif isinstance(data, dict) and {"task", "method", "score"} <= set(data):
@@ -35,21 +61,51 @@ def _label(r: dict) -> str:
     return r["method"] + (f" ({r['variant']})" if r["variant"] else "")
 
 
-def _plot(plt, series: dict[str, list[tuple[float, float]]], path: Path, xlabel: str, xscale: str, line: bool) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in series.items():
-        if pts:
-            draw = ax.plot if line else ax.scatter
-            draw([p[0] for p in pts], [p[1] for p in pts], label=label, **({"marker": "o"} if line else {}))
-    if xscale == "symlog":
+def _plots(plt, rows: list[dict], tasks: list[str], out: Path) -> None:
+    """accuracy_vs_shots.png (a panel per task, a line per method) and accuracy_vs_cost.png (a point per task
+    and method at its prompt length); one colour per method in both, legends outside the axes."""
+    from matplotlib.lines import Line2D
+
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    cmap = plt.get_cmap("tab20")
+    colour = {lab: cmap(i % 20) for i, lab in enumerate(labels)}
+    marker = {t: "osD^v<>Pp*hX"[i % 12] for i, t in enumerate(tasks)}
+    scored = [r for r in rows if r["score"] is not None]
+    methods = [Line2D([], [], color=colour[lab], marker="o", label=lab) for lab in labels]
+
+    ncols = min(3, len(tasks))
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
+    for ax, t in zip(axes.flat, tasks):
+        for lab in labels:
+            pts = sorted((r["shots"], r["score"]) for r in scored if r["task"] == t and _label(r) == lab)
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colour[lab])
         ax.set_xscale("symlog", base=2)
-    else:
-        ax.set_xscale(xscale)
-    ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(t.replace("sandbox-", ""), fontsize=9)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.supxlabel("shots (demonstrations in the prompt, or distilled into vectors)")
+    fig.supylabel("score")
+    fig.legend(handles=methods, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    fig.savefig(out / "accuracy_vs_shots.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in scored:
+        if r["prompt_tokens"]:
+            ax.scatter(r["prompt_tokens"], r["score"], color=colour[_label(r)], marker=marker[r["task"]], s=28)
+    ax.set_xscale("log")
+    ax.set_xlabel("prompt tokens per query (cost)")
     ax.set_ylabel("score")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    first = ax.legend(handles=methods, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="method")
+    ax.add_artist(first)
+    second = ax.legend(handles=[Line2D([], [], color="grey", marker=marker[t], linestyle="",
+                                       label=t.replace("sandbox-", ""))
+                       for t in tasks], loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(tasks), 5),
+              fontsize=7, title="task")
+    fig.savefig(out / "accuracy_vs_cost.png", dpi=110, bbox_inches="tight", bbox_extra_artists=(first, second))
     plt.close(fig)
 
 
@@ -59,13 +115,17 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for p in paths for r in _rows_of(Path(p))]
-    if not rows:
+    from m2iv.files import write_text_atomic
+
+    loaded = [(Path(p), _read(Path(p))) for p in paths]
+    costs = [(p, d) for p, d in loaded if _is_efficiency(d)]
+    rows = [r for p, d in loaded if not _is_efficiency(d) for r in _rows_of(p, d)]
+    if not rows and not costs:
         raise M2IVError("the results files hold no rows")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    lines = [f"# {title}", "", f"Sources: {', '.join(sorted({r['source'] for r in rows}))}", ""]
+    lines = [f"# {title}", "", f"Sources: {', '.join(sorted(str(p) for p, _ in loaded))}", ""]
     for t in tasks:
         lines += [f"## {t}", "", "| method | shots | score | metric | prompt tokens | latency ms |", "|---|---|---|---|---|---|"]
         for r in sorted((r for r in rows if r["task"] == t), key=lambda r: (_label(r), r["shots"])):
@@ -74,19 +134,14 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
                          f"{'' if r['prompt_tokens'] is None else round(r['prompt_tokens'], 1)} | "
                          f"{'' if r['latency_ms'] is None else round(r['latency_ms'], 1)} |")
         lines.append("")
-    # accuracy vs shots: one line per (task, method) with more than one shot count, points otherwise
-    by_shots = {}
-    for t in tasks:
-        for lab in dict.fromkeys(_label(r) for r in rows if r["task"] == t):
-            by_shots[f"{t.replace('sandbox-', '')}: {lab}"] = sorted(
-                (r["shots"], r["score"]) for r in rows
-                if r["task"] == t and _label(r) == lab and r["score"] is not None)
-    _plot(plt, by_shots, out / "accuracy_vs_shots.png",
-          "shots (demonstrations in the prompt, or distilled into vectors)", "symlog", line=True)
-    by_cost = {lab: [(r["prompt_tokens"], r["score"]) for r in rows
-                     if _label(r) == lab and r["prompt_tokens"] and r["score"] is not None]
-               for lab in dict.fromkeys(_label(r) for r in rows)}
-    _plot(plt, by_cost, out / "accuracy_vs_cost.png", "prompt tokens per query (cost)", "log", line=False)
+    if costs:
+        lines += ["## Inference cost", ""]
+        for p, d in costs:
+            lines += _efficiency_lines(p, d)
+    if not rows:
+        write_text_atomic(out / "report.md", "\n".join(lines))
+        return out / "report.md"
+    _plots(plt, rows, tasks, out)
     lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "![accuracy vs cost](accuracy_vs_cost.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_atomic(out / "report.md", "\n".join(lines))
     return out / "report.md"
