@@ -1,4 +1,5 @@
-"""`m2iv bench suite|compare`: benchmark tables written to files (JSON + Markdown)."""
+"""`m2iv bench suite|compare|icl-curve|many-shot|library|efficiency`: benchmarks whose results are written to
+files (JSON, plus Markdown or PNG where a table or curve reads better)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 from m2iv.cli.common import add_model_args, load_from_args
 
@@ -118,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def curve_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from m2iv import __version__
     from m2iv.evaluate.bench import icl_curve, plot_curves, write_table
 
@@ -137,8 +137,6 @@ def curve_cmd(args: argparse.Namespace) -> int:
 
 
 def many_shot_cmd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from m2iv import __version__
     from m2iv.evaluate.bench import many_shot, plot_curves, write_table
 
@@ -173,7 +171,7 @@ def library_cmd(args: argparse.Namespace) -> int:
                                  f"{args.train_batch_size} --search-n {args.search_n} --out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine()}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
-    write_text_atomic(str(args.out).rsplit(".", 1)[0] + ".md", markdown(result))
+    write_text_atomic(Path(args.out).with_suffix(".md"), markdown(result))
     print(markdown(result))
     return 0
 

@@ -123,13 +123,17 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
             entry = lib.add_prototype_from_task(entry.id, lm, get_task(task), seed=seed)
         entries[name] = entry.id
 
+    exported: dict[str, str] = {}
+
+    def export(entry_id: str, name: str) -> str:
+        """The entry as a plain vector directory (what --vectors takes), written once per run."""
+        if name not in exported:
+            exported[name] = str(lib.export(entry_id, work / "library-apps" / "exported" / name))
+        return exported[name]
+
     def composed(name: str, expression: str, tags: tuple[str, ...]) -> str:
         existing = [e for e in lib.entries() if e.name == name]
-        entry = existing[0] if existing else lib.compose(name, expression, tags=tags)
-        out = work / "library-apps" / "exported" / name
-        if not (out / "m2iv_config.json").is_file():
-            lib.export(entry.id, out)
-        return str(out)
+        return export((existing[0] if existing else lib.compose(name, expression, tags=tags)).id, name)
 
     # 1. cross-modal alignment
     from m2iv.evaluate.bench import Cell
@@ -156,7 +160,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
         elif expression is not None:
             vec = composed(name, expression, ("style", "composed"))
         else:
-            vec = str(lib.export(entries[name], work / "library-apps" / "exported" / name))
+            vec = export(entries[name], name)
         summary, preds = r.run(STYLE_TEST, config.replace(" + ", "+").replace(" ", ""), vec)
         scored = [p for p in preds if not p.get("skipped")]
         rows.append(_row("style", STYLE_TEST, config, summary, checks=_styled_checks(scored, style_samples)))
@@ -181,8 +185,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
     for task, name in names.items():
         if not [e for e in route_lib.entries() if e.name == name]:
             src = lib.get(entries[name])
-            e = route_lib.add(lib.export(src.id, work / "library-apps" / "exported" / name), name=name, task=task,
-                              tags=tuple(src.tags))
+            e = route_lib.add(export(src.id, name), name=name, task=task, tags=tuple(src.tags))
             route_lib.set_prototype(e.id, src.prototype, src.prototype_info)
     want = {e.name: e.id for e in route_lib.entries()}
     search_rows = []
@@ -196,10 +199,8 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
     search = {"per_task": search_rows, "top1": round(sum(s["top1"] * s["n"] for s in search_rows) / total, 4),
               "n": total, "library": [{"name": e.name, "task": e.task} for e in route_lib.entries()]}
     routing = []
-    hand_dirs = {GROUNDING: entries["grounding"], "sandbox-colour-nonce": entries["colour-nonce"],
-                 STYLES["caps"]: entries["style-caps"], SAFETY: entries["safety"]}
     for task, name in names.items():
-        hand_dir = str(lib.export(hand_dirs[task], work / "library-apps" / "exported" / name))
+        hand_dir = export(entries[name], name)
         hand, _ = r.run(task, "hand", hand_dir)
         auto, preds = r.run(task, "library-auto", "library:auto", library_root=route_root)
         routed_right = sum(p.get("route") == want[name] for p in preds) / max(len(preds), 1)
