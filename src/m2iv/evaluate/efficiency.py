@@ -32,16 +32,19 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _tensor_peak_mb(call) -> float:
+def _tensor_peak_mb(call) -> float | None:
     """Peak bytes of live tensors during `call()` above those alive before it (the weights), from the
     profiler's allocation events: exact and repeatable, where peak RSS moves by tens of MB between
-    identical runs with the C allocator's caching."""
+    identical runs with the C allocator's caching. None where this torch build exposes no such events."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    try:
+        raw = prof.profiler.kineto_results.events()
+    except AttributeError:
+        return None
+    events = sorted((e for e in raw if e.name() == "[memory]"), key=lambda e: e.start_ns())
     live = peak = 0
     for e in events:
         live += e.nbytes()
@@ -123,8 +126,13 @@ def _worker(spec: dict) -> dict:
             "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired)),
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
             "peak_above_model_mb": round(peak - base_rss, 1),
-            "peak_activation_mb": round(tensors, 2), "peak_tensor_mb": round(weights + tensors, 1),
+            "peak_activation_mb": None if tensors is None else round(tensors, 2),
+            "peak_tensor_mb": None if tensors is None else round(weights + tensors, 1),
             "parameters": params}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a / b, 4)
 
 
 def _run(spec: dict) -> dict:
@@ -166,7 +174,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
             r["latency_vs_zero_shot_unpaired"] = round(r["latency_ms"] / zs["latency_ms"], 3)
             r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
             r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
-            r["peak_tensor_vs_zero_shot"] = round(r["peak_tensor_mb"] / zs["peak_tensor_mb"], 4)
+            r["peak_tensor_vs_zero_shot"] = _ratio(r["peak_tensor_mb"], zs["peak_tensor_mb"])
     log("measuring hook overhead (zero vectors)")
     hooks = _run({**base, "method": "zero-shot", "zero_hooks": True})
     overhead = None
@@ -174,7 +182,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
         overhead = {"latency_ratio": round(hooks["paired_ratio"], 4),
                     "latency_ratio_unpaired": round(hooks["latency_ms"] / zs["latency_ms"], 4),
                     "peak_rss_ratio": round(hooks["peak_rss_mb"] / zs["peak_rss_mb"], 4),
-                    "peak_tensor_ratio": round(hooks["peak_tensor_mb"] / zs["peak_tensor_mb"], 4),
+                    "peak_tensor_ratio": _ratio(hooks["peak_tensor_mb"], zs["peak_tensor_mb"]),
                     "peak_activation_mb": hooks["peak_activation_mb"],
                     "zero_shot_peak_activation_mb": zs["peak_activation_mb"],
                     "peak_rss_above_model_mb": hooks["peak_above_model_mb"],

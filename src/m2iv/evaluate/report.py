@@ -28,10 +28,11 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
              "| method | prompt tokens | latency ms | x zero-shot | peak tensor MB | x zero-shot | peak RSS MB "
              "| parameters | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
+        cells = [r.get(k) for k in ("latency_vs_zero_shot", "peak_tensor_mb", "peak_tensor_vs_zero_shot",
+                                        "peak_rss_mb")]
         lines.append(f"| {r['method']} | {r['prompt_tokens']:.0f} | {r['latency_ms']:.1f} | "
-                     f"{r.get('latency_vs_zero_shot', '')} | {r.get('peak_tensor_mb', '')} | "
-                     f"{r.get('peak_tensor_vs_zero_shot', '')} | {r.get('peak_rss_mb', '')} | "
-                     f"{r.get('parameters', 0):,} | {r.get('train_seconds', '')} |")
+                     + " | ".join("" if c is None else str(c) for c in cells)
+                     + f" | {r.get('parameters', 0):,} | {r.get('train_seconds', '')} |")
     h = data.get("hook_overhead") or {}
     if h:
         lines += ["", f"Hook overhead (all-zero vectors injected vs plain zero-shot): latency x{h.get('latency_ratio')}, "
