@@ -2,6 +2,7 @@
 # Reproduce every committed benchmark on the sandbox LVLM (2-core CPU; see benchmarks/README.md for times).
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
+# (compare-long, LIVE and MimIC at 300 steps, is not in the default list: run it by name.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -21,6 +22,9 @@ for step in $steps; do
              --out benchmarks/sandbox_icl/curves.json ;;
     compare) $M2IV bench compare sandbox --tasks ${COMPARE_TASKS:-$SUITE} --budget cpu $RECIPE --work $W \
              --out benchmarks/compare/sandbox.json ;;
+    compare-long) $M2IV bench compare sandbox --tasks sandbox-colour-nonce --methods live,mimic --budget cpu --shots 16 \
+             --n-test 100 --steps 300 --train-batch-size 16 --train-queries 96 --work runs/bench/steps300 \
+             --out benchmarks/compare/steps300.json ;;
     efficiency) for cfg in "1 1" "4 1" "1 8"; do set -- $cfg
                   $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 48 --new-tokens $1 \
                     --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
