@@ -3,14 +3,13 @@ import json
 import pytest
 import torch
 
-from conftest import tiny, write_samples
+from conftest import fixture_task, for_model, tiny, write_samples
 from m2iv.data.images import ImageError
 from m2iv.errors import M2IVError
 from m2iv.evaluate.runner import EvalConfig, evaluate
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import get_method
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.fixture()
@@ -68,9 +67,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path, splits, monkeypatch):
 
 def test_rerun_with_other_settings_into_same_dir_is_refused(tmp_path, splits):
     lm = tiny("llama")
-    from dataclasses import replace
-
-    text_splits = {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    text_splits = for_model(lm, splits)
     evaluate(lm, TASK, get_method("zero-shot"), EvalConfig(limit=2), tmp_path / "o", splits=text_splits)
     with pytest.raises(M2IVError, match="different run.*method"):
         evaluate(lm, TASK, get_method("icl"), EvalConfig(shots=2, limit=2), tmp_path / "o", splits=text_splits)

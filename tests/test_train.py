@@ -8,10 +8,9 @@ import sys
 import pytest
 import torch
 
-from conftest import ALL_FAMILIES, tiny, write_samples
+from conftest import ALL_FAMILIES, fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import Task
 from m2iv.methods import M2IV
 from m2iv.train import losses
 from m2iv.train.config import TeacherConfig, TrainConfig
@@ -19,19 +18,12 @@ from m2iv.train.run import train_vectors
 from m2iv.train.teacher import compute_teacher, student_batch
 from m2iv.vectors import apply, load_vectors
 
-TASK = Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
+TASK = fixture_task()
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    return {"train": write_samples(root, 12, prefix="q"), "support": write_samples(root, 8, prefix="s"), "test": []}
-
-
-def _text(splits):
-    from dataclasses import replace
-
-    return {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
+    return method_splits(tmp_path_factory.mktemp("data"), 12, 8)
 
 
 def _cfg(**kw):
@@ -44,7 +36,7 @@ def _cfg(**kw):
 def test_training_lowers_loss_and_saved_vectors_reproduce_logits(tmp_path, family, splits, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny(family)
-    sp = splits if lm.is_vlm else _text(splits)
+    sp = for_model(lm, splits)
     vec = M2IV().make_vectors(lm)
     best, info = train_vectors(lm, TASK, sp, vec, _cfg(), tmp_path / "v", show_progress=False)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
@@ -80,7 +72,7 @@ def test_killed_run_resumes_to_identical_vectors(tmp_path, splits, monkeypatch):
 def test_resume_with_other_settings_is_refused(tmp_path, splits, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny("llama")
-    sp = _text(splits)
+    sp = for_model(lm, splits)
     train_vectors(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(), tmp_path / "v", show_progress=False, stop_after=6)
     with pytest.raises(M2IVError, match="other settings.*lr_vectors"):
         train_vectors(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(lr_vectors=0.5), tmp_path / "v",

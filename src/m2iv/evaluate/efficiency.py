@@ -32,6 +32,12 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _elapsed_ms(call) -> float:
+    t0 = time.perf_counter()
+    call()
+    return (time.perf_counter() - t0) * 1000
+
+
 def _tensor_peak_mb(call) -> float | None:
     """Peak bytes of live tensors during `call()` above those alive before it (the weights), from the
     profiler's allocation events: exact and repeatable, where peak RSS moves by tens of MB between
@@ -80,25 +86,17 @@ def _worker(spec: dict) -> dict:
             return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter, freeze_base=False)
         return method.inference(lm)
 
-    def run(group, demos_for, ctx, measure=None) -> tuple[float, list[int]]:
-        """Latency per query in ms (as the harness reports it) and prompt lengths; with `measure`, its
-        reading of the generate() call instead of the latency."""
+    def run(group, demos_for, ctx, measure) -> tuple[float, list[int]]:
+        """`measure`'s reading of one generate() over `group` inside `ctx`, and the prompt lengths."""
         batch = builder.encode([builder.build(demos_for(q), q) for q in group])
         qs = batch.pop("query_start")
         with ctx as handle:
             if handle is not None and hasattr(handle, "set_query_start"):
                 handle.set_query_start(qs)
-
-            def call():
-                lm.model.generate(**batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"],
-                                  do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-
-            if measure is not None:
-                return measure(call), []
-            t0 = time.perf_counter()
-            call()
-            ms = (time.perf_counter() - t0) * 1000 / len(group)
-        return ms, batch["attention_mask"].sum(dim=1).tolist()
+            reading = measure(lambda: lm.model.generate(
+                **batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"], do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id))
+        return reading, batch["attention_mask"].sum(dim=1).tolist()
 
     with torch.no_grad():  # model loaded, nothing run yet
         base_rss = _rss_mb()
@@ -111,8 +109,11 @@ def _worker(spec: dict) -> dict:
             # The method and plain zero-shot answer the same queries back to back, in alternating order, so
             # the ratio compares like with like even when the machine's speed drifts during the run.
             order = ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]
-            out = {name: run(group, demos[name], context() if name == "method" else contextlib.nullcontext())
-                   for name in order}
+            out = {}
+            for name in order:
+                ctx = context() if name == "method" else contextlib.nullcontext()
+                ms, lengths = run(group, demos[name], ctx, _elapsed_ms)
+                out[name] = (ms / len(group), lengths)  # per query, as the harness reports it
             if i:  # the first batch is a warm-up
                 lat.append(out["method"][0])
                 paired.append(out["zero"][0])

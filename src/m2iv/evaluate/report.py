@@ -139,10 +139,8 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
         lines += ["## Inference cost", ""]
         for p, d in costs:
             lines += _efficiency_lines(p, d)
-    if not rows:
-        write_text_atomic(out / "report.md", "\n".join(lines))
-        return out / "report.md"
-    _plots(plt, rows, tasks, out)
-    lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "![accuracy vs cost](accuracy_vs_cost.png)", ""]
+    if rows:
+        _plots(plt, rows, tasks, out)
+        lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "![accuracy vs cost](accuracy_vs_cost.png)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     return out / "report.md"
