@@ -25,7 +25,7 @@ def splits(tmp_path_factory):
 def _fit(lm, splits, out, steps=6, **cfg):
     sp = for_model(lm, splits)
     m = get_method("i2cl", {"out": str(out), "shots": 3, "seed": 0, "progress": False,
-                            "train_config": TrainConfig(steps=steps), "method_config": I2CLConfig(**cfg)})
+                            "train_config": {"steps": steps}, "method_config": I2CLConfig(**cfg)})
     m.prepare(lm, TASK, sp)
     return m, sp
 
@@ -129,11 +129,14 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] == 2
 
 
-def test_recipe_precedence_method_defaults_unless_the_user_changed_a_field():
-    from m2iv.methods.i2cl.method import merge_recipe
+def test_recipe_precedence_method_defaults_unless_the_user_set_a_field():
+    from m2iv.methods.base import recipe
 
     mine = {"steps": 800, "lr_scales": 0.01, "w_ce": 1.0, "w_mimicry": 0.0, "w_synergy": 0.0}
-    r = merge_recipe(TrainConfig(), mine)
+    r = recipe(mine, {}, {})
     assert (r.steps, r.lr_scales, r.w_ce, r.w_mimicry, r.batch_size) == (800, 0.01, 1.0, 0.0, TrainConfig().batch_size)
-    r = merge_recipe(TrainConfig(steps=5, lr_scales=0.3), mine)
+    r = recipe(mine, {"steps": 5, "lr_scales": 0.3}, {})
     assert (r.steps, r.lr_scales, r.w_ce) == (5, 0.3, 1.0)
+    # A value the user set equal to the shared default still wins over the method's default.
+    r = recipe(mine, {"steps": TrainConfig().steps}, {})
+    assert r.steps == TrainConfig().steps

@@ -10,7 +10,6 @@ import m2iv.methods.live  # noqa: F401  (registers "live")
 from conftest import fixture_task, for_model, logits_with, make_inputs, method_splits, tiny, write_colour_jsonl
 from m2iv.methods import get_method
 from m2iv.methods.live import LIVEConfig
-from m2iv.train.config import TeacherConfig, TrainConfig
 from m2iv.vectors import apply, load_vectors
 
 TASK = fixture_task()
@@ -57,8 +56,8 @@ def test_training_is_kl_only_with_live_rates_and_reloads(tmp_path, splits, famil
     lm = tiny(family)
     sp = for_model(lm, splits)
     fast = family == "qwen2_vl"  # the CLI-style override: a field away from the shared default wins
-    tc = TrainConfig(steps=8 if fast else 2, batch_size=4, teacher=TeacherConfig(shots=2, topk=16),
-                     **({"lr_vectors": 0.05} if fast else {}))
+    tc = {"steps": 8 if fast else 2, "batch_size": 4, "teacher": {"shots": 2, "topk": 16},
+          **({"lr_vectors": 0.05} if fast else {})}
     m = get_method("live", {"out": str(tmp_path / "v"), "train_config": tc, "progress": False})
     init = m.make_vectors(lm, LIVEConfig(), seed=0).vector("mlp").clone()
     m.prepare(lm, TASK, sp)
@@ -71,7 +70,7 @@ def test_training_is_kl_only_with_live_rates_and_reloads(tmp_path, splits, famil
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert all(set(x) & {"ce", "mimicry", "synergy"} == {"mimicry"} for x in log)
     moved = (loaded.vector("mlp") - init).abs().max()
-    assert 0 < moved and (moved > 1e-2 if fast else moved < 2 * 1e-4 * 2 + 1e-6)  # ~ lr per Adam step
+    assert moved > 0 and (moved > 1e-2 if fast else moved < 2 * 1e-4 * 2 + 1e-6)  # ~ lr per Adam step
     if fast:
         assert sum(x["mimicry"] for x in log[-3:]) < sum(x["mimicry"] for x in log[:3])
     ev = get_method("live", {"vectors": str(tmp_path / "v")})

@@ -5,7 +5,6 @@ import torch
 
 from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.methods import get_method
-from m2iv.train.config import TeacherConfig, TrainConfig
 from m2iv.vectors import load_vectors
 
 TASK = fixture_task()
@@ -16,7 +15,7 @@ def test_mimic_trains_gated_heads_with_alignment(tmp_path, family, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny(family)
     splits = for_model(lm, method_splits(tmp_path / "d", 10))
-    cfg = TrainConfig(steps=6, batch_size=4, val_every=0, teacher=TeacherConfig(shots=2, topk=8))
+    cfg = {"steps": 6, "batch_size": 4, "val_every": 0, "teacher": {"shots": 2, "topk": 8}}
     m = get_method("mimic", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False})
     init = m.make_vectors(lm)
     m.prepare(lm, TASK, splits)

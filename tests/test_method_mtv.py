@@ -2,17 +2,25 @@
 
 import json
 from dataclasses import replace
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import m2iv.methods.mtv  # noqa: F401  (registers "mtv")
-from conftest import fixture_task, for_model, logits_with, make_inputs, method_splits, tiny, write_colour_jsonl, write_samples
+from conftest import (
+    fixture_task,
+    for_model,
+    logits_with,
+    make_inputs,
+    method_splits,
+    tiny,
+    write_colour_jsonl,
+    write_samples,
+)
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods import get_method
-from m2iv.methods.mtv import MTV, MTVConfig
+from m2iv.methods.mtv import MTVConfig
 from m2iv.methods.mtv.method import SampledReplacement, _QueryScorer, mask_vectors, mean_head_activations, reinforce
 from m2iv.vectors import apply, load_vectors
 from m2iv.vectors.record import record
@@ -164,11 +172,10 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     from m2iv.cli.main import main
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(MTV, "config_cls", partial(MTVConfig, n_trials=8))  # the CLI has no MTV flags; keep it fast
     data = write_colour_jsonl(tmp_path)
     out = tmp_path / "vec"
     assert main(["train", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "mtv", "--shots", "2",
-                 "--steps", "3", "--val-size", "2", "--out", str(out)]) == 0
+                 "--steps", "3", "--val-size", "2", "--method-config", "n_trials=8", "--out", str(out)]) == 0
     cfg = json.loads((out / "m2iv_config.json").read_text())
     assert cfg["method"] == "mtv" and cfg["method_config"]["steps"] == 3 and cfg["method_config"]["n_val"] == 2
     assert cfg["method_config"]["n_trials"] == 8

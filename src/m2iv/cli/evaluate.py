@@ -21,9 +21,11 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--task", required=True, help="task name (see `m2iv tasks`), jsonl:<file> or a task .json")
     p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
-    p.add_argument("--shots", type=int, default=0, help="demonstrations per query (icl) or teacher shots")
+    p.add_argument("--shots", type=int, default=None,
+                   help="demonstrations per query (icl; default 0), or the shots of a method fitted here")
     p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
-    p.add_argument("--vectors", default=None, help="vector directory, library:<id-or-name>, or library:auto (route each query)")
+    p.add_argument("--vectors", default=None,
+                   help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
     p.add_argument("--batch-size", type=int, default=4)
@@ -41,9 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from m2iv.methods import get_method
 
     task = get_task(args.task)
-    method = get_method(args.method, {"vectors": args.vectors, "strict": not args.no_strict, "shots": args.shots})
+    options = {"vectors": args.vectors, "strict": not args.no_strict}
+    if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default
+        options["shots"] = args.shots
+    method = get_method(args.method, options)
     lm = load_from_args(args)
-    cfg = EvalConfig(shots=args.shots, selection=args.selection, limit=args.limit, batch_size=args.batch_size,
+    cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.limit, batch_size=args.batch_size,
                      seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
     summary = evaluate(lm, task, method, cfg, args.out)
     if summary:

@@ -15,10 +15,20 @@ EXAMPLES = """examples:
 """
 
 
+RECIPE_INT = ("steps", "batch_size", "grad_accum", "val_every", "val_size", "checkpoint_every", "seed")
+RECIPE_FLOAT = ("lr_vectors", "lr_scales", "weight_decay", "warmup", "clip", "w_mimicry", "w_synergy", "w_ce",
+                "temperature")
+TEACHER = ("selection", "draws", "topk", "ensemble")
+VECTORS = ("operator", "sites", "token_policy")  # M²IV's layout flags: fields of the method's settings
+
+
 def add_parser(sub) -> None:
     from m2iv.train.config import TeacherConfig, TrainConfig
 
     d, t = TrainConfig(), TeacherConfig()
+    # Recipe flags default to "not given" (SUPPRESS): a value the user typed always wins, even one equal to a
+    # default; what is not typed is left to the method's own recipe (`Method.recipe`).
+    unset = argparse.SUPPRESS
     p = sub.add_parser("train", help="train in-context vectors (M²IV) from the N-shot ICL teacher",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -26,83 +36,116 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="m2iv")
     p.add_argument("--out", required=True, help="vector directory to write (a sibling DIR.train keeps checkpoints)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--shots", type=int, default=t.shots, help="teacher shots")
-    p.add_argument("--selection", default=t.selection, choices=["random", "fixed", "rices"])
-    p.add_argument("--draws", type=int, default=t.draws, help="demonstration sets per training query")
-    p.add_argument("--topk", type=int, default=t.topk, help="teacher logits kept per token (0: full distribution)")
-    p.add_argument("--ensemble", type=int, default=t.ensemble, help="contexts per teacher target (many-shot)")
-    g = p.add_argument_group("optimisation")
-    for name in ("steps", "batch_size", "grad_accum", "val_every", "val_size", "checkpoint_every", "seed"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr_vectors", "lr_scales", "weight_decay", "warmup", "clip", "w_mimicry", "w_synergy", "w_ce",
-                 "temperature"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    g.add_argument("--synergy", default=d.synergy, choices=["decorrelation", "barlow", "none"])
-    g.add_argument("--bf16", action="store_true")
-    m = p.add_argument_group("vectors")
-    m.add_argument("--operator", default="linear", choices=["linear", "additive", "norm_preserving"])
-    m.add_argument("--sites", default="attn,mlp", help="comma-separated sites (attn, mlp, attn_head, layer)")
-    m.add_argument("--token-policy", default="all", choices=["all", "text", "query", "generated", "last"])
+    p.add_argument("--shots", type=int, default=unset, help=f"teacher shots (default {t.shots}; extraction methods: "
+                   "demonstrations per prompt, default the method's own)")
+    p.add_argument("--selection", default=unset, choices=["random", "fixed", "rices"],
+                   help=f"default {t.selection}")
+    p.add_argument("--draws", type=int, default=unset,
+                   help=f"demonstration sets per training query (default {t.draws})")
+    p.add_argument("--topk", type=int, default=unset,
+                   help=f"teacher logits kept per token (0: full distribution; default {t.topk})")
+    p.add_argument("--ensemble", type=int, default=unset,
+                   help=f"contexts per teacher target (many-shot; default {t.ensemble})")
+    g = p.add_argument_group("optimisation (defaults: the method's own recipe, else these)")
+    for name in RECIPE_INT:
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=unset, help=f"default {getattr(d, name)}")
+    for name in RECIPE_FLOAT:
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=unset, help=f"default {getattr(d, name)}")
+    g.add_argument("--synergy", default=unset, choices=["decorrelation", "barlow", "none"], help=f"default {d.synergy}")
+    g.add_argument("--bf16", action="store_true", default=unset)
+    m = p.add_argument_group("vectors (M²IV; other methods take --method-config)")
+    m.add_argument("--operator", default=unset, choices=["linear", "additive", "norm_preserving"],
+                   help="default linear")
+    m.add_argument("--sites", default=unset,
+                   help="comma-separated sites (attn, mlp, attn_head, layer); default attn,mlp")
+    m.add_argument("--token-policy", default=unset, choices=["all", "text", "query", "generated", "last"],
+                   help="default all")
     m.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the method's settings (e.g. site=layer for live, n_trials=50 for mtv); repeatable")
     p.set_defaults(func=run)
 
 
-def config_from_args(args):
-    from m2iv.train.config import TeacherConfig, TrainConfig
+def recipe_from_args(args) -> dict:
+    """The recipe fields the user typed (and only those), with the teacher's as a nested dict."""
+    given = vars(args)
+    recipe = {k: given[k] for k in (*RECIPE_INT, *RECIPE_FLOAT, "synergy", "bf16") if k in given}
+    teacher = {k: given[k] for k in TEACHER if k in given}
+    if "topk" in teacher:
+        teacher["topk"] = teacher["topk"] or None
+    if teacher:
+        recipe["teacher"] = teacher
+    return recipe
 
-    teacher = TeacherConfig(shots=args.shots, selection=args.selection, draws=args.draws, topk=args.topk or None,
-                            ensemble=args.ensemble)
-    keys = ("steps", "batch_size", "grad_accum", "val_every", "val_size", "checkpoint_every", "seed", "lr_vectors",
-            "lr_scales", "weight_decay", "warmup", "clip", "w_mimicry", "w_synergy", "w_ce", "temperature",
-            "synergy", "bf16")
-    return TrainConfig(**{k: getattr(args, k) for k in keys}, teacher=teacher)
 
-
-def _method_config(method, pairs: list[str]):
-    """Build the method's settings dataclass from KEY=VALUE pairs (values parsed as JSON when they can be)."""
-    from dataclasses import fields, replace
+def method_config_from_args(method_name: str, config_cls, args) -> dict:
+    """The method settings the user typed: --method-config KEY=VALUE pairs (JSON values where they parse, checked
+    against the field's type) and M²IV's layout flags."""
+    from dataclasses import fields
 
     from m2iv.errors import M2IVError
 
-    cfg = method.method_config()
-    if cfg is None:
-        raise M2IVError(f"method {method.name!r} has no settings to set with --method-config")
-    known = {f.name for f in fields(cfg)}
-    values = {}
-    for pair in pairs:
+    given = vars(args)
+    typed = {k: given[k] for k in VECTORS if k in given}
+    if "sites" in typed:
+        typed["sites"] = typed["sites"].split(",")
+    if config_cls is None:
+        if typed or args.method_config:
+            raise M2IVError(f"method {method_name!r} has no settings to set with --method-config or --sites/--operator")
+        return {}
+    kinds = {f.name: f.type for f in fields(config_cls)}
+    bad = sorted(set(typed) - set(kinds))
+    if bad:
+        raise M2IVError(f"--{bad[0].replace('_', '-')} is not a setting of {method_name}; valid --method-config keys: "
+                        f"{', '.join(sorted(kinds))}")
+    values = dict(typed)
+    for pair in args.method_config:
         key, sep, raw = pair.partition("=")
-        if not sep or key not in known:
-            raise M2IVError(f"--method-config {pair!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return replace(cfg, **values)
+        if not sep or key not in kinds:
+            raise M2IVError(f"--method-config {pair!r}: use KEY=VALUE with KEY one of {', '.join(sorted(kinds))}")
+        values[key] = parse_value(key, raw, str(kinds[key]))
+    return values
+
+
+def parse_value(key: str, raw: str, kind: str):
+    """`raw` as the field's declared type (from its annotation string), or a one-line error."""
+    from m2iv.errors import M2IVError
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    base = kind.replace(" ", "").split("|")
+    accepts = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+               "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+               "None": lambda v: v is None, "list": lambda v: isinstance(v, list)}
+    known = [accepts[b.split("[")[0]] for b in base if b.split("[")[0] in accepts]
+    if known and not any(check(value) for check in known):
+        raise M2IVError(f"--method-config {key}={raw}: expected {kind}")
+    return float(value) if base == ["float"] else value
 
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.errors import M2IVError
     from m2iv.evaluate.tasks import get_task
-    from m2iv.methods import M2IVConfig, get_method
+    from m2iv.methods import METHODS, get_method
+    from m2iv.methods.base import LoadedVectors
 
     task = get_task(args.task)
-    cfg = config_from_args(args)
-    mcfg = M2IVConfig(sites=args.sites.split(","), operator=args.operator, token_policy=args.token_policy)
-    options = {"out": args.out, "train_config": cfg, "shots": args.shots, "seed": args.seed}
-    if args.method == "m2iv":
-        options["method_config"] = mcfg
+    cls = METHODS.get(args.method)
+    options = {"out": args.out, "train_config": recipe_from_args(args),
+               "method_config": method_config_from_args(args.method, getattr(cls, "config_cls", None), args)}
+    if "shots" in vars(args):
+        options["shots"] = args.shots
+    if "seed" in vars(args):
+        options["seed"] = args.seed
     method = get_method(args.method, options)
-    if args.method_config:
-        options["method_config"] = _method_config(method, args.method_config)
-        method = get_method(args.method, options)
-    if not getattr(method, "trainable", False):
-        from m2iv.methods import METHODS
-
+    if not isinstance(method, LoadedVectors) or not method.trainable:
         names = [n for n in METHODS if getattr(METHODS.get(n)({}), "trainable", False)]
         raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
+    method.method_config()  # settings errors before the model loads
     lm = load_from_args(args)
-    splits = task.splits(args.data_root, seed=args.seed)
+    splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))
     method.prepare(lm, task, splits)
     info = getattr(method, "info", {})
     print(json.dumps({"out": args.out, "best": info.get("best"), "teacher_acc_train":

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 @dataclass
 class Cell:
     method: str  # registered method name
@@ -37,7 +36,8 @@ def suite_plan(shots: int) -> list[Cell]:
 CPU_BUDGET: dict[str, dict] = {
     "tv": {"n_prompts": 16, "layers": list(range(0, 30, 3))},
     "fv": {"n_mean_prompts": 32, "n_ie_prompts": 4, "ie_layers": list(range(0, 20, 2))},
-    "mtv": {"n_trials": 32, "steps": 40, "samples": 8, "sample_batch": 8, "n_queries": 40, "n_val": 16},
+    # MTV's REINFORCE steps are the comparison's --steps, the budget of every trained method.
+    "mtv": {"n_trials": 32, "samples": 8, "sample_batch": 8, "n_queries": 40, "n_val": 16},
     "i2cl": {"epochs": 20},
 }
 
@@ -51,7 +51,7 @@ def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
         overrides = CPU_BUDGET.get(m, {}) if budget == "cpu" else {}
         cls = METHODS.get(m)
         if overrides and getattr(cls, "config_cls", None) is not None:
-            options["method_config"] = cls.config_cls(**overrides)
+            options["method_config"] = dict(overrides)  # set exactly these; the rest stay the method's defaults
         cells.append(Cell(m, options=options))
     return cells
 
@@ -88,8 +88,10 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
             recipe = json.dumps([cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train],
                                 sort_keys=True)
             vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
-            options = {"out": str(vec_dir), "train_config": cfg, "shots": shots, "seed": seed, "progress": False,
-                       **cell.options}
+            # The comparison's budget (steps, batch size, ...) counts as set by the user: it wins over every
+            # method's own recipe defaults, which keep the fields the comparison leaves alone.
+            options = {"out": str(vec_dir), "train_config": dict(base),
+                       "shots": shots, "seed": seed, "progress": False, **cell.options}
             method = get_method(cell.method, options)
             t0 = time.perf_counter()
             info: dict = {}

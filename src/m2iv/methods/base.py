@@ -11,9 +11,18 @@ A method registers itself with `register_method(name, cls)`; `m2iv eval --method
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from dataclasses import asdict, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from m2iv.errors import M2IVError
 from m2iv.registry import Registry
+from m2iv.train.config import TeacherConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from m2iv.vectors.vector import InContextVectors
+
+# The fields of a method's settings that `--shots` sets (first one the settings have): one name per role.
+SHOTS_FIELDS = ("shots", "n_demos")
 
 
 class Method:
@@ -22,7 +31,7 @@ class Method:
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
-        self.vectors = None  # InContextVectors once prepared, for vector methods
+        self.vectors: InContextVectors | None = None  # once prepared, for vector methods
         self.vector_config: dict = {}
 
     def prompt_shots(self, shots: int) -> int:
@@ -61,36 +70,40 @@ class LoadedVectors(Method):
     name = "vectors"
     uses_vectors = True
     config_cls: type | None = None  # the method's settings dataclass, recorded in the vector config
+    from_recipe: ClassVar[dict[str, str]] = {}  # recipe flags that stand for one of the settings (MTV: steps -> steps)
 
     @property
     def trainable(self) -> bool:
         return type(self).fit is not LoadedVectors.fit
 
     def fit(self, lm, task, splits: dict):
-        from m2iv.errors import M2IVError
-
         raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME (vectors from `m2iv train`)")
 
     def method_config(self):
-        cfg = self.options.get("method_config")
-        if cfg is None and self.config_cls is not None:
-            cfg = self.config_cls()
-        return cfg
+        """The method's typed settings under the one settings rule (`settings`), computed once."""
+        if "_settings" not in self.__dict__:
+            self._settings = settings(self.config_cls, self.options.get("method_config"), self.options,
+                                      self.from_recipe)
+        return self._settings
+
+    def recipe(self, method_defaults: dict[str, Any] | None = None) -> TrainConfig:
+        """The training recipe under the one settings rule: TrainConfig's defaults <- this method's own
+        defaults (its original paper's recipe) <- every field the user set (`train_config`), even one equal to a
+        default <- an explicit `shots` as the teacher's shots."""
+        return recipe(method_defaults, self.options.get("train_config"), self.options)
 
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        from dataclasses import asdict, is_dataclass
-
-        from m2iv.errors import M2IVError
         from m2iv.vectors.format import load_vectors, save_vectors
 
         path = self.options.get("vectors")
         if not path:
             self.vectors, self.info = self.fit(lm, task, splits)
             out = self.options.get("out")
-            if out and not self.info.get("saved"):
+            if out and not self.info.get("saved") and self.vectors is not None:
                 cfg = self.method_config()
+                fields_set = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else {}
                 save_vectors(self.vectors, out, adapter=lm.adapter, base_model=lm.spec,
-                             method_config={**(asdict(cfg) if is_dataclass(cfg) else {}), "task": task.name},
+                             method_config={**fields_set, "task": task.name},
                              metrics=self.info.get("metrics", {}), extra={"training": self.info})
             return
         if path == "library:auto":
@@ -109,9 +122,10 @@ class LoadedVectors(Method):
 
         lib = Library(self.options.get("library_root"))
         samples = list(splits["test"])
-        ids = lib.route(lm, samples, strict=self.options.get("strict", True))
-        self.routes = {s.id: i for s, i in zip(samples, ids)}
-        self.routed = {i: lib.load(i, adapter=lm.adapter, device=lm.model.device)[0] for i in dict.fromkeys(ids)}
+        ids: list[str] = lib.route(lm, samples, strict=self.options.get("strict", True))
+        self.routes: dict[str, str] = {s.id: i for s, i in zip(samples, ids, strict=True)}
+        self.routed: dict[str, InContextVectors] = {
+            i: lib.load(i, adapter=lm.adapter, device=lm.model.device)[0] for i in dict.fromkeys(ids)}
         self.vector_config = {"routes": {i: lib.get(i).name for i in self.routed}}
 
     def groups(self, samples: list) -> list[tuple[str | None, list]]:
@@ -128,18 +142,71 @@ class LoadedVectors(Method):
         from m2iv.vectors.inject import apply
 
         vectors = self.routed[key] if key is not None else self.vectors
+        if vectors is None:
+            raise M2IVError(f"--method {self.name}: no vectors prepared; prepare() loads or fits them first")
         # Answering trains nothing, so the base weights keep their requires_grad (see `inject`).
         with apply(lm.model, vectors, lm.adapter, freeze_base=False) as handle:
             yield handle
 
     def require_out(self) -> str:
-        from m2iv.errors import M2IVError
-
         out = self.options.get("out")
         if not out:
             raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME, or train it first with "
                             f"`m2iv train MODEL --task T --method {self.name} --out DIR`")
         return out
+
+
+def settings(config_cls: type | None, given: Any, options: dict[str, Any], from_recipe: dict[str, str] | None = None
+             ) -> Any:
+    """One rule for every method's settings: the dataclass defaults <- what the caller set (`given`: a dataclass
+    is taken whole, a dict sets exactly its keys) <- an explicit `shots` option on the settings' shots field, and
+    explicit recipe fields on the settings they stand for (`from_recipe`: recipe field -> settings field, e.g.
+    MTV's REINFORCE steps are `--steps`). A value is explicit by being present, never by differing from a default."""
+    if config_cls is None:
+        if given:
+            raise M2IVError("this method has no settings; drop --method-config")
+        return None
+    if is_dataclass(given) and not isinstance(given, type):
+        cfg, set_keys = given, set()
+    else:
+        cfg, set_keys = config_cls(**check_keys(config_cls, dict(given or {}))), set(given or {})
+    names = {x.name for x in fields(config_cls)}
+    user = options.get("train_config")
+    user = asdict(user) if isinstance(user, TrainConfig) else dict(user or {})
+    shots_field = next((f for f in SHOTS_FIELDS if f in names), None)
+    flags = {shots_field: ("shots", options.get("shots"))} if shots_field else {}
+    flags.update({field: (key, user.get(key)) for key, field in (from_recipe or {}).items()})
+    for field, (flag, value) in flags.items():
+        if value is None:
+            continue
+        if field in set_keys and getattr(cfg, field) != value:
+            raise M2IVError(f"--{flag.replace('_', '-')} {value} and --method-config {field}={getattr(cfg, field)} "
+                            f"disagree; set it once")
+        cfg = replace(cfg, **{field: value})
+    return cfg
+
+
+def check_keys(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` if every key is a field of the dataclass `cls`, else a one-line error listing the fields."""
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(values) - known)
+    if bad:
+        raise M2IVError(f"unknown setting(s) {', '.join(bad)} for {cls.__name__}; valid: {', '.join(sorted(known))}")
+    return values
+
+
+def recipe(method_defaults: dict[str, Any] | None, user: Any, options: dict[str, Any]) -> TrainConfig:
+    """TrainConfig defaults <- `method_defaults` <- `user` (a dict of the fields the user set, or a whole
+    TrainConfig, every field of which counts as set) <- an explicit `shots` option as the teacher's shots."""
+    user = asdict(user) if isinstance(user, TrainConfig) else dict(user or {})
+    mine = dict(method_defaults or {})
+    given = user.pop("teacher", None) or {}
+    teacher = {**mine.pop("teacher", {}), **(asdict(given) if isinstance(given, TeacherConfig) else dict(given))}
+    if options.get("shots") is not None:
+        teacher["shots"] = int(options["shots"])
+    merged = {**mine, **user}
+    check_keys(TrainConfig, merged)
+    return TrainConfig(**merged, teacher=TeacherConfig(**check_keys(TeacherConfig, teacher)))
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
 import torch
 
@@ -19,9 +18,10 @@ def fit_settings(method, default_shots_field: str = "shots"):
     then names the shots used."""
     cfg = method.method_config()
     seed = int(method.options.get("seed") or 0)
-    shots = resolve_shots(method.options, getattr(cfg, default_shots_field))
-    method.options["method_config"] = cfg = replace(cfg, **{default_shots_field: shots})
-    return cfg, seed, shots
+    shots = getattr(cfg, default_shots_field)
+    if shots < 1:
+        raise M2IVError(f"--shots must be at least 1 for an extracted vector, got {shots}")
+    return cfg, seed, int(shots)
 
 
 def split_dev(train: list[Sample], dev_size: int, seed: int, name: str) -> tuple[list[Sample], list[Sample]]:
@@ -44,13 +44,6 @@ def sample_demos(rng: random.Random, support: list[Sample], k: int, avoid: list[
         raise M2IVError(f"{name} asked for {k} demonstrations but only {len(ok)} support examples are eligible; "
                         "lower --shots or enlarge the support set")
     return rng.sample(ok, k)
-
-
-def resolve_shots(options: dict, default: int) -> int:
-    shots = options.get("shots") or default
-    if shots < 1:
-        raise M2IVError(f"--shots must be at least 1 for an extracted vector, got {shots}")
-    return int(shots)
 
 
 def model_batches(lm, builder: PromptBuilder, prompts: list[Prompt], batch_size: int) -> Iterator[dict]:

@@ -39,9 +39,17 @@ from m2iv.data.prompts import Prompt, PromptBuilder
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
+from m2iv.methods.extraction import (
+    answer_first_ids,
+    check_layers,
+    choose_layer,
+    fit_settings,
+    model_batches,
+    record_last,
+    sample_demos,
+    split_dev,
+)
 from m2iv.methods.fv.config import FVConfig
-from m2iv.methods.extraction import (answer_first_ids, check_layers, choose_layer, fit_settings, model_batches,
-                                     record_last, sample_demos, split_dev)
 
 
 def shuffle_labels(rng: random.Random, demos: list[Sample]) -> list[Sample]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import torch
 
@@ -110,25 +110,12 @@ def training_noise(lm, vectors, scale: float):
             h.remove()
 
 
-def merge_recipe(user, method_defaults: dict):
-    """TrainConfig with the method's defaults, except fields the user set away from the shared defaults."""
-    from m2iv.train.config import TrainConfig
-
-    shared = TrainConfig()
-    user = user or shared
-    merged = {}
-    for f in fields(TrainConfig):
-        mine, default = getattr(user, f.name), getattr(shared, f.name)
-        merged[f.name] = method_defaults[f.name] if f.name in method_defaults and mine == default else mine
-    return TrainConfig(**merged)
-
-
 class I2CL(LoadedVectors):
     name = "i2cl"
     config_cls = I2CLConfig
 
     def _demos(self, splits: dict, cfg: I2CLConfig) -> list:
-        n = cfg.n_demos or int(self.options.get("shots") or 0)
+        n = cfg.n_demos
         support = list(splits.get("support") or [])
         if n < 2:
             raise M2IVError(f"I2CL needs at least 2 demonstrations (got {n}); pass --shots N (N >= 2)")
@@ -165,9 +152,8 @@ class I2CL(LoadedVectors):
         demos = self._demos(splits, cfg)
         context = extract_context_vectors(lm, builder, demos, cfg.sites, layers)
         vectors = self.make_vectors(lm, context, layers, cfg)
-        user = self.options.get("train_config")
-        bs = merge_recipe(user, {"batch_size": cfg.batch_size}).batch_size
-        recipe = merge_recipe(user, {
+        bs = self.recipe({"batch_size": cfg.batch_size}).batch_size
+        recipe = self.recipe({
             "steps": max(1, cfg.epochs * (len(demos) // bs)), "batch_size": cfg.batch_size,
             "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": 1e6,
             "val_every": 0, "w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": 1.0, "synergy": "none"})

@@ -39,8 +39,8 @@ from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
-from m2iv.methods.icv.config import ICVConfig
 from m2iv.methods.extraction import fit_settings, sample_demos
+from m2iv.methods.icv.config import ICVConfig
 
 # The original's strip_special_characters removes each of these characters anywhere in the text.
 SPECIAL = "~!@#$%^&*()_+`-={}[]|\\:;\"'<>,.?/"

@@ -35,7 +35,6 @@ from dataclasses import asdict
 import torch
 
 from m2iv.methods.base import LoadedVectors
-from m2iv.methods.i2cl.method import merge_recipe
 from m2iv.methods.live.config import LIVEConfig
 
 
@@ -64,7 +63,7 @@ class LIVE(LoadedVectors):
 
         cfg: LIVEConfig = self.method_config()
         out = self.require_out()
-        recipe = merge_recipe(self.options.get("train_config"), {
+        recipe = self.recipe({
             "lr_vectors": cfg.lr_vectors, "lr_scales": cfg.lr_alpha, "weight_decay": cfg.weight_decay,
             "warmup": cfg.warmup, "clip": 1.0, "w_mimicry": 1.0, "w_synergy": 0.0, "synergy": "none",
             "w_ce": cfg.w_ce, "w_align": 0.0, "temperature": cfg.temperature, "val_every": 0})

@@ -18,12 +18,10 @@ class M2IV(LoadedVectors):
                                           layers=cfg.layers, token_policy=cfg.token_policy, method=self.name)
 
     def fit(self, lm, task, splits: dict):
-        from m2iv.train.config import TrainConfig
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
-        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm),
-                                      self.options.get("train_config") or TrainConfig(), out,
+        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
                                       method_config=self.method_config().to_json(),
                                       show_progress=self.options.get("progress", True))
         return vectors, {**info, "saved": True}

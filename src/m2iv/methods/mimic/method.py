@@ -45,19 +45,14 @@ class MimIC(LoadedVectors):
         return vec
 
     def fit(self, lm, task, splits: dict):
-        from dataclasses import replace
-
-        from m2iv.train.config import TeacherConfig, TrainConfig
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
         cfg: MimICConfig = self.method_config()
-        base = self.options.get("train_config") or TrainConfig()
-        teacher = replace(base.teacher, hidden_states=True) if isinstance(base.teacher, TeacherConfig) else base.teacher
-        train_cfg = replace(base, w_mimicry=0.0, w_synergy=0.0, w_ce=cfg.w_ce, w_align=cfg.w_align,
-                            synergy="none", teacher=teacher,
-                            lr_vectors=self.options.get("lr") or cfg.lr, lr_scales=self.options.get("lr") or cfg.lr)
-        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=base.seed), train_cfg, out,
+        train_cfg = self.recipe({"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align,
+                                 "synergy": "none", "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
+                                 "teacher": {"hidden_states": True}})
+        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
                                       method_config={"name": "mimic", **cfg.__dict__},
                                       show_progress=self.options.get("progress", True))
         return vectors, {**info, "saved": True}

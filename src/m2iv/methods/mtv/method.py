@@ -183,6 +183,7 @@ def mask_vectors(adapter, mean: torch.Tensor, mask: torch.Tensor, layers: list[i
 class MTV(LoadedVectors):
     name = "mtv"
     config_cls = MTVConfig
+    from_recipe = {"steps": "steps", "val_size": "n_val"}  # --steps: REINFORCE steps; --val-size: mask scorers
 
     def _icl_prompts(self, builder, splits: dict, shots: int, n: int, rng: random.Random) -> list:
         train, support = list(splits.get("train") or []), list(splits.get("support") or [])
@@ -202,9 +203,9 @@ class MTV(LoadedVectors):
         from m2iv.data.prompts import PromptBuilder
 
         t0 = time.perf_counter()
-        cfg = self._effective_config()
+        cfg: MTVConfig = self.method_config()
         seed = int(self.options.get("seed") or 0)
-        shots = cfg.shots or int(self.options.get("shots") or 0)
+        shots = cfg.shots
         if shots < 1:
             raise M2IVError("MTV extracts its activations from N-shot ICL runs; pass --shots N (N >= 1)")
         layers = list(range(lm.adapter.num_layers)) if cfg.layers is None else sorted(cfg.layers)
@@ -239,19 +240,3 @@ class MTV(LoadedVectors):
                 "metrics": {"selected_heads": int(mask.sum()), "val_first_token_ce": float(scores[best])}}
         return vectors, info
 
-    def _effective_config(self) -> MTVConfig:
-        """MTVConfig, with --steps / --val-size (TrainConfig fields set away from their shared defaults) as the
-        REINFORCE steps and the number of mask-scoring queries; recorded as the saved method config."""
-        from dataclasses import replace
-
-        from m2iv.train.config import TrainConfig
-
-        cfg: MTVConfig = self.method_config()
-        user, shared = self.options.get("train_config"), TrainConfig()
-        if user is not None:
-            if user.steps != shared.steps:
-                cfg = replace(cfg, steps=user.steps)
-            if user.val_size != shared.val_size:
-                cfg = replace(cfg, n_val=max(1, user.val_size))
-        self.options["method_config"] = cfg
-        return cfg
