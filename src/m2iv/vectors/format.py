@@ -71,6 +71,10 @@ def write_dir_atomic(directory: Path, files: dict[str, Any]) -> None:
         if directory.exists():
             if not directory.is_dir():
                 raise M2IVError(f"{directory} exists and is not a directory; choose another output path")
+            foreign = sorted(p.name for p in directory.iterdir() if p.name not in files)
+            if foreign:  # replacing would delete a user's files along with the old vectors
+                raise M2IVError(f"{directory} holds files m2iv did not write ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new directory")
             old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(directory, old)
         os.rename(tmp, directory)
