@@ -29,3 +29,19 @@ def test_saving_over_an_existing_vector_directory_replaces_it(tmp_path):
     loaded, _ = load_vectors(out, adapter=lm.adapter)
     for k, v in new.params.items():
         assert bool((loaded.params[k].cpu() == v.detach().cpu()).all())
+
+
+# ===== section: library (archive sizes, index, blobs, check --repair) =====
+# (end of section: library)
+
+
+# ===== section: training checkpoints and eval run identity, images =====
+# (end of section: checkpoints, run identity, images)
+
+
+# ===== section: CLI (one-line errors, validators, unwritable --out, hub offline) =====
+# (end of section: CLI)
+
+
+# ===== section: sandbox build (no pickles, private work dir) =====
+# (end of section: sandbox)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from m2iv.errors import M2IVError
-from m2iv.vectors.format import fsync_dir
+from m2iv.files import fsync_dir
 
 MAX_ARCHIVE_BYTES = 8 << 30  # a vector set is megabytes; refuse to unpack anything absurd
 

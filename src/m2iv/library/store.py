@@ -421,7 +421,7 @@ class Library:
 
     def export(self, ref: str, out: str | Path) -> Path:
         """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
-        from m2iv.vectors.format import write_dir_atomic
+        from m2iv.files import write_dir_atomic
 
         entry = self.get(ref)
         files = self._files(entry)
@@ -439,7 +439,7 @@ class Library:
 
     def resolve(self, spec: str, adapter=None, strict: bool = True) -> Path:
         """`library:<id-or-name>` (or a bare id/name) -> a verified vector directory in the library's cache."""
-        from m2iv.vectors.format import sha256_file, write_dir_atomic
+        from m2iv.files import sha256_file, write_dir_atomic
 
         key = str(spec).removeprefix(PREFIX)
         if key == "auto":

@@ -10,11 +10,7 @@ file, so truncation or tampering is caught before any tensor is used. No pickle 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,66 +20,13 @@ from safetensors.torch import load_file, save_file
 
 from m2iv.constants import CONFIG_NAME, FORMAT_VERSION, VECTORS_NAME
 from m2iv.errors import M2IVError
+from m2iv.files import sha256_file, write_dir_atomic
 from m2iv.models.adapter import ModelAdapter
 from m2iv.vectors.inject import check_compatible
 from m2iv.vectors.vector import InContextVectors
 
 REQUIRED = ("format_version", "method", "model_type", "fingerprint", "num_layers", "hidden_size", "num_heads",
             "head_dim", "sites", "token_policy", "dtype", "sha256")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (best effort: some filesystems refuse fsync on directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_dir_atomic(directory: Path, files: dict[str, Any]) -> None:
-    """Write files (name -> callable(path)) into a temp dir next to `directory`, then rename it into place;
-    readers see the old directory or the new one, never a half-written mix."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for name, writer in files.items():
-            writer(tmp / name)
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        old = None
-        if directory.exists():
-            if not directory.is_dir():
-                raise M2IVError(f"{directory} exists and is not a directory; choose another output path")
-            foreign = sorted(p.name for p in directory.iterdir() if p.name not in files)
-            if foreign:  # replacing would delete a user's files along with the old vectors
-                raise M2IVError(f"{directory} holds files m2iv did not write ({', '.join(foreign[:3])}"
-                                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new directory")
-            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(directory, old)
-        os.rename(tmp, directory)
-        fsync_dir(directory.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _dtype_name(vectors: InContextVectors) -> str:
