@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import logits_with, make_inputs, random_vectors, tiny
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
+from m2iv.evaluate.tasks import get_task
 from m2iv.library import Library, example_sample, parse_expression, parse_layers, resolve_vectors
 from m2iv.vectors import load_vectors, save_vectors
 from m2iv.vectors.vector import InContextVectors
@@ -131,7 +132,7 @@ def test_incompatible_model_is_refused_with_the_reason(tmp_path, lib):
     lib.load("vqa", adapter=refit, strict=False)  # same sizes: allowed when asked
     assert [h.entry.name for h in lib.search(lm=lm)] == ["vqa"] and lib.search(lm=other) == []
     lib.add(_vec_dir(other, tmp_path / "w", 2, "llama"), name="text")
-    with pytest.raises(M2IVError, match="cannot compose vqa .* with text .*differ in model_type"):
+    with pytest.raises(M2IVError, match="cannot compose vqa .* with text .*model_type"):
         lib.compose("mixed", "vqa + text")
 
 
@@ -298,7 +299,7 @@ def test_search_by_example_ranks_the_same_task_first(tmp_path, lib):
     count = _task(tmp_path / "data", "count", (20, 20, 220), COUNT_QS)
     for name, task, seed in (("colour-vqa", colour, 1), ("count-vqa", count, 2)):
         e = lib.add(_vec_dir(lm, tmp_path / name, seed, "idefics2"), name=name)
-        e = lib.add_prototype_from_task(e.id, lm, task)
+        e = lib.add_prototype_from_task(e.id, lm, get_task(task))
         assert e.prototype.shape == (64,) and e.prototype_info["task"].startswith("jsonl:")
     other = tiny("llama")  # incompatible: never a hit, whatever its prototype
     lib.add(_vec_dir(other, tmp_path / "llm", 3, "llama"), name="llm",
@@ -321,7 +322,7 @@ def test_search_by_example_ranks_the_same_task_first(tmp_path, lib):
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
-SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "remove", "compose", "resolve")
+SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "remove", "compose", "resolve", "check")
 
 
 def test_every_subcommand_help_shows_an_example(capsys):
@@ -351,10 +352,10 @@ def test_every_subcommand_runs(tmp_path, monkeypatch, capsys):
         assert rc == code, err
         return out, err
 
-    out, _ = run("add", str(tmp_path / "v1"), "--name", "colour", "--tags", "vqa,red", "--prototype-from", colour)
+    out, _ = run("add", str(tmp_path / "v1"), "--name", "colour", "--tag", "vqa,red", "--prototype-from", colour)
     assert "added colour" in out and "library:colour" in out
-    run("add", str(tmp_path / "v2"), "--name", "count", "--tags", "vqa", "--prototype-from", count,
-        "--model", "tiny:idefics2", "--description", "counting")
+    run("add", str(tmp_path / "v2"), "tiny:idefics2", "--name", "count", "--tag", "vqa", "--prototype-from", count,
+        "--description", "counting")
     out, _ = run("list")
     assert "colour" in out and "count" in out and "tiny:idefics2" in out
     out, _ = run("list", "--tag", "red", "--json")
@@ -366,9 +367,10 @@ def test_every_subcommand_runs(tmp_path, monkeypatch, capsys):
     assert "count" in out and "colour" not in out
     img = tmp_path / "q.png"
     Image.fromarray(np.full((30, 40, 3), (10, 10, 230), np.uint8)).save(img)
-    out, _ = run("search", "--model", "tiny:idefics2", "--image", str(img), "--question", "How many dots?", "--json")
-    assert json.loads(out)[0]["name"] == "count"
-    assert json.loads(run("search", "--model", "tiny:llama", "--json")[0]) == []
+    out, _ = run("search", "tiny:idefics2", "--image", str(img), "--question", "How many dots?", "--json",
+              "--top", "1")
+    assert [e["name"] for e in json.loads(out)] == ["count"]
+    assert json.loads(run("search", "tiny:llama", "--json")[0]) == []
     out, _ = run("compose", "--name", "mix", "0.5*colour", "+", "count", "-", "colour", "--layers", "0-1",
                  "--sites", "attn,mlp")
     assert "composed mix" in out and "0.5*colour + 1.0*count - 1.0*colour" in out
@@ -384,4 +386,4 @@ def test_every_subcommand_runs(tmp_path, monkeypatch, capsys):
     _, err = run("show", "nope", code=2)
     assert err.startswith("error: no library entry 'nope'") and err.count("\n") == 1
     _, err = run("search", "--image", str(img), code=2)
-    assert "--model" in err
+    assert "MODEL" in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__version__ = "0.1.0"  # the one place the version lives; m2iv.__version__ re-exports it
+
 CONFIG_NAME = "m2iv_config.json"
 VECTORS_NAME = "vectors.safetensors"
 FORMAT_VERSION = 1

@@ -99,7 +99,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.evaluate.bench import compare_plan, run_plan, suite_plan, write_table
 
     lm = load_from_args(args)
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def curve_cmd(args: argparse.Namespace) -> int:
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.evaluate.bench import icl_curve, plot_curves, write_table
 
     lm = load_from_args(args)
@@ -137,7 +137,7 @@ def curve_cmd(args: argparse.Namespace) -> int:
 
 
 def many_shot_cmd(args: argparse.Namespace) -> int:
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.evaluate.bench import many_shot, plot_curves, write_table
 
     lm = load_from_args(args)
@@ -158,7 +158,7 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
 
 
 def library_cmd(args: argparse.Namespace) -> int:
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.evaluate.steering import library_applications, markdown
     from m2iv.files import write_text_atomic
 
@@ -179,7 +179,7 @@ def library_cmd(args: argparse.Namespace) -> int:
 def efficiency(args: argparse.Namespace) -> int:
     import os
 
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.evaluate.efficiency import measure
     from m2iv.files import write_text_atomic
 

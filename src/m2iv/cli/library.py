@@ -1,5 +1,5 @@
 """`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
-remove, compose, resolve). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
+remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
 
 from __future__ import annotations
 
@@ -8,27 +8,30 @@ import json
 import sys
 
 EXAMPLES = """examples:
-  m2iv library add out/vqa --tags vqa,colour --prototype-from easy-vqa     # store a trained vector directory
+  m2iv library add out/vqa --tag vqa --tag colour --prototype-from easy-vqa   # store a trained vector directory
   m2iv library list --task easy-vqa
-  m2iv library search --model tiny:idefics2 --image cat.png --question "What colour is it?"
+  m2iv library search tiny:idefics2 --image cat.png --question "What colour is it?" --top 3
   m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
   m2iv library export mix mix.tar && m2iv library import mix.tar
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
+  m2iv library check --repair                                       # rebuild a damaged index from the sidecars
 """
 
 SUB_EXAMPLES = {
-    "add": "example:\n  m2iv library add out/vqa --name vqa-idefics2 --tags vqa,colour --description 'colour VQA' "
-           "--prototype-from easy-vqa --model tiny:idefics2",
+    "add": "example:\n  m2iv library add out/vqa tiny:idefics2 --name vqa-idefics2 --tag vqa --tag colour "
+           "--description 'colour VQA' --prototype-from easy-vqa",
     "list": "example:\n  m2iv library list --model tiny:idefics2 --tag vqa",
     "show": "example:\n  m2iv library show vqa-idefics2 --json",
-    "search": "examples:\n  m2iv library search --model tiny:idefics2 --text colour\n"
-              "  m2iv library search --model tiny:idefics2 --image cat.png --question 'What colour is it?'",
+    "search": "examples:\n  m2iv library search tiny:idefics2 --text colour --top 5\n"
+              "  m2iv library search tiny:idefics2 --image cat.png --question 'What colour is it?'",
     "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
     "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
     "remove": "example:\n  m2iv library remove vqa-idefics2",
-    "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise\n"
+    "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
                "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
     "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
+    "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
+             "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
 }
 
 
@@ -37,8 +40,8 @@ def _root_arg(p: argparse.ArgumentParser, default) -> None:
                    help="library folder (default: $M2IV_LIBRARY, else $M2IV_HOME/library)")
 
 
-def _model_args(p: argparse.ArgumentParser, required: bool = False, help: str = "") -> None:
-    p.add_argument("--model", required=required, default=None, help=help)
+def _model_args(p: argparse.ArgumentParser, help: str = "") -> None:
+    p.add_argument("model", metavar="MODEL", nargs="?", default=None, help=help)
     p.add_argument("--dtype", default="float32", help="model dtype when a model is loaded (default float32)")
     p.add_argument("--device", default="cpu", help="torch device when a model is loaded (default cpu)")
 
@@ -60,7 +63,7 @@ def add_parser(sub) -> None:
     q = sp("add", "add a vector directory to the library", run_add)
     q.add_argument("directory", metavar="DIR", help="vector directory (from `m2iv train` or save_vectors)")
     q.add_argument("--name", default=None, help="unique name (default: derived from DIR)")
-    q.add_argument("--tags", action="append", default=[], help="comma-separated tags (repeatable)")
+    _tag_arg(q, "tag the entry (repeatable; commas also separate tags)")
     q.add_argument("--description", default="")
     q.add_argument("--task", default=None, help="task the vectors are for (default: from their config)")
     q.add_argument("--prototype-from", default=None, metavar="TASK",
@@ -74,7 +77,7 @@ def add_parser(sub) -> None:
     q.add_argument("--model", default=None, help="base model name, model_type or architecture fingerprint")
     q.add_argument("--task", default=None)
     q.add_argument("--method", default=None)
-    q.add_argument("--tag", default=None)
+    _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("show", "show one entry", run_show)
@@ -85,12 +88,12 @@ def add_parser(sub) -> None:
     _model_args(q, help="keep only entries applicable to this model (fingerprint and sizes); needed by --image")
     q.add_argument("--task", default=None)
     q.add_argument("--method", default=None)
-    q.add_argument("--tag", default=None)
+    _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--text", default=None, help="words to find in names, descriptions, tasks and tags")
     q.add_argument("--image", default=None, help="search by example: an image of the query")
     q.add_argument("--question", default=None, help="search by example: the question asked about it")
     q.add_argument("--no-strict", action="store_true", help="accept entries whose fingerprint differs (sizes equal)")
-    q.add_argument("--limit", type=int, default=10, help="show at most N hits (default 10)")
+    q.add_argument("--top", type=int, default=10, metavar="N", help="show the N best hits (default 10)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("export", "write an entry as a vector directory or a .tar", run_export)
@@ -110,11 +113,19 @@ def add_parser(sub) -> None:
                    help="like 0.5*a + 1.0*b - c (quote it when a term starts with '-')")
     q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
     q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
-    q.add_argument("--tags", action="append", default=[], help="comma-separated tags (repeatable)")
+    _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
     q.add_argument("--description", default=None)
 
     q = sp("resolve", "print the verified vector directory of library:<id-or-name>", run_resolve)
     q.add_argument("ref", metavar="SPEC", help="library:<id-or-name> or an id/name")
+
+    q = sp("check", "check the index against the blobs and sidecars; --repair rebuilds it", run_check)
+    q.add_argument("--repair", action="store_true",
+                   help="rebuild the index from the sidecars (a damaged index is kept aside, nothing is deleted)")
+
+
+def _tag_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help=help)
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -123,7 +134,7 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def _lib(args):
-    from m2iv.library import Library
+    from m2iv.library.store import Library
 
     return Library(getattr(args, "root", None))
 
@@ -158,14 +169,16 @@ def _print_table(entries) -> None:
 
 
 def run_add(args) -> int:
+    from m2iv.evaluate.tasks import get_task
+
     with _lib(args) as lib:
-        entry = lib.add(args.directory, name=args.name, tags=_tags(args.tags), description=args.description,
+        entry = lib.add(args.directory, name=args.name, tags=_tags(args.tag), description=args.description,
                         task=args.task)
         if args.prototype_from:
             try:
                 lm = _load_model(args.model or entry.base_model, args.dtype, args.device)
-                entry = lib.add_prototype_from_task(entry.id, lm, args.prototype_from, data_root=args.data_root,
-                                                    n=args.prototype_n, seed=args.seed)
+                entry = lib.add_prototype_from_task(entry.id, lm, get_task(args.prototype_from),
+                                                    data_root=args.data_root, n=args.prototype_n, seed=args.seed)
             except BaseException:
                 lib.remove(entry.id)  # all or nothing: no entry without the prototype that was asked for
                 raise
@@ -176,7 +189,9 @@ def run_add(args) -> int:
 
 def run_list(args) -> int:
     with _lib(args) as lib:
-        entries = lib.entries(model=args.model, task=args.task, method=args.method, tag=args.tag)
+        entries = lib.entries(model=args.model, task=args.task, method=args.method, tag=_tags(args.tag))
+        for problem in lib.problems:  # damaged rows: reported, skipped, the rest listed
+            print(f"warning: {problem}", file=sys.stderr)
         if args.json:
             print(json.dumps([e.to_json() for e in entries], indent=2))
         else:
@@ -202,15 +217,16 @@ def run_show(args) -> int:
 
 def run_search(args) -> int:
     from m2iv.errors import M2IVError
-    from m2iv.library import example_sample
+    from m2iv.library.search import example_sample
 
     if (args.image or args.question) and not args.model:
-        raise M2IVError("search by example (--image/--question) needs --model to embed the example with")
+        raise M2IVError("search by example (--image/--question) needs the MODEL that embeds the example; "
+                        "give it: m2iv library search MODEL --image ... --question ...")
     with _lib(args) as lib:
         lm = _load_model(args.model, args.dtype, args.device) if args.model else None
         example = example_sample(args.image, args.question or "") if (args.image or args.question) else None
-        hits = lib.search(lm=lm, task=args.task, method=args.method, tag=args.tag, text=args.text, example=example,
-                          strict=not args.no_strict, limit=args.limit)
+        hits = lib.search(lm=lm, task=args.task, method=args.method, tag=_tags(args.tag), text=args.text,
+                          example=example, strict=not args.no_strict, limit=args.top)
         if args.json:
             print(json.dumps([h.to_json() for h in hits], indent=2))
             return 0
@@ -249,7 +265,7 @@ def run_remove(args) -> int:
 def run_compose(args) -> int:
     with _lib(args) as lib:
         e = lib.compose(args.name, " ".join(args.expression), layers=args.layers, sites=args.sites,
-                        tags=_tags(args.tags), description=args.description)
+                        tags=_tags(args.tag), description=args.description)
         print(f"composed {e.name} ({e.id}) = {e.provenance['expression']}; use it as library:{e.name}")
     return 0
 
@@ -258,6 +274,22 @@ def run_resolve(args) -> int:
     with _lib(args) as lib:
         print(lib.resolve(args.ref))
     return 0
+
+
+def run_check(args) -> int:
+    from m2iv.library.repair import check
+
+    report = check(getattr(args, "root", None), repair=args.repair)
+    for line in report.fixed:
+        print(f"fixed: {line}")
+    for line in report.problems:
+        print(f"problem: {line}")
+    if report.ok:
+        print("library OK" if not report.fixed else "library repaired")
+        return 0
+    if not args.repair:
+        print("run `m2iv library check --repair` to rebuild what the sidecars describe (nothing is deleted)")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.cli import bench, demo, evaluate, inspect, library, report, sandbox, train
 
     parser = argparse.ArgumentParser(prog="m2iv", description="Vectorized multimodal in-context learning.",

@@ -121,7 +121,7 @@ def _eos_ids(lm) -> list[int]:
 def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Path,
              splits: dict[str, list[Sample]] | None = None) -> dict:
     """Run (or resume) an evaluation and return the summary (also written to out_dir/summary.json)."""
-    from m2iv import __version__
+    from m2iv.constants import __version__
     from m2iv.dist import state as dist_state
     from m2iv.evaluate.metrics import score
     from m2iv.models.adapter import weights_fingerprint

@@ -107,7 +107,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
                          n_test: int = 100, seed: int = 0, batch_size: int = 8, train_defaults: dict | None = None,
                          task_overrides: dict | None = None, search_n: int = 50, log=print) -> dict:
     from m2iv.evaluate.tasks import get_task
-    from m2iv.library import Library
+    from m2iv.library.store import Library
 
     work = Path(work)
     t0 = time.time()

@@ -1,11 +1,22 @@
 """The vector library: a local store of trained in-context vectors to add, search (also by example),
-compose, export/import and inject. `library:<id-or-name>` names an entry wherever a vector directory
-is accepted (see `resolve_vectors`)."""
+compose, export/import, check/repair and inject. `library:<id-or-name>` names an entry wherever a vector
+directory is accepted (see `m2iv.library.resolve`).
 
-from m2iv.library.compose import Term, parse_expression, parse_layers
-from m2iv.library.search import SearchHit, compute_prototype, example_sample, task_prototype
-from m2iv.library.store import PREFIX, Entry, Library, compat_reason, default_root, is_library_spec, resolve_vectors
+Inside m2iv, import from the defining module (`m2iv.library.store`, ...). The names below are for users and
+load lazily, so importing one library module never imports the others (no package-level cycles)."""
 
-__all__ = ["PREFIX", "Entry", "Library", "SearchHit", "Term", "compat_reason", "compute_prototype", "default_root",
-           "example_sample", "is_library_spec", "parse_expression", "parse_layers", "resolve_vectors",
-           "task_prototype"]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"Library": "store", "Entry": "entry", "PREFIX": "entry", "default_root": "entry",
+          "is_library_spec": "entry", "load_spec": "resolve", "resolve_vectors": "resolve", "Term": "compose",
+          "parse_expression": "compose", "parse_layers": "compose", "SearchHit": "search",
+          "compute_prototype": "search", "example_sample": "search", "task_prototype": "search"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'm2iv.library' has no attribute {name!r}")
+    return getattr(import_module(f"m2iv.library.{_WHERE[name]}"), name)

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from m2iv.errors import M2IVError
+from m2iv.vectors.compat import compat_reason
 
 _EXAMPLE = "write it like '0.5*a + 1.0*b - c' (spaces around + and -)"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -110,11 +111,10 @@ def parse_sites(spec: str | list[str] | None) -> list[str] | None:
 
 
 def _check_same_model(a, b) -> None:
-    for f in ("model_type", "num_layers", "hidden_size", "num_heads", "head_dim", "fingerprint"):
-        x, y = getattr(a, f), getattr(b, f)
-        if x != y:
-            raise M2IVError(f"cannot compose {a.name} ({a.base_model}) with {b.name} ({b.base_model}): their models "
-                            f"differ in {f} ({x!r} vs {y!r}); compose entries trained on the same model")
+    why = compat_reason(b.config, adapter_from_config(a.config), strict=True, raise_error=False,
+                        what=f"the vectors of {b.name}")
+    if why:
+        raise M2IVError(f"cannot compose {a.name} ({a.base_model}) with {b.name} ({b.base_model}): {why}")
 
 
 def _check_same_layout(a, va, b, vb) -> None:
@@ -207,7 +207,7 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
                              "negated": t.weight < 0} for t, e in zip(terms, entries)],
                   "layers": layer_mask, "sites": site_mask}
     tasks = {e.task for e in entries}
-    with lib._scratch() as tmp:
+    with lib.scratch() as tmp:
         d = save_vectors(combined, tmp / "composed", adapter=adapter_from_config(first.config),
                          base_model=first.base_model, method_config={"composed": expr, "task": next(iter(tasks))
                                                                       if len(tasks) == 1 else None},

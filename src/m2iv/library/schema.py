@@ -82,8 +82,8 @@ def connect(path: Path) -> sqlite3.Connection:
         _ensure_schema(conn, path)
     except sqlite3.DatabaseError as e:
         conn.close()
-        raise M2IVError(f"the library index {path} is not a readable SQLite database ({e}); move it away and "
-                        "re-import your entries") from None
+        raise M2IVError(f"the library index {path} is not a readable SQLite database ({e}); rebuild it with "
+                        "`m2iv library check --repair` (it keeps the old file)") from None
     except BaseException:
         conn.close()
         raise

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
-from m2iv.library.store import Entry, compat_reason
+from m2iv.library.entry import Entry
+from m2iv.vectors.compat import compat_reason
 
 DEFAULT_PROTOTYPE_N = 32
 
@@ -85,12 +87,20 @@ def compute_prototype(lm, samples: list[Sample], n: int = DEFAULT_PROTOTYPE_N, e
                    "samples": content_hash(samples)}
 
 
-def task_prototype(lm, task, data_root=None, n: int = DEFAULT_PROTOTYPE_N, seed: int = 0, embed=None
-                   ) -> tuple[np.ndarray, dict]:
-    """Prototype of a task (a name, `jsonl:<file>`, a task .json, or a Task) from its train queries."""
-    from m2iv.evaluate.tasks import Task, get_task
+class TaskLike(Protocol):
+    """What a prototype needs of a task (m2iv.evaluate.tasks.Task is one); the caller resolves names, so the
+    library does not import the evaluation room."""
 
-    task = task if isinstance(task, Task) else get_task(str(task))
+    name: str
+
+    def splits(self, root=None, seed: int = 0) -> dict[str, list[Sample]]: ...
+
+
+def task_prototype(lm, task: TaskLike, data_root=None, n: int = DEFAULT_PROTOTYPE_N, seed: int = 0, embed=None
+                   ) -> tuple[np.ndarray, dict]:
+    """Prototype of a task (a Task: `m2iv.evaluate.tasks.get_task(name)`) from its train queries."""
+    if not hasattr(task, "splits"):
+        raise M2IVError(f"a task prototype needs a Task, not {task!r}; pass m2iv.evaluate.tasks.get_task({task!r})")
     splits = task.splits(data_root, seed=seed)
     pool = splits.get("train") or splits.get("support") or splits.get("test") or []
     proto, info = compute_prototype(lm, pool, n=n, embed=embed)
@@ -118,14 +128,14 @@ def _candidates(lib, lm, entries: list[Entry], strict: bool, dim: int | None, cu
     return with_proto, "prototype embedded by other weights of this architecture"
 
 
-def search(lib, *, lm=None, task: str | None = None, method: str | None = None, tag: str | None = None,
+def search(lib, *, lm=None, task: str | None = None, method: str | None = None, tag: str | list[str] | None = None,
            text: str | None = None, example: Sample | None = None, embed=None, strict: bool = True,
            limit: int | None = None) -> list[SearchHit]:
     """Entries matching the filters; with `lm` only those applicable to it; ranked by `example`
     (cosine to prototypes, needs `lm`) or by `text` (share of words found), else oldest first."""
     entries = lib.entries(task=task, method=method, tag=tag)
     if lm is not None:
-        entries = [e for e in entries if compat_reason(e, lm.adapter, strict) is None]
+        entries = [e for e in entries if compat_reason(e.config, lm.adapter, strict, raise_error=False) is None]
     hits = [SearchHit(e, None) for e in entries]
     if text:
         words = [w for w in text.lower().split() if w]
@@ -152,7 +162,7 @@ def route(lib, lm, samples: list[Sample], embed=None, strict: bool = True) -> li
     samples = list(samples)
     if not samples:
         return []
-    entries = [e for e in lib.entries() if compat_reason(e, lm.adapter, strict) is None]
+    entries = [e for e in lib.entries() if compat_reason(e.config, lm.adapter, strict, raise_error=False) is None]
     emb = _embed(lm, samples, embed)
     pool, _ = _candidates(lib, lm, entries, strict, emb.shape[1], embed is not None)
     if not pool:

@@ -93,7 +93,8 @@ class LoadedVectors(Method):
         return recipe(method_defaults, self.options.get("train_config"), self.options)
 
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        from m2iv.vectors.format import load_vectors, save_vectors
+        from m2iv.library.resolve import load_spec
+        from m2iv.vectors.format import save_vectors
 
         path = self.options.get("vectors")
         if not path:
@@ -108,9 +109,8 @@ class LoadedVectors(Method):
             return
         if path == "library:auto":
             return self._prepare_routes(lm, splits)
-        self.vectors, self.vector_config = load_vectors(path, adapter=lm.adapter,
-                                                        strict=self.options.get("strict", True),
-                                                        device=lm.model.device)
+        self.vectors, self.vector_config = load_spec(path, adapter=lm.adapter, strict=self.options.get("strict", True),
+                                                     device=lm.model.device, root=self.options.get("library_root"))
         if self.name not in ("vectors", self.vector_config.get("method")):
             raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
                             f"use --method {self.vector_config.get('method')} or --method vectors")
@@ -118,7 +118,7 @@ class LoadedVectors(Method):
     def _prepare_routes(self, lm, splits: dict) -> None:
         """library:auto: pick, per test query, the compatible library entry whose task prototype is
         nearest to the query (search by example), and load each chosen entry once."""
-        from m2iv.library import Library
+        from m2iv.library.store import Library
 
         lib = Library(self.options.get("library_root"))
         samples = list(splits["test"])

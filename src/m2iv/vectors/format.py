@@ -18,15 +18,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from m2iv.constants import CONFIG_NAME, FORMAT_VERSION, VECTORS_NAME
+from m2iv.constants import CONFIG_NAME, FORMAT_VERSION, VECTORS_NAME, __version__
 from m2iv.errors import M2IVError
 from m2iv.files import sha256_file, write_dir_atomic
 from m2iv.models.adapter import ModelAdapter
-from m2iv.vectors.inject import check_compatible
+from m2iv.vectors.compat import compat_reason
+from m2iv.vectors.validate import MAX_CONFIG_BYTES, check_tensor_bytes, validate_config
 from m2iv.vectors.vector import InContextVectors
 
-REQUIRED = ("format_version", "method", "model_type", "fingerprint", "num_layers", "hidden_size", "num_heads",
-            "head_dim", "sites", "token_policy", "dtype", "sha256")
+LIBRARY_PREFIX = "library:"  # resolved above this room: m2iv.library.resolve (vectors/ never imports the library)
 
 
 def _dtype_name(vectors: InContextVectors) -> str:
@@ -37,9 +37,7 @@ def save_vectors(vectors: InContextVectors, directory: str | Path, *, adapter: M
                  recipe: dict | None = None, metrics: dict | None = None, method_config: dict | None = None,
                  extra: dict | None = None) -> Path:
     """Save `vectors` (trained on the model `adapter` describes) as a vector directory."""
-    from m2iv import __version__
-
-    check_compatible(vectors, adapter)
+    compat_reason(vectors, adapter)
     tensors = vectors.to_tensors()
     directory = Path(directory)
     staging: dict[str, Any] = {}
@@ -63,6 +61,7 @@ def save_vectors(vectors: InContextVectors, directory: str | Path, *, adapter: M
 
 
 def read_config(directory: str | Path) -> dict:
+    """The validated config of a vector directory (every field checked before anything is built from it)."""
     directory = Path(directory)
     cfg_path = directory / CONFIG_NAME
     if not directory.is_dir():
@@ -70,44 +69,23 @@ def read_config(directory: str | Path) -> dict:
                         "save_vectors")
     if not cfg_path.is_file():
         raise M2IVError(f"{directory} has no {CONFIG_NAME}; it is not an m2iv vector directory")
+    if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise M2IVError(f"{cfg_path} is {cfg_path.stat().st_size} bytes, far more than a vector config; the file "
+                        "is damaged or not written by m2iv")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise M2IVError(f"{cfg_path} is not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(config, dict):
-        raise M2IVError(f"{cfg_path} does not hold a JSON object")
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise M2IVError(f"{cfg_path} lacks field(s) {', '.join(missing)}; the file is incomplete")
-    if not isinstance(config["format_version"], int) or config["format_version"] > FORMAT_VERSION:
-        raise M2IVError(f"{cfg_path} has format_version {config['format_version']}, this m2iv reads up to "
-                        f"{FORMAT_VERSION}; upgrade m2iv")
-    return config
-
-
-def check_config_against(config: dict, adapter: ModelAdapter, strict: bool = True) -> None:
-    """Name the first field in which the vectors' model differs from `adapter`'s."""
-    for field, theirs in (("model_type", adapter.family), ("num_layers", adapter.num_layers),
-                          ("hidden_size", adapter.hidden_size), ("num_heads", adapter.num_heads),
-                          ("head_dim", adapter.head_dim)):
-        if config[field] != theirs:
-            raise M2IVError(f"these vectors were trained for a model with {field}={config[field]!r} "
-                            f"({config.get('base_model', '?')}), but this model has {field}={theirs!r}; "
-                            "use vectors trained on this model")
-    if strict and config["fingerprint"] != adapter.fingerprint:
-        raise M2IVError(f"these vectors were trained on {config.get('base_model', '?')} (architecture "
-                        f"fingerprint {config['fingerprint']}) but this model's fingerprint is "
-                        f"{adapter.fingerprint}; pass strict=False (--no-strict) to apply them anyway")
+    return validate_config(config, str(cfg_path))
 
 
 def load_vectors(directory: str | Path, adapter: ModelAdapter | None = None, strict: bool = True,
                  device: str | torch.device = "cpu") -> tuple[InContextVectors, dict]:
-    """Load and verify a vector directory (or `library:<id-or-name>`); with `adapter`, also refuse it for an
-    incompatible model."""
-    if isinstance(directory, str) and directory.startswith("library:"):
-        from m2iv.library import resolve_vectors  # lazy: the library imports this module
-
-        directory = resolve_vectors(directory, adapter=adapter, strict=strict)
+    """Load and verify a vector directory; with `adapter`, also refuse it for an incompatible model.
+    (`library:<id-or-name>` specs are resolved by m2iv.library.resolve.load_spec, which calls this.)"""
+    if isinstance(directory, str) and directory.startswith(LIBRARY_PREFIX):
+        raise M2IVError(f"{directory} names a library entry, not a directory; load it with "
+                        "m2iv.library.resolve.load_spec (or m2iv.load_vectors)")
     directory = Path(directory)
     config = read_config(directory)
     tpath = directory / VECTORS_NAME
@@ -117,8 +95,9 @@ def load_vectors(directory: str | Path, adapter: ModelAdapter | None = None, str
     if digest != config["sha256"]:
         raise M2IVError(f"{tpath} does not match the sha256 in {CONFIG_NAME} (truncated or modified); "
                         "re-export or retrain the vectors")
+    check_tensor_bytes(config, tpath.stat().st_size, str(tpath))
     if adapter is not None:
-        check_config_against(config, adapter, strict=strict)
+        compat_reason(config, adapter, strict=strict)
     try:
         tensors = load_file(str(tpath))
     except (SafetensorError, OSError, ValueError) as e:
@@ -127,7 +106,11 @@ def load_vectors(directory: str | Path, adapter: ModelAdapter | None = None, str
 
 
 def vectors_from_tensors(tensors: dict[str, torch.Tensor], config: dict, where: str) -> InContextVectors:
-    """Rebuild the vectors a config describes and fill them with `tensors` (shapes checked by load_tensors)."""
+    """Rebuild the vectors a config describes and fill them with `tensors` (shapes checked by load_tensors).
+    The config is validated and its declared size checked against the tensors given before anything is
+    allocated, so a hostile config cannot make this allocate more than the file holds."""
+    validate_config(config, where)
+    check_tensor_bytes(config, sum(t.numel() * t.element_size() for t in tensors.values()), where)
     dtype = getattr(torch, str(config["dtype"]), None)
     if not isinstance(dtype, torch.dtype):
         raise M2IVError(f"{where}: unknown dtype {config['dtype']!r} in its config")

@@ -18,6 +18,7 @@ from torch import nn
 
 from m2iv.errors import M2IVError
 from m2iv.models.adapter import ModelAdapter, discover
+from m2iv.vectors.compat import compat_reason
 from m2iv.vectors.operators import OPERATORS
 from m2iv.vectors.positions import TokenTracker
 from m2iv.vectors.vector import InContextVectors
@@ -112,15 +113,6 @@ def _input_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTr
     return hook
 
 
-def check_compatible(vectors: InContextVectors, adapter: ModelAdapter) -> None:
-    """Refuse vectors whose sizes do not fit the model, naming the first difference."""
-    for field in ("num_layers", "hidden_size", "num_heads", "head_dim"):
-        mine, theirs = getattr(vectors, field), getattr(adapter, field)
-        if mine != theirs:
-            raise M2IVError(f"vectors were made for {field}={mine} but this model ({adapter.family}) has "
-                            f"{field}={theirs}; use vectors trained on this model")
-
-
 class InjectionHandle:
     """Owns every hook of one injection; `remove()` detaches them all and restores requires_grad."""
 
@@ -159,7 +151,7 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
     else it runs as a bmm over a batch-expanded weight, ~30 ms on the sandbox at batch 8), so freezing
     for answering would make injected runs slower than the plain model for reasons not the vectors'."""
     adapter = adapter or discover(model)
-    check_compatible(vectors, adapter)
+    compat_reason(vectors, adapter)
     policy = token_policy or vectors.token_policy
     tracker = TokenTracker(policy, adapter.image_token_ids)
     handle = InjectionHandle(model, vectors, adapter, tracker)

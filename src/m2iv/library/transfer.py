@@ -1,0 +1,137 @@
+"""Moving entries in and out of a library: `m2iv library export ENTRY OUT[.tar]` and `import PATH`.
+
+An export is a vector directory (the two files exactly as added) plus `library.json` (the entry's
+metadata) and, when the entry has one, `prototype.safetensors`; as a tar, under one folder. Importing
+checks the archive (archive.py) and the config (vectors/validate.py) before anything is built.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from m2iv.constants import CONFIG_NAME, VECTORS_NAME
+from m2iv.errors import M2IVError
+from m2iv.library.archive import extract_tar, write_tar
+from m2iv.library.entry import ID_RE, META_FORMAT, Entry, dig
+from m2iv.library.store import Library, read_vector_dir
+
+META_NAME = "library.json"  # entry metadata next to an exported vector directory's two files
+PROTOTYPE_NAME = "prototype.safetensors"
+
+
+def file_writer(data: bytes):
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+
+    return write
+
+
+def entry_files(entry: Entry, data: bytes) -> dict[str, bytes]:
+    """The files of an exported entry (name -> bytes); `data` is its verified tensor file."""
+    files = {VECTORS_NAME: data, CONFIG_NAME: entry.config_text.encode(),
+             META_NAME: (json.dumps(entry.meta(), indent=2, sort_keys=True) + "\n").encode()}
+    if entry.prototype is not None:
+        from safetensors.numpy import save
+
+        files[PROTOTYPE_NAME] = save({"prototype": entry.prototype.astype(np.float32)},
+                                    metadata={"format": "m2iv-library-prototype"})
+    return files
+
+
+def export(lib: Library, ref: str, out: str | Path) -> Path:
+    """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
+    from m2iv.files import write_dir_atomic
+
+    entry = lib.get(ref)
+    files = entry_files(entry, lib.read_blob(entry))
+    out = Path(out).expanduser()
+    if out.suffix == ".tar":
+        try:
+            mtime = datetime.fromisoformat(entry.created_at).timestamp()
+        except ValueError:
+            mtime = 0.0
+        return write_tar(out, files, folder=entry.name, mtime=mtime)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_NAME).is_file())):
+        raise M2IVError(f"{out} exists and is not a vector directory; export to a new path")
+    write_dir_atomic(out, {n: file_writer(b) for n, b in files.items()})
+    return out
+
+
+def import_path(lib: Library, path: str | Path, name: str | None = None) -> Entry:
+    """Add an exported directory or tar (metadata, tags and prototype restored); an entry already here
+    with the same id and content is returned as it is."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        with lib.scratch() as tmp:
+            extract_tar(path, tmp)
+            return _import_dir(lib, _find_vector_dir(tmp, path), name, source=path)
+    if not path.exists():
+        raise M2IVError(f"nothing to import at {path}; give a vector directory or a .tar from "
+                        "`m2iv library export`")
+    return _import_dir(lib, path, name, source=path)
+
+
+def _read_meta(directory: Path, source: Path, sha: str) -> dict:
+    if not (directory / META_NAME).is_file():
+        return {}
+    try:
+        meta = json.loads((directory / META_NAME).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise M2IVError(f"{directory / META_NAME} is not valid JSON ({e}); the export is damaged") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("library_format"), int):
+        raise M2IVError(f"{directory / META_NAME} is not library metadata; the export is damaged")
+    if meta["library_format"] > META_FORMAT:
+        raise M2IVError(f"{source} was exported by a newer m2iv (library format {meta['library_format']}); "
+                        "upgrade m2iv")
+    if meta.get("sha256") not in (None, sha):
+        raise M2IVError(f"{directory / META_NAME} describes other vectors (sha256 differs); the export is damaged")
+    return meta
+
+
+def _import_dir(lib: Library, directory: Path, name: str | None, source: Path) -> Entry:
+    config, config_text, data = read_vector_dir(directory)
+    meta = _read_meta(directory, source, config["sha256"])
+    eid = meta.get("id") if isinstance(meta.get("id"), str) and ID_RE.match(meta["id"]) else None
+    if eid and lib.index.id_taken(eid):
+        same = lib.index.entry_by_id(eid)
+        if same.sha256 == config["sha256"] and name in (None, same.name):
+            return same
+    proto, pinfo = None, meta.get("prototype_info") if isinstance(meta.get("prototype_info"), dict) else None
+    if (directory / PROTOTYPE_NAME).is_file():
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            proto = load_file(str(directory / PROTOTYPE_NAME))["prototype"]
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
+            raise M2IVError(f"{directory / PROTOTYPE_NAME} is not a readable prototype ({e})") from None
+    fields = {k: meta.get(k) for k in ("task", "method", "shots", "metrics", "tags", "description", "provenance",
+                                       "created_at")}
+    if not isinstance(fields["tags"], list):
+        fields["tags"] = []
+    src_name = name or (meta.get("name") if isinstance(meta.get("name"), str) else None)
+    return lib.insert(
+        config, config_text, data, name=src_name, derived_name=directory.resolve().name,
+        tags=[str(t) for t in fields["tags"]], description=str(fields["description"] or ""),
+        task=fields["task"] if isinstance(fields["task"], str) else dig(config, "method_config", "task"),
+        method=fields["method"] if isinstance(fields["method"], str) else config["method"],
+        shots=fields["shots"] if isinstance(fields["shots"], int) else None,
+        metrics=fields["metrics"] if isinstance(fields["metrics"], dict) else config.get("metrics") or {},
+        provenance=fields["provenance"] if isinstance(fields["provenance"], dict) else
+        {"kind": "imported", "from": str(source)},
+        prototype=proto, prototype_info=pinfo, entry_id=eid,
+        created_at=fields["created_at"] if isinstance(fields["created_at"], str) else None)
+
+
+def _find_vector_dir(root: Path, source: Path) -> Path:
+    if (root / CONFIG_NAME).is_file():
+        return root
+    found = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG_NAME).is_file()]
+    if len(found) != 1:
+        raise M2IVError(f"{source} holds {'no' if not found else 'several'} vector directories; give a tar written "
+                        "by `m2iv library export ENTRY OUT.tar`")
+    return found[0]
