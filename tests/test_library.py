@@ -78,7 +78,7 @@ def test_two_processes_adding_50_entries_each_at_once(tmp_path):
     finally:
         go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     with Library(root) as lib:
         entries = lib.entries(tag="race")
@@ -212,7 +212,9 @@ def test_compose_injects_the_weighted_sum_and_masks_layers(tmp_path, lib):
     zeroed = InContextVectors.for_model(lm.adapter, sites=("attn", "mlp"), operator="linear")
     with torch.no_grad():
         zeroed.params["mlp__vector"][1].copy_(want.vector("mlp")[1])
-        zeroed.params["mlp__beta"][1].copy_(want.scale("mlp", "beta")[1])
+        beta = want.scale("mlp", "beta")
+        assert beta is not None
+        zeroed.params["mlp__beta"][1].copy_(beta[1])
     torch.testing.assert_close(logits_with(lm, inputs, mvec), logits_with(lm, inputs, zeroed))
     lib.add_vectors(random_vectors(lm, sites=("mlp",)), adapter=lm.adapter, base_model="tiny:llama", name="c")
     with pytest.raises(M2IVError, match="cannot compose a with c: sites differ"):
@@ -245,7 +247,7 @@ def test_export_import_round_trip_dir_and_tar(tmp_path, lib):
             assert np.array_equal(f.prototype, proto)
             got, _ = other.load("vqa")
             ref, _ = lib.load("vqa")
-            assert all(torch.equal(a, b) for a, b in zip(got.parameters(), ref.parameters()))
+            assert all(torch.equal(a, b) for a, b in zip(got.parameters(), ref.parameters(), strict=True))
             assert other.import_path(path).id == f.id and len(other) == 1  # importing again changes nothing
             renamed = other.import_path(path, name="vqa-2")
             assert renamed.id != f.id and renamed.sha256 == f.sha256

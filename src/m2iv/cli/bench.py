@@ -54,8 +54,9 @@ def add_parser(sub) -> None:
     cu.add_argument("--out", required=True)
     cu.set_defaults(func=curve_cmd)
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
-                         epilog="example: m2iv bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce "
-                                "--window 512 --out benchmarks/many_shot/sandbox.json")
+                         epilog="example: m2iv bench many-shot sandbox --tasks "
+                                "sandbox-colour-nonce,sandbox-shape-nonce --window 512 "
+                                "--out benchmarks/many_shot/sandbox.json")
     add_model_args(ms)
     ms.add_argument("--tasks", required=True)
     ms.add_argument("--window", type=int, default=512, help="context window set for the experiment (tokens)")
@@ -91,7 +92,8 @@ def add_parser(sub) -> None:
     e.add_argument("--shots", type=int, default=16)
     e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
     e.add_argument("--new-tokens", type=int, default=4,
-                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first answer token")
+                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first "
+                        "answer token")
     e.add_argument("--batch-size", type=int, default=1, help="queries per generate() call (latency is per query)")
     e.add_argument("--data-root", default=None)
     e.add_argument("--out", required=True)

@@ -165,7 +165,7 @@ def _print_table(entries) -> None:
                      ",".join(e.tags) or "-", _short_metrics(e.metrics), "yes" if e.prototype is not None else "-"))
     widths = [min(40, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def run_add(args) -> int:

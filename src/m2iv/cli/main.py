@@ -18,8 +18,8 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m2iv.constants import __version__
     from m2iv.cli import bench, demo, evaluate, inspect, library, report, sandbox, train
+    from m2iv.constants import __version__
 
     parser = argparse.ArgumentParser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,8 +26,8 @@ from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
 from m2iv.errors import M2IVError
-from m2iv.files import write_text_atomic
 from m2iv.evaluate.tasks import Task, postprocess
+from m2iv.files import write_text_atomic
 from m2iv.methods.base import Method
 
 PREDICTIONS = "predictions.jsonl"
@@ -201,7 +201,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
                     ms = (time.perf_counter() - t0) * 1000 / len(prompts)
                     texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
                     n_tokens = batch["attention_mask"].sum(dim=1).tolist()
-                    for (q, demos, _), raw, n in zip(prompts, texts, n_tokens):
+                    for (q, demos, _), raw, n in zip(prompts, texts, n_tokens, strict=False):
                         rows.append({"id": q.id, "prediction": postprocess(task, raw), "raw": raw,
                                      "answers": list(q.answers), "demos": [d.id for d in demos],
                                      "prompt_tokens": int(n), "latency_ms": round(ms, 3),
@@ -223,7 +223,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     result = score(task.metric, [r["prediction"] for r in scored], [r["answers"] for r in scored]) if scored \
         else {"score": 0.0, "per_example": None, "n": 0}
     if result.get("per_example") is not None:
-        for r, s in zip(scored, result["per_example"]):
+        for r, s in zip(scored, result["per_example"], strict=False):
             r["score"] = s
     _write_jsonl_atomic(out / PREDICTIONS, rows)
     for r_ in range(world if world > 1 else 0):

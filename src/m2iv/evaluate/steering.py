@@ -5,7 +5,8 @@
 1. Cross-modal alignment: M²IV vectors for yes/no questions about an image's colour and shape
    (sandbox-grounding), against zero-shot and 16-shot ICL.
 2. Customized generation: style vectors (capitals, French) trained on "Describe the image.", each alone
-   and their library compositions `caps + french` and `0.5*caps + 0.5*french`, scored on the same test images by automatic checks:
+   and their library compositions `caps + french` and `0.5*caps + 0.5*french`, scored on the same test images
+   by automatic checks:
    capitals (`all_caps`), the right words in French (`words_match` against the French description),
    the right words in English, and both styles at once (`words_match_cased` against "UN TRIANGLE ROUGE.").
 3. Safety: a vector distilled from demonstrations that refuse weapons/violence/crime requests and help
@@ -188,7 +189,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
             e = route_lib.add(export(src.id, name), name=name, task=task, tags=tuple(src.tags))
             route_lib.set_prototype(e.id, src.prototype, src.prototype_info)
     want = {e.name: e.id for e in route_lib.entries()}
-    search_rows = []
+    search_rows: list[dict] = []
     for task, name in names.items():
         test = get_task(task).splits(None, seed=seed)["test"][:search_n]
         got = route_lib.route(lm, test)

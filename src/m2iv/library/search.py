@@ -38,7 +38,7 @@ class SearchHit:
 
 
 def example_sample(image: str | Path | None, question: str) -> Sample:
-    images = ()
+    images: tuple[str, ...] = ()
     if image is not None:
         path = Path(image).expanduser()
         if not path.is_file():
@@ -140,7 +140,7 @@ def search(lib, *, lm=None, task: str | None = None, method: str | None = None, 
     if text:
         words = [w for w in text.lower().split() if w]
         hits = [SearchHit(h.entry, _text_score(h.entry, words)) for h in hits]
-        hits = sorted((h for h in hits if h.score), key=lambda h: -h.score)
+        hits = sorted((h for h in hits if h.score), key=lambda h: -(h.score or 0.0))
     if example is not None:
         if lm is None:
             raise M2IVError("search by example needs the model that embeds it; pass --model MODEL")
@@ -149,11 +149,11 @@ def search(lib, *, lm=None, task: str | None = None, method: str | None = None, 
         if not pool:
             raise M2IVError("no compatible library entry has a task prototype to compare the example with; add "
                             "entries with --prototype-from TASK")
-        sims = _normalise(np.stack([e.prototype for e in pool])) @ q
+        sims = _normalise(np.stack([e.prototype for e in pool if e.prototype is not None])) @ q
         text_scores = {h.entry.id: h.score for h in hits}
         hits = [SearchHit(e, float(s), note if not text else f"text {text_scores[e.id]:.2f}; {note}".strip("; "))
-                for e, s in zip(pool, sims)]
-        hits.sort(key=lambda h: -h.score)
+                for e, s in zip(pool, sims, strict=True)]
+        hits.sort(key=lambda h: -(h.score or 0.0))
     return hits[:limit] if limit else hits
 
 
@@ -168,5 +168,5 @@ def route(lib, lm, samples: list[Sample], embed=None, strict: bool = True) -> li
     if not pool:
         raise M2IVError(f"no library entry in {lib.root} is compatible with {lm.spec} and has a task prototype; "
                         "add entries with `m2iv library add DIR --prototype-from TASK`")
-    sims = emb @ _normalise(np.stack([e.prototype for e in pool])).T  # (N, M)
+    sims = emb @ _normalise(np.stack([e.prototype for e in pool if e.prototype is not None])).T  # (N, M)
     return [pool[i].id for i in sims.argmax(axis=1).tolist()]

@@ -19,17 +19,28 @@ the one that was added. Exporting and importing live in transfer.py, checking an
 
 from __future__ import annotations
 
+import builtins
 import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
 from m2iv.library import schema
 from m2iv.library.blobs import Blobs, sha256_bytes
-from m2iv.library.entry import (PREFIX, REPAIR_HINT, Entry, check_name, default_root, derive_name, dig, now,
-                                prototype_bytes)
+from m2iv.library.entry import (
+    PREFIX,
+    REPAIR_HINT,
+    Entry,
+    check_name,
+    default_root,
+    derive_name,
+    dig,
+    now,
+    prototype_bytes,
+)
 from m2iv.library.index import Index
 from m2iv.vectors.compat import compat_reason
 
@@ -84,7 +95,7 @@ class Library:
         return self.index.get(ref)
 
     def entries(self, *, model: str | None = None, task: str | None = None, method: str | None = None,
-                tag: str | list[str] | tuple[str, ...] | None = None) -> list[Entry]:
+                tag: str | builtins.list[str] | tuple[str, ...] | None = None) -> builtins.list[Entry]:
         """Entries, oldest first; `model` matches the base model name, model_type or fingerprint; `tag` (one or
         several) keeps entries carrying every tag. Damaged rows are skipped and described in `self.problems`."""
         entries, self.problems = self.index.all()
@@ -141,7 +152,7 @@ class Library:
         return target
 
     # -- adding -----------------------------------------------------------------------------------
-    def add(self, directory: str | Path, *, name: str | None = None, tags: list[str] | tuple[str, ...] = (),
+    def add(self, directory: str | Path, *, name: str | None = None, tags: builtins.list[str] | tuple[str, ...] = (),
             description: str = "", task: str | None = None, method: str | None = None, shots: int | None = None,
             metrics: dict | None = None, provenance: dict | None = None, prototype=None,
             prototype_info: dict | None = None) -> Entry:
@@ -166,7 +177,7 @@ class Library:
         """Save `vectors` (an InContextVectors for `adapter`'s model) and add them; `kw` as for `add`."""
         from m2iv.vectors.format import save_vectors
 
-        save_kw = {k: kw.pop(k) for k in ("recipe", "method_config", "extra") if k in kw}
+        save_kw: dict[str, Any] = {k: kw.pop(k) for k in ("recipe", "method_config", "extra") if k in kw}
         if "metrics" in kw:
             save_kw["metrics"] = kw["metrics"]
         with self.scratch() as tmp:
@@ -276,7 +287,7 @@ class Library:
 
         return search(self, **kw)
 
-    def route(self, lm, samples, embed=None, strict: bool = True) -> list[str]:
+    def route(self, lm, samples, embed=None, strict: bool = True) -> builtins.list[str]:
         from m2iv.library.search import route
 
         return route(self, lm, samples, embed=embed, strict=strict)

@@ -116,7 +116,7 @@ def _import_dir(lib: Library, directory: Path, name: str | None, source: Path) -
     src_name = name or (meta.get("name") if isinstance(meta.get("name"), str) else None)
     return lib.insert(
         config, config_text, data, name=src_name, derived_name=directory.resolve().name,
-        tags=[str(t) for t in fields["tags"]], description=str(fields["description"] or ""),
+        tags=[str(t) for t in fields["tags"] or []], description=str(fields["description"] or ""),
         task=fields["task"] if isinstance(fields["task"], str) else dig(config, "method_config", "task"),
         method=fields["method"] if isinstance(fields["method"], str) else config["method"],
         shots=fields["shots"] if isinstance(fields["shots"], int) else None,

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from m2iv.errors import M2IVError
 from m2iv.models.adapter import ModelAdapter, discover
 from m2iv.vectors.compat import compat_reason
 from m2iv.vectors.operators import OPERATORS
