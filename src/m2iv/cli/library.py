@@ -227,6 +227,8 @@ def run_search(args) -> int:
         example = example_sample(args.image, args.question or "") if (args.image or args.question) else None
         hits = lib.search(lm=lm, task=args.task, method=args.method, tag=_tags(args.tag), text=args.text,
                           example=example, strict=not args.no_strict, limit=args.top)
+        for problem in lib.problems:
+            print(f"warning: {problem}", file=sys.stderr)
         if args.json:
             print(json.dumps([h.to_json() for h in hits], indent=2))
             return 0

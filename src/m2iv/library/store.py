@@ -29,7 +29,7 @@ from typing import Any
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
 from m2iv.library import schema
-from m2iv.library.blobs import Blobs, sha256_bytes
+from m2iv.library.blobs import Blobs
 from m2iv.library.entry import (
     PREFIX,
     REPAIR_HINT,
@@ -42,6 +42,7 @@ from m2iv.library.entry import (
     prototype_bytes,
 )
 from m2iv.library.index import Index
+from m2iv.library.transfer import entry_files, export, file_writer, import_path, read_vector_dir, vectors_from_bytes
 from m2iv.vectors.compat import compat_reason
 
 
@@ -123,8 +124,6 @@ class Library:
     def resolve(self, spec: str, adapter=None, strict: bool = True) -> Path:
         """`library:<id-or-name>` (or a bare id/name) -> a verified vector directory in the library's cache."""
         from m2iv.files import sha256_file, write_dir_atomic
-        from m2iv.library.transfer import entry_files, file_writer
-
         key = str(spec).removeprefix(PREFIX)
         if key == "auto":
             raise M2IVError("library:auto picks an entry per query and is only accepted where vectors are routed "
@@ -265,14 +264,10 @@ class Library:
     # -- export and import (see transfer.py) -------------------------------------------------------
     def export(self, ref: str, out: str | Path) -> Path:
         """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
-        from m2iv.library.transfer import export
-
         return export(self, ref, out)
 
     def import_path(self, path: str | Path, name: str | None = None) -> Entry:
         """Add an exported directory or tar (metadata, tags and prototype restored)."""
-        from m2iv.library.transfer import import_path
-
         return import_path(self, path, name)
 
     # -- composition, search, routing (see compose.py and search.py) -------------------------------
@@ -312,37 +307,4 @@ class _TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def read_vector_dir(directory: Path) -> tuple[dict, str, bytes]:
-    """(validated config, its exact text, tensor bytes) of a vector directory, everything verified."""
-    from m2iv.vectors.format import read_config
-
-    config = read_config(directory)
-    config_text = (directory / CONFIG_NAME).read_text()
-    tpath = directory / VECTORS_NAME
-    if not tpath.is_file():
-        raise M2IVError(f"{directory} has no {VECTORS_NAME}; the vector directory is incomplete")
-    data = tpath.read_bytes()
-    if sha256_bytes(data) != config["sha256"]:
-        raise M2IVError(f"{tpath} does not match the sha256 in {CONFIG_NAME} (truncated or modified); "
-                        "re-export or retrain the vectors")
-    vectors_from_bytes(data, config, where=str(tpath))  # the tensors must match the config's layout
-    return config, config_text, data
-
-
-def vectors_from_bytes(data: bytes, config: dict, where: str):
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from m2iv.vectors.format import vectors_from_tensors
-    from m2iv.vectors.validate import check_tensor_bytes, validate_config
-
-    validate_config(config, where)  # before safetensors or torch allocate anything the config names
-    check_tensor_bytes(config, len(data), where)
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError) as e:
-        raise M2IVError(f"{where}: tensors are not a readable safetensors file ({e})") from None
-    return vectors_from_tensors(tensors, config, where)
-
-
-__all__ = ["PREFIX", "REPAIR_HINT", "Entry", "Library", "check_entry", "read_vector_dir", "vectors_from_bytes"]
+__all__ = ["PREFIX", "REPAIR_HINT", "Entry", "Library", "check_entry"]

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
 from m2iv.library.archive import extract_tar, write_tar
+from m2iv.library.blobs import sha256_bytes
 from m2iv.library.entry import ID_RE, META_FORMAT, Entry, dig
-from m2iv.library.store import Library, read_vector_dir
+
+if TYPE_CHECKING:
+    from m2iv.library.store import Library
 
 META_NAME = "library.json"  # entry metadata next to an exported vector directory's two files
 PROTOTYPE_NAME = "prototype.safetensors"
@@ -135,3 +139,36 @@ def _find_vector_dir(root: Path, source: Path) -> Path:
         raise M2IVError(f"{source} holds {'no' if not found else 'several'} vector directories; give a tar written "
                         "by `m2iv library export ENTRY OUT.tar`")
     return found[0]
+
+
+def read_vector_dir(directory: Path) -> tuple[dict, str, bytes]:
+    """(validated config, its exact text, tensor bytes) of a vector directory, everything verified."""
+    from m2iv.vectors.format import read_config
+
+    config = read_config(directory)
+    config_text = (directory / CONFIG_NAME).read_text()
+    tpath = directory / VECTORS_NAME
+    if not tpath.is_file():
+        raise M2IVError(f"{directory} has no {VECTORS_NAME}; the vector directory is incomplete")
+    data = tpath.read_bytes()
+    if sha256_bytes(data) != config["sha256"]:
+        raise M2IVError(f"{tpath} does not match the sha256 in {CONFIG_NAME} (truncated or modified); "
+                        "re-export or retrain the vectors")
+    vectors_from_bytes(data, config, where=str(tpath))  # the tensors must match the config's layout
+    return config, config_text, data
+
+
+def vectors_from_bytes(data: bytes, config: dict, where: str):
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from m2iv.vectors.format import vectors_from_tensors
+    from m2iv.vectors.validate import check_tensor_bytes, validate_config
+
+    validate_config(config, where)  # before safetensors or torch allocate anything the config names
+    check_tensor_bytes(config, len(data), where)
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise M2IVError(f"{where}: tensors are not a readable safetensors file ({e})") from None
+    return vectors_from_tensors(tensors, config, where)
