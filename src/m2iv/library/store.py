@@ -188,7 +188,6 @@ class Library:
         (self.root / "tmp").mkdir(exist_ok=True)
         return _TempDir(self.root / "tmp")
 
-    _scratch = scratch
 
     def insert(self, config: dict, config_text: str, data: bytes, *, name: str | None, derived_name: str,
                tags, description: str, task: str | None, method: str, shots: int | None, metrics: dict,
@@ -230,7 +229,6 @@ class Library:
             raise
         return self.get(eid)
 
-    _insert = insert
 
     # -- metadata updates (index and sidecar together) --------------------------------------------
     def set_prototype(self, ref: str, prototype, info: dict | None = None) -> Entry:

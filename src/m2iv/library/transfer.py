@@ -72,7 +72,10 @@ def import_path(lib: Library, path: str | Path, name: str | None = None) -> Entr
     if path.is_file():
         with lib.scratch() as tmp:
             extract_tar(path, tmp)
-            return _import_dir(lib, _find_vector_dir(tmp, path), name, source=path)
+            try:
+                return _import_dir(lib, _find_vector_dir(tmp, path), name, source=path)
+            except M2IVError as e:  # name the archive, not the scratch folder it was unpacked into
+                raise M2IVError(str(e).replace(str(tmp), str(path))) from None
     if not path.exists():
         raise M2IVError(f"nothing to import at {path}; give a vector directory or a .tar from "
                         "`m2iv library export`")
