@@ -30,7 +30,7 @@ def test_round_trip_is_exact_and_reproduces_logits(tmp_path, family):
             p.add_(torch.randn_like(p))  # scales too, not only vectors
     d = save_vectors(vec, tmp_path / "vec", adapter=lm.adapter, base_model=f"tiny:{family}")
     loaded, cfg = load_vectors(d, adapter=lm.adapter)
-    for (n1, p1), (n2, p2) in zip(vec.named_parameters(), loaded.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(vec.named_parameters(), loaded.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
     inputs = make_inputs(lm, ["What colour?"])
     assert torch.equal(logits_with(lm, inputs, vec), logits_with(lm, inputs, loaded))
@@ -143,5 +143,32 @@ def test_layer_subset_and_sigmoid_scales_round_trip(tmp_path):
     loaded, cfg = load_vectors(d, adapter=a)
     assert cfg["method"] == "live" and cfg["token_policy"] == "text"
     assert loaded.sites["layer"] == SiteSpec("norm_preserving", [1], "sigmoid")
-    assert torch.equal(loaded.scale("layer", "alpha"), torch.sigmoid(torch.zeros(1)))
+    alpha = loaded.scale("layer", "alpha")
+    assert alpha is not None and torch.equal(alpha, torch.sigmoid(torch.zeros(1)))
     assert torch.equal(loaded.vector("layer"), vec.vector("layer"))
+
+
+def test_one_compatibility_check_for_configs_and_vectors(tmp_path):
+    import dataclasses
+
+    from m2iv.vectors.compat import compat_reason
+
+    lm, other = tiny("llama"), tiny("idefics2")
+    vec = random_vectors(lm)
+    d = save_vectors(vec, tmp_path / "v", adapter=lm.adapter, base_model="tiny:llama")
+    config = json.loads((d / CONFIG_NAME).read_text())
+    assert compat_reason(config, lm.adapter) is None and compat_reason(vec, lm.adapter) is None
+    why = compat_reason(config, other.adapter, raise_error=False)
+    assert why and "model_type='llama' (tiny:llama)" in why and "model_type='idefics2'" in why
+    with pytest.raises(M2IVError, match="model_type"):
+        compat_reason(config, other.adapter)
+    refit = dataclasses.replace(lm.adapter, fingerprint="0123456789abcdef")
+    assert "fingerprint" in (compat_reason(config, refit, raise_error=False) or "")
+    assert compat_reason(config, refit, strict=False) is None and compat_reason(vec, refit) is None
+    small = dataclasses.replace(lm.adapter, hidden_size=32)
+    assert "hidden_size=64" in (compat_reason(vec, small, raise_error=False) or "")
+
+
+def test_library_specs_are_resolved_above_the_vectors_room(tmp_path):
+    with pytest.raises(M2IVError, match="load_spec"):
+        load_vectors("library:vqa")

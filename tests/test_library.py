@@ -389,3 +389,21 @@ def test_every_subcommand_runs(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: no library entry 'nope'") and err.count("\n") == 1
     _, err = run("search", "--image", str(img), code=2)
     assert "MODEL" in err
+
+
+# -- check / repair -----------------------------------------------------------------------------------
+def test_check_is_clean_after_normal_use_and_repair_writes_missing_sidecars(tmp_path, lib):
+    from m2iv.library.repair import check
+
+    lm = tiny("llama")
+    a = lib.add(_vec_dir(lm, tmp_path / "a", 1, "llama"), name="a", tags=["x"])
+    lib.add(_vec_dir(lm, tmp_path / "b", 2, "llama"), name="b")
+    lib.tag("b", add=("y",))
+    lib.remove("b")
+    assert check(lib.root).ok and not check(lib.root).fixed
+    side = lib.blobs.sidecar(a.sha256, a.id)
+    side.unlink()  # a library written before sidecars existed
+    report = check(lib.root)
+    assert not report.ok and "no sidecar" in report.problems[0]
+    report = check(lib.root, repair=True)
+    assert report.ok and side.is_file() and check(lib.root).ok

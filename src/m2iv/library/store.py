@@ -1,7 +1,7 @@
 """The vector library: a local store of trained in-context vectors.
 
     lib = Library()                                   # $M2IV_LIBRARY, else $M2IV_HOME/library
-    entry = lib.add("out/vqa", tag=["vqa"])           # from a vector directory
+    entry = lib.add("out/vqa", tags=["vqa"])          # from a vector directory
     vectors, config = lib.load("vqa", adapter=lm.adapter)   # verified; refused for an incompatible model
     path = lib.resolve("library:vqa")                 # a verified vector directory anything in m2iv accepts
 
