@@ -94,7 +94,7 @@ class Index:
         return entries, problems
 
     def __len__(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        return len(self.ids())
 
     # -- writing (inside schema.write) ---------------------------------------------------------------
     def id_taken(self, eid: str) -> bool:
