@@ -131,15 +131,17 @@ def _hf_image(value: Any, target: Path, base: Path, where: str) -> str:
         if not target.is_file():
             from PIL import Image
 
+            from m2iv.data.images import pixel_limit
+
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with Image.open(io.BytesIO(value["bytes"])) as im:
+                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as im:
                     im = im if im.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA") else im.convert("RGB")
                     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
                     with os.fdopen(fd, "wb") as f:
                         im.save(f, format="PNG")
                 os.replace(tmp, target)  # atomic: a concurrent or killed run never leaves half a PNG
-            except OSError as e:
+            except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                 raise M2IVError(f"hf_datasets: cannot cache the image of {where} as {target} ({e}); make "
                                 f"{target.parent} writable or fix the image bytes") from None
         return str(target)
