@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import random_vectors, tiny
 
+from conftest import random_vectors, tiny
 from m2iv.errors import M2IVError
 from m2iv.vectors.format import load_vectors, save_vectors
 
@@ -38,7 +38,6 @@ def test_saving_over_an_existing_vector_directory_replaces_it(tmp_path):
 # ===== section: training checkpoints and eval run identity, images =====
 def _train_setup(tmp_path, monkeypatch):
     from conftest import fixture_task, for_model, method_splits
-
     from m2iv.train.config import TeacherConfig, TrainConfig
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
@@ -77,7 +76,8 @@ def test_checkpoint_of_another_model_task_data_or_layout_is_refused_and_kept(tmp
         sp = {**sp, "train": sp["train"][::-1]}
     else:
         sites = ("attn",)
-    with pytest.raises(M2IVError, match=f"another run.*{'layout' if change == 'sites' else change}.*another --out") as e:
+    field = "layout" if change == "sites" else change
+    with pytest.raises(M2IVError, match=f"another run.*{field}.*another --out") as e:
         _train(lm, task, sp, cfg, tmp_path / "v", sites=sites)
     assert "\n" not in str(e.value)
     assert {p.name: p.read_bytes() for p in ck.iterdir()} == before
@@ -107,6 +107,130 @@ def test_corrupt_checkpoint_is_a_one_line_error_and_nothing_is_deleted(tmp_path,
     assert "\n" not in str(e.value)
     assert {p.name: p.read_bytes() for p in ck.iterdir()} == before
 
+def _eval_setup(tmp_path, family="llama"):
+    from conftest import fixture_task, for_model, write_samples
+
+    lm = tiny(family)
+    splits = {"train": [], "support": write_samples(tmp_path / "support", 6, prefix="s"),
+              "test": write_samples(tmp_path / "test", 4, prefix="t")}
+    return lm, fixture_task(), for_model(lm, splits)
+
+
+def test_eval_does_not_resume_predictions_of_vectors_retrained_at_the_same_path(tmp_path):
+    # Was: the run identity held only the vectors' path, so old predictions were resumed for new vectors.
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path)
+    vec = tmp_path / "vec"
+    save_vectors(random_vectors(lm, seed=0), vec, adapter=lm.adapter, base_model="tiny:llama")
+    evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+             splits=splits)
+    evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+             splits=splits)  # the same vectors: resumes
+    save_vectors(random_vectors(lm, seed=1), vec, adapter=lm.adapter, base_model="tiny:llama")  # retrained
+    before = (tmp_path / "o" / "predictions.jsonl").read_bytes()
+    with pytest.raises(M2IVError, match="different run.*vectors.*another --out") as e:
+        evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+                 splits=splits)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+
+
+def test_eval_does_not_adopt_predictions_without_a_run_identity(tmp_path):
+    # Was: predictions.jsonl without run.json was adopted (resumed) by whatever method ran next.
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path)
+    evaluate(lm, task, get_method("zero-shot"), EvalConfig(limit=2), tmp_path / "o", splits=splits)
+    (tmp_path / "o" / "run.json").unlink()
+    before = (tmp_path / "o" / "predictions.jsonl").read_bytes()
+    with pytest.raises(M2IVError, match="no run.json.*another --out"):
+        evaluate(lm, task, get_method("icl"), EvalConfig(shots=2, limit=2), tmp_path / "o", splits=splits)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+    (tmp_path / "o" / "run.json").write_text('{"task": ')
+    with pytest.raises(M2IVError, match="corrupt"):
+        evaluate(lm, task, get_method("icl"), EvalConfig(shots=2, limit=2), tmp_path / "o", splits=splits)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+
+
+def _bomb_png(path, width, height):
+    """A valid 1-bit PNG of width x height zeros: a few KB on disk, width*height pixels decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_decompression_bomb_is_skipped_or_stops_with_one_line(tmp_path):
+    # Was: PIL's DecompressionBombError escaped the image check and aborted eval with a traceback.
+    from m2iv.data.images import ImageError
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path, "llava")
+    bomb = splits["test"][1].images[0]
+    _bomb_png(tmp_path / "test" / "t1_0.png", 20000, 20000)
+    assert (tmp_path / "test" / "t1_0.png").stat().st_size < 200_000
+    s = evaluate(lm, task, get_method("zero-shot"), EvalConfig(batch_size=4), tmp_path / "o", splits=splits)
+    assert s["n"] == 3 and [x["id"] for x in s["skipped"]] == ["t1"] and bomb in s["skipped"][0]["error"]
+    with pytest.raises(ImageError, match="pixels") as e:
+        evaluate(lm, task, get_method("zero-shot"), EvalConfig(batch_size=4, on_bad_image="stop"), tmp_path / "o2",
+                 splits=splits)
+    assert isinstance(e.value, M2IVError) and "\n" not in str(e.value)
+
+
+def test_large_image_is_refused_before_decoding_with_bounded_memory(tmp_path):
+    # Was: a 12000 x 12000 PNG (under PIL's own error bound) was decoded in full: gigabytes for one image.
+    import subprocess
+    import sys
+
+    path = _bomb_png(tmp_path / "big.png", 12000, 12000)
+    code = ("import resource, sys\n"
+            "from m2iv.data.images import ImageError, open_image\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    open_image(sys.argv[1]); print('decoded')\n"
+            "except ImageError as e:\n    print('refused', e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    res = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    lines = res.stdout.strip().splitlines()
+    assert res.returncode == 0 and lines[0].startswith("refused") and "pixels" in lines[0], res.stdout + res.stderr
+    assert int(lines[-1]) < 64, f"{lines[-1]} MB more peak memory"
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    from conftest import image
+    from m2iv.data.images import ImageError, open_image
+
+    p = tmp_path / "small.png"
+    image(0, (40, 30)).save(p)
+    assert open_image(p).size == (40, 30)
+    monkeypatch.setenv("M2IV_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageError, match="over the limit of 1000 pixels.*M2IV_MAX_IMAGE_PIXELS"):
+        open_image(p)
+    monkeypatch.setenv("M2IV_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(M2IVError, match="M2IV_MAX_IMAGE_PIXELS='lots' is not a positive integer"):
+        open_image(p)
+
+
+def test_truncated_image_is_a_bad_image(tmp_path):
+    from conftest import image
+    from m2iv.data.images import ImageError, open_image
+
+    p = tmp_path / "cut.png"
+    image(0, (64, 64)).save(p)
+    p.write_bytes(p.read_bytes()[:-200])
+    with pytest.raises(ImageError, match="cut.png"):
+        open_image(p)
 # (end of section: checkpoints, run identity, images)
 
 

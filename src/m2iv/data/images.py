@@ -60,17 +60,30 @@ def pixel_limit() -> Iterator[int]:
 
 
 def _decode(source: str | Path | io.BytesIO) -> Image.Image:
-    with pixel_limit() as limit, Image.open(source) as im:
-        w, h = im.size
-        if w * h > limit:  # checked on the header, before decoding
-            raise Image.DecompressionBombError(f"{w}x{h} = {w * h} pixels is over the limit of {limit} "
-                                               f"(raise {MAX_PIXELS_ENV} to allow it)")
-        im.load()
-        return im.convert("RGB")
+    with pixel_limit() as limit:
+        try:
+            im = Image.open(source)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(None, limit) from None
+        with im:
+            w, h = im.size
+            if w * h > limit:  # checked on the header, before decoding
+                raise _too_large(f"{w}x{h} = {w * h} pixels", limit)
+            im.load()
+            return im.convert("RGB")
+
+
+def _too_large(size: str | None, limit: int) -> Image.DecompressionBombError:
+    return Image.DecompressionBombError(f"{size or 'size'} over the limit of {limit} pixels, a possible "
+                                        f"decompression bomb; raise {MAX_PIXELS_ENV} to read it")
 
 
 _BAD = (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError,
         ValueError, EOFError, MemoryError)
+
+
+def _cause(e: BaseException) -> str:
+    return type(e).__name__ + (f": {e}" if str(e) else "")
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -81,7 +94,7 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         return _decode(p)
     except _BAD as e:
-        raise ImageError(p, type(e).__name__ + (f": {e}" if str(e) else "")) from None
+        raise ImageError(p, _cause(e)) from None
 
 
 def image_from_bytes(data: bytes, where: str) -> Image.Image:
@@ -89,4 +102,4 @@ def image_from_bytes(data: bytes, where: str) -> Image.Image:
     try:
         return _decode(io.BytesIO(data))
     except _BAD as e:
-        raise ImageError(where, type(e).__name__ + (f": {e}" if str(e) else "")) from None
+        raise ImageError(where, _cause(e)) from None
