@@ -217,6 +217,49 @@ class VectorTrainer:
         return True
 
     # -- the loop ------------------------------------------------------------------------------------
+    def _optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
+        """One optimizer step (grad_accum micro-batches, all-reduced across ranks); its log record."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        scale = get_lr(self.step, cfg)
+        for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * scale
+        order = self._order(len(queries), self.step)
+        total, parts_sum = 0.0, dict[str, float]()
+        for m in range(cfg.grad_accum):
+            rows = order[m * cfg.batch_size:(m + 1) * cfg.batch_size][self.rank::self.world]
+            if not rows:
+                continue
+            loss, parts = self._loss(builder, [queries[r] for r in rows], teacher, rows, handle)
+            (loss * len(rows) / (cfg.batch_size * cfg.grad_accum) * self.world).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
+        if self.dist is not None:
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                self.dist.all_reduce(p.grad)
+                p.grad /= self.world
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": round(total, 6), **{k: round(v, 6) for k, v in parts_sum.items()},
+                "lr_scale": round(scale, 6), "grad_norm": round(float(norm), 6),
+                "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+    def _validate(self, builder, val: list[Sample], handle, rec: dict) -> None:
+        """Validate on this step if due, keeping the best vectors so far."""
+        cfg = self.cfg
+        if not cfg.val_every or (self.step % cfg.val_every and self.step != cfg.steps):
+            return
+        acc = self.evaluate(builder, val, handle)
+        rec["val_acc"] = acc
+        if acc > self.best["metric"]:
+            self.best = {"metric": acc, "step": self.step}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
+
     def fit(self, builder, queries: list[Sample], teacher: TeacherTargets | None, val: list[Sample],
             stop_after: int | None = None) -> InContextVectors:
         """Train and return the vectors of the best validation step (the last step without validation)."""
@@ -226,63 +269,27 @@ class VectorTrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._load_checkpoint()
         torch.manual_seed(cfg.seed)
-        by_row = list(range(len(queries)))
         handle = inject(self.lm.model, self.vectors, self.lm.adapter)
-        with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history on resume
-            for rec in self.history:
-                log.write(json.dumps(rec) + "\n")
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
-                       dynamic_ncols=True)
-            try:
-                while self.step < cfg.steps:
-                    if stop_after is not None and self.step >= stop_after:
-                        break
-                    t0 = time.perf_counter()
-                    scale = get_lr(self.step, cfg)
-                    for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
-                        g["lr"] = base * scale
-                    order = self._order(len(by_row), self.step)
-                    total, parts_sum = 0.0, dict[str, float]()
-                    for m in range(cfg.grad_accum):
-                        rows = order[m * cfg.batch_size:(m + 1) * cfg.batch_size][self.rank::self.world]
-                        if not rows:
-                            continue
-                        loss, parts = self._loss(builder, [queries[r] for r in rows], teacher, rows, handle)
-                        (loss * len(rows) / (cfg.batch_size * cfg.grad_accum) * self.world).backward()
-                        total += float(loss.detach()) / cfg.grad_accum
-                        for k, v in parts.items():
-                            parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
-                    if self.dist is not None:
-                        for p in self.trainable:
-                            if p.grad is None:
-                                p.grad = torch.zeros_like(p)
-                            self.dist.all_reduce(p.grad)
-                            p.grad /= self.world
-                    norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip)
-                    self.opt.step()
-                    self.opt.zero_grad(set_to_none=True)
-                    self.step += 1
-                    rec = {"step": self.step, "loss": round(total, 6), **{k: round(v, 6) for k, v in parts_sum.items()},
-                           "lr_scale": round(scale, 6), "grad_norm": round(float(norm), 6),
-                           "ms": round((time.perf_counter() - t0) * 1000, 1)}
-                    if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                        acc = self.evaluate(builder, val, handle)
-                        rec["val_acc"] = acc
-                        if acc > self.best["metric"]:
-                            self.best = {"metric": acc, "step": self.step}
-                            self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
+                   dynamic_ncols=True)
+        try:
+            with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
+                log.writelines(json.dumps(rec) + "\n" for rec in self.history)
+                while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
+                    rec = self._optimizer_step(builder, queries, teacher, handle)
+                    self._validate(builder, val, handle, rec)
                     self.history.append(rec)
                     if self.rank == 0:
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
-                    val_shown = {"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}
-                    bar.set_postfix(loss=f"{total:.4f}", **val_shown)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                    **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
                     bar.update(1)
                     if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                         self._save_checkpoint()
-            finally:
-                handle.remove()
-                bar.close()
+        finally:
+            handle.remove()
+            bar.close()
         best = InContextVectors.from_spec(self.vectors.spec())
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}
