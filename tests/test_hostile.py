@@ -237,6 +237,201 @@ def test_a_corrupt_page_of_the_index_skips_its_rows_in_list_and_repair_restores_
 
 
 # ===== section: training checkpoints and eval run identity, images =====
+def _train_setup(tmp_path, monkeypatch):
+    from conftest import fixture_task, for_model, method_splits
+    from m2iv.train.config import TeacherConfig, TrainConfig
+
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("llama")
+    sp = for_model(lm, method_splits(tmp_path / "data", 10, 6))
+    cfg = TrainConfig(steps=6, batch_size=4, val_every=0, checkpoint_every=2, warmup=0.0,
+                      teacher=TeacherConfig(shots=2, topk=8))
+    return lm, fixture_task(), sp, cfg
+
+
+def _train(lm, task, sp, cfg, out, sites=("attn", "mlp"), stop_after=None):
+    from m2iv.methods.m2iv.method import M2IV
+    from m2iv.train.run import train_vectors
+
+    method = M2IV({"method_config": {"sites": list(sites)}})
+    return train_vectors(lm, task, sp, method.make_vectors(lm), cfg, out, show_progress=False, stop_after=stop_after,
+                         method_config=method.method_config().to_json())
+
+
+@pytest.mark.parametrize("change", ["model", "task", "data", "sites"])
+def test_checkpoint_of_another_model_task_data_or_layout_is_refused_and_kept(tmp_path, monkeypatch, change):
+    # Was: a finished checkpoint was "resumed" for another model/task/data (0 steps trained, saved with the new
+    # model's fingerprint); another --sites died with a KeyError.
+    from dataclasses import replace
+
+    lm, task, sp, cfg = _train_setup(tmp_path, monkeypatch)
+    _train(lm, task, sp, cfg, tmp_path / "v")
+    ck = tmp_path / "v.train" / "checkpoint"
+    before = {p.name: p.read_bytes() for p in ck.iterdir()}
+    sites = ("attn", "mlp")
+    if change == "model":
+        monkeypatch.setattr("m2iv.train.run.weights_fingerprint", lambda model: "0123456789abcdef")
+    elif change == "task":
+        task = replace(task, name="other-task")
+    elif change == "data":
+        sp = {**sp, "train": sp["train"][::-1]}
+    else:
+        sites = ("attn",)
+    field = "layout" if change == "sites" else change
+    with pytest.raises(M2IVError, match=f"another run.*{field}.*another --out") as e:
+        _train(lm, task, sp, cfg, tmp_path / "v", sites=sites)
+    assert "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in ck.iterdir()} == before
+
+
+def test_checkpoint_of_the_same_run_still_resumes(tmp_path, monkeypatch):
+    lm, task, sp, cfg = _train_setup(tmp_path, monkeypatch)
+    _, info = _train(lm, task, sp, cfg, tmp_path / "v", stop_after=4)
+    assert info["steps_done"] == 4
+    _, info = _train(lm, task, sp, cfg, tmp_path / "v")
+    assert info["steps_done"] == 6 and (tmp_path / "v" / "m2iv_config.json").is_file()
+
+
+@pytest.mark.parametrize("damage", ["truncated-tensors", "bad-json"])
+def test_corrupt_checkpoint_is_a_one_line_error_and_nothing_is_deleted(tmp_path, monkeypatch, damage):
+    lm, task, sp, cfg = _train_setup(tmp_path, monkeypatch)
+    _train(lm, task, sp, cfg, tmp_path / "v", stop_after=4)
+    ck = tmp_path / "v.train" / "checkpoint"
+    if damage == "truncated-tensors":
+        data = (ck / "state.safetensors").read_bytes()
+        (ck / "state.safetensors").write_bytes(data[: len(data) // 2])
+    else:
+        (ck / "trainer_state.json").write_text('{"step": 4, "best"')
+    before = {p.name: p.read_bytes() for p in ck.iterdir()}
+    with pytest.raises(M2IVError, match="corrupt.*delete") as e:
+        _train(lm, task, sp, cfg, tmp_path / "v")
+    assert "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in ck.iterdir()} == before
+
+def _eval_setup(tmp_path, family="llama"):
+    from conftest import fixture_task, for_model, write_samples
+
+    lm = tiny(family)
+    splits = {"train": [], "support": write_samples(tmp_path / "support", 6, prefix="s"),
+              "test": write_samples(tmp_path / "test", 4, prefix="t")}
+    return lm, fixture_task(), for_model(lm, splits)
+
+
+def test_eval_does_not_resume_predictions_of_vectors_retrained_at_the_same_path(tmp_path):
+    # Was: the run identity held only the vectors' path, so old predictions were resumed for new vectors.
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path)
+    vec = tmp_path / "vec"
+    save_vectors(random_vectors(lm, seed=0), vec, adapter=lm.adapter, base_model="tiny:llama")
+    evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+             splits=splits)
+    evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+             splits=splits)  # the same vectors: resumes
+    save_vectors(random_vectors(lm, seed=1), vec, adapter=lm.adapter, base_model="tiny:llama")  # retrained
+    before = (tmp_path / "o" / "predictions.jsonl").read_bytes()
+    with pytest.raises(M2IVError, match="different run.*vectors.*another --out") as e:
+        evaluate(lm, task, get_method("vectors", {"vectors": str(vec)}), EvalConfig(batch_size=2), tmp_path / "o",
+                 splits=splits)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+
+
+def test_eval_does_not_adopt_predictions_without_a_run_identity(tmp_path):
+    # Was: predictions.jsonl without run.json was adopted (resumed) by whatever method ran next.
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path)
+    evaluate(lm, task, get_method("zero-shot"), EvalConfig(limit=2), tmp_path / "o", splits=splits)
+    (tmp_path / "o" / "run.json").unlink()
+    before = (tmp_path / "o" / "predictions.jsonl").read_bytes()
+    with pytest.raises(M2IVError, match="no run.json.*another --out"):
+        evaluate(lm, task, get_method("icl"), EvalConfig(shots=2, limit=2), tmp_path / "o", splits=splits)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+    (tmp_path / "o" / "run.json").write_text('{"task": ')
+    with pytest.raises(M2IVError, match="corrupt"):
+        evaluate(lm, task, get_method("icl"), EvalConfig(shots=2, limit=2), tmp_path / "o", splits=splits)
+    assert (tmp_path / "o" / "predictions.jsonl").read_bytes() == before
+
+
+def _bomb_png(path, width, height):
+    """A valid 1-bit PNG of width x height zeros: a few KB on disk, width*height pixels decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_decompression_bomb_is_skipped_or_stops_with_one_line(tmp_path):
+    # Was: PIL's DecompressionBombError escaped the image check and aborted eval with a traceback.
+    from m2iv.data.images import ImageError
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.methods import get_method
+
+    lm, task, splits = _eval_setup(tmp_path, "llava")
+    bomb = splits["test"][1].images[0]
+    _bomb_png(tmp_path / "test" / "t1_0.png", 20000, 20000)
+    assert (tmp_path / "test" / "t1_0.png").stat().st_size < 200_000
+    s = evaluate(lm, task, get_method("zero-shot"), EvalConfig(batch_size=4), tmp_path / "o", splits=splits)
+    assert s["n"] == 3 and [x["id"] for x in s["skipped"]] == ["t1"] and bomb in s["skipped"][0]["error"]
+    with pytest.raises(ImageError, match="pixels") as e:
+        evaluate(lm, task, get_method("zero-shot"), EvalConfig(batch_size=4, on_bad_image="stop"), tmp_path / "o2",
+                 splits=splits)
+    assert isinstance(e.value, M2IVError) and "\n" not in str(e.value)
+
+
+def test_large_image_is_refused_before_decoding_with_bounded_memory(tmp_path):
+    # Was: a 12000 x 12000 PNG (under PIL's own error bound) was decoded in full: gigabytes for one image.
+    import subprocess
+    import sys
+
+    path = _bomb_png(tmp_path / "big.png", 12000, 12000)
+    code = ("import resource, sys\n"
+            "from m2iv.data.images import ImageError, open_image\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    open_image(sys.argv[1]); print('decoded')\n"
+            "except ImageError as e:\n    print('refused', e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    res = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    lines = res.stdout.strip().splitlines()
+    assert res.returncode == 0 and lines[0].startswith("refused") and "pixels" in lines[0], res.stdout + res.stderr
+    assert int(lines[-1]) < 64, f"{lines[-1]} MB more peak memory"
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    from conftest import image
+    from m2iv.data.images import ImageError, open_image
+
+    p = tmp_path / "small.png"
+    image(0, (40, 30)).save(p)
+    assert open_image(p).size == (40, 30)
+    monkeypatch.setenv("M2IV_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageError, match="over the limit of 1000 pixels.*M2IV_MAX_IMAGE_PIXELS"):
+        open_image(p)
+    monkeypatch.setenv("M2IV_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(M2IVError, match="M2IV_MAX_IMAGE_PIXELS='lots' is not a positive integer"):
+        open_image(p)
+
+
+def test_truncated_image_is_a_bad_image(tmp_path):
+    from conftest import image
+    from m2iv.data.images import ImageError, open_image
+
+    p = tmp_path / "cut.png"
+    image(0, (64, 64)).save(p)
+    p.write_bytes(p.read_bytes()[:-200])
+    with pytest.raises(ImageError, match="cut.png"):
+        open_image(p)
 # (end of section: checkpoints, run identity, images)
 
 

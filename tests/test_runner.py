@@ -135,3 +135,16 @@ def test_rices_selection_with_the_models_own_embeddings(tmp_path, splits, monkey
     q = torch.nn.functional.normalize(emb([splits["test"][0]]), dim=-1)[0]
     nearest = splits["support"][int((sup @ q).argmax())].id
     assert rows[0]["demos"][-1] == nearest  # the most similar demonstration sits next to the query
+
+
+def test_end_of_turn_tokens_come_from_the_family_table():
+    # Was: the runner kept its own list of end-of-turn strings for every model.
+    from m2iv.evaluate.runner import eos_ids
+    from m2iv.models.families import FAMILIES, end_of_turn_tokens
+
+    assert end_of_turn_tokens("idefics2") == ("<end_of_utterance>",)
+    assert set(end_of_turn_tokens("some-new-family")) == {t for f in FAMILIES.values() for t in f.end_of_turn}
+    lm = tiny("idefics2")
+    tok = lm.tokenizer
+    assert eos_ids(lm) == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_utterance>")})
+    assert tok.convert_tokens_to_ids("<|eot_id|>") not in eos_ids(lm)

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import io
 import os
 import random
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from m2iv.data.formats import OFFICIAL, Loader, check_split
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
+from m2iv.files import write_file_atomic
 from m2iv.registry import Registry
 
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -73,7 +74,7 @@ def load_easy_vqa(root: Path | None, split: str) -> list[Sample]:
     else:
         (questions, answers, image_ids), paths = easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths()
     samples = []
-    for i, (q, a, image_id) in enumerate(zip(questions, answers, image_ids)):
+    for i, (q, a, image_id) in enumerate(zip(questions, answers, image_ids, strict=False)):
         if image_id not in paths:
             raise M2IVError(f"easy_vqa: {split} image {image_id} is missing from the package; pip install "
                             "--force-reinstall easy-vqa")
@@ -131,15 +132,14 @@ def _hf_image(value: Any, target: Path, base: Path, where: str) -> str:
         if not target.is_file():
             from PIL import Image
 
+            from m2iv.data.images import pixel_limit
+
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with Image.open(io.BytesIO(value["bytes"])) as im:
+                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as im:
                     im = im if im.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA") else im.convert("RGB")
-                    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-                    with os.fdopen(fd, "wb") as f:
-                        im.save(f, format="PNG")
-                os.replace(tmp, target)  # atomic: a concurrent or killed run never leaves half a PNG
-            except OSError as e:
+                    # atomic: a concurrent or killed run never leaves half a PNG
+                    write_file_atomic(target, lambda tmp: im.save(tmp, format="PNG"))
+            except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                 raise M2IVError(f"hf_datasets: cannot cache the image of {where} as {target} ({e}); make "
                                 f"{target.parent} writable or fix the image bytes") from None
         return str(target)
@@ -153,7 +153,7 @@ def load_hf_datasets(root: Path, split: str, *, image_column: str | None = None,
     """A `save_to_disk` folder (Dataset or DatasetDict); decoded image columns are cached as PNG files in
     <root>/.m2iv_images/<split>-<fingerprint>/ so `Sample.images` stays a list of paths."""
     try:
-        import datasets
+        datasets = importlib.import_module("datasets")  # optional dependency
     except ImportError:
         raise M2IVError("hf_datasets needs the optional `datasets` package; pip install datasets") from None
     root = Path(root).expanduser().resolve()
@@ -231,7 +231,7 @@ def make_splits(samples: list[Sample], seed: int, n_support: int, n_test: int | 
         if n is not None and n < 0:
             raise M2IVError(f"make_splits: {label}={n} is negative; pass a count >= 0")
     ordered = sorted(samples, key=lambda s: s.id)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if a.id == b.id:
             raise M2IVError(f"make_splits: duplicate sample id {a.id!r}; ids must be unique")
     groups = _image_groups(ordered)

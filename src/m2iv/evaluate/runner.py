@@ -3,9 +3,14 @@
     m2iv eval tiny:idefics2 --task vqav2 --data-root DATA --method icl --shots 4 --out runs/x
 
 Rows are appended (and fsynced) batch by batch, so a killed run resumes where it stopped: finished
-example ids are read back and skipped. Under `accelerate launch` each process takes every
-world_size-th example, writes its own rank file, and the main process merges them in test order into
-the same two files a single process writes.
+example ids are read back and skipped. A run resumes only its own rows: run.json holds the run's
+identity (method and settings, model weights, task, data, and the vectors' layout and hashes), and a
+folder holding another run's results, or predictions with no run.json, is refused (never adopted, never
+deleted). Under `accelerate launch` each process takes every world_size-th example, writes its own rank
+file, and the main process merges them in test order into the same two files a single process writes.
+
+The steps: `_check_run` / `_record_run` (identity), `_selector` + `_resume` (plan), `_answer_all` /
+`_answer_batch` (batch answering), `_merge` + `_score` (scoring), `_write_results` (writing).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -24,15 +30,20 @@ from tqdm.auto import tqdm
 from m2iv.data.images import ImageError, open_image
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
-from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
+from m2iv.data.selection import SELECTORS, RicesSelector, Selector, model_embedder
 from m2iv.errors import M2IVError
 from m2iv.evaluate.tasks import Task, postprocess
-from m2iv.files import write_text_atomic
+from m2iv.files import write_json_atomic, write_jsonl_atomic
+from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
+from m2iv.models.families import end_of_turn_tokens
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
+VECTORS_KEY = "vectors"  # the part of a run's identity known only once the method is prepared
+# Method options that do not change an answer (where to save, progress bars, the fingerprint check).
+NOT_IDENTITY_OPTIONS = ("out", "progress", "strict")
 
 
 @dataclass
@@ -70,19 +81,12 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _append(path: Path, rows: list[dict]) -> None:
+    """Append rows durably (the resumable log; the finished file is rewritten atomically by `_write_results`)."""
     with open(path, "a", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
@@ -108,14 +112,204 @@ class _ImageCheck:
         return None
 
 
-def _eos_ids(lm) -> list[int]:
+def eos_ids(lm) -> list[int]:
+    """The tokenizer's EOS plus the family's end-of-turn tokens (the adapter table) that its vocabulary has."""
     tok = lm.tokenizer
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    for t in ("<end_of_utterance>", "<|im_end|>", "<|eot_id|>"):
+    for t in end_of_turn_tokens(lm.family):
         i = tok.convert_tokens_to_ids(t)
         if isinstance(i, int) and i != tok.unk_token_id and i >= 0:
             ids.add(i)
     return sorted(ids)
+
+
+# -- run identity ---------------------------------------------------------------------------------------
+def method_identity(method: Method) -> dict:
+    """The method, its options and its typed settings: everything of the method that changes an answer."""
+    ident: dict[str, Any] = {**method.describe(),
+                             "options": {k: v for k, v in method.options.items() if k not in NOT_IDENTITY_OPTIONS}}
+    settings = getattr(method, "method_config", None)
+    if callable(settings):
+        cfg = settings()
+        ident["settings"] = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else cfg
+    return jsonable(ident)
+
+
+def vectors_identity(method: Method) -> dict:
+    """Layout and hashes of the prepared vectors (each route's, when routing): retrained vectors at the same path
+    are another run."""
+    if not method.uses_vectors:
+        return {}
+    sets = dict(getattr(method, "routed", None) or {})
+    if not sets and method.vectors is not None:
+        sets = {"": method.vectors}
+    vc = method.vector_config or {}
+    return {VECTORS_KEY: jsonable({"file_sha256": vc.get("sha256"), "routes": vc.get("routes"),
+                                   "layout": {k: v.spec() for k, v in sets.items()},
+                                   "tensors_sha256": {k: tensors_sha256(v.to_tensors()) for k, v in sets.items()}})}
+
+
+def run_identity(lm, task: Task, method: Method, cfg: EvalConfig, test: list[Sample], splits: dict) -> dict:
+    from m2iv.models.adapter import weights_fingerprint
+
+    shots = 0 if method.name == "zero-shot" else cfg.shots  # vector methods: the teacher's shots
+    return {"task": task.name, "task_version": task.version, "method": method.name, "shots": shots,
+            "selection": cfg.selection, "seed": cfg.seed, "model": lm.spec,
+            "model_fingerprint": weights_fingerprint(lm.model), "test_hash": content_hash(test),
+            "data_hash": {k: content_hash(list(v)) for k, v in sorted(splits.items())},
+            "method_options": method_identity(method)}
+
+
+def _previous_run(out: Path) -> dict | None:
+    """The identity stored in out/run.json; predictions without one belong to no known run and are refused."""
+    path = out / RUN
+    if not path.is_file():
+        leftovers = sorted(p.name for p in out.glob("predictions*.jsonl"))
+        if leftovers:
+            raise M2IVError(f"{out} holds {leftovers[0]} but no {RUN} saying which run wrote it; choose another "
+                            f"--out, or delete {out / leftovers[0]} to start afresh")
+        return None
+    try:
+        prev = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise M2IVError(f"{path} is corrupt ({e}); choose another --out or delete {out}") from None
+    if not isinstance(prev, dict):
+        raise M2IVError(f"{path} does not hold a run identity; choose another --out or delete {out}")
+    return prev
+
+
+def _check_run(out: Path, prev: dict | None, run: dict, skip: tuple[str, ...] = ()) -> None:
+    if prev is None:
+        return
+    diff = identity_diff(prev, run, skip)
+    if diff:
+        raise M2IVError(f"{out} holds results of a different run (differs in {', '.join(diff)}); "
+                        "choose another --out or delete it")
+
+
+# -- plan -------------------------------------------------------------------------------------------------
+def _selector(lm, builder: PromptBuilder, cfg: EvalConfig, splits: dict, n_demos: int,
+              fingerprint: str) -> Selector | None:
+    if not n_demos:
+        return None
+    cls = SELECTORS.get(cfg.selection)
+    if cls is None:
+        raise M2IVError(f"unknown --selection {cfg.selection!r}; use random, fixed or rices")
+    if cls is RicesSelector:
+        from m2iv.constants import m2iv_home
+
+        return RicesSelector(splits["support"], model_embedder(lm, builder), seed=cfg.seed,
+                             cache_dir=m2iv_home() / "cache" / "rices", cache_key=fingerprint)
+    return cls(splits["support"], seed=cfg.seed)
+
+
+def _resume(out: Path, test: list[Sample], world: int, rank: int) -> tuple[Path, list[Sample], list[Sample]]:
+    """(this process's rows file, its share of the test set, what of it is still unanswered)."""
+    mine = test[rank::world]
+    part = out / (PREDICTIONS if world == 1 else f"predictions.rank{rank}.jsonl")
+    done = {r["id"] for r in _read_rows(out / PREDICTIONS)} | {r["id"] for r in _read_rows(part)}
+    return part, mine, [s for s in mine if s.id not in done]
+
+
+# -- batch answering -------------------------------------------------------------------------------------
+@dataclass
+class _Answerer:
+    lm: Any
+    task: Task
+    cfg: EvalConfig
+    builder: PromptBuilder
+    selector: Selector | None
+    n_demos: int
+    checker: _ImageCheck = field(default_factory=_ImageCheck)
+    eos: list[int] = field(default_factory=list)
+    quiet: bool = False
+
+    def prompts(self, chunk: list[Sample]) -> tuple[list[dict], list[tuple], ImageError | None]:
+        """Skipped rows, (query, demos, prompt) to answer, and the bad image that stops the run (if any)."""
+        rows: list[dict] = []
+        prompts: list[tuple] = []
+        for q in chunk:
+            demos = self.selector.select(q, self.n_demos) if self.selector else []
+            bad = self.checker.first_bad([p for d in demos for p in d.images] + list(q.images))
+            if bad is not None:
+                if self.cfg.on_bad_image == "stop":
+                    return rows, prompts, bad  # answer the queries before it, keep them, then stop
+                if not self.quiet:
+                    tqdm.write(f"warning: skipping {q.id}: {bad}", file=sys.stderr)
+                rows.append({"id": q.id, "skipped": True, "error": str(bad)})
+                continue
+            prompts.append((q, demos, self.builder.build(demos, q)))
+        return rows, prompts, None
+
+    def answer(self, prompts: list[tuple], handle, key) -> list[dict]:
+        """Generate the answers of one batch of prompts: one row per query."""
+        lm, task = self.lm, self.task
+        batch = self.builder.encode([p for _, _, p in prompts])
+        query_start = batch.pop("query_start")
+        if handle is not None and hasattr(handle, "set_query_start"):
+            handle.set_query_start(query_start)
+        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        t0 = time.perf_counter()
+        gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
+                                eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
+        ms = (time.perf_counter() - t0) * 1000 / len(prompts)
+        texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        n_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
+                 "demos": [d.id for d in demos], "prompt_tokens": int(n), "latency_ms": round(ms, 3),
+                 **({"route": key} if key is not None else {})}
+                for (q, demos, _), raw, n in zip(prompts, texts, n_tokens, strict=True)]
+
+
+def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
+                show: bool) -> None:
+    cfg, lm = answerer.cfg, answerer.lm
+    bar = tqdm(total=n_mine, initial=n_mine - len(todo), desc=f"{answerer.task.name} {method.name}",
+               disable=not show, dynamic_ncols=True)
+    groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
+    for key, items in groups:
+        with torch.no_grad(), method.inference(lm, key) as handle:
+            for i in range(0, len(items), cfg.batch_size):
+                chunk = items[i:i + cfg.batch_size]
+                rows, prompts, stop = answerer.prompts(chunk)
+                if prompts:
+                    rows += answerer.answer(prompts, handle, key)
+                _append(part, rows)
+                if stop is not None:
+                    raise stop
+                bar.update(len(chunk))
+    bar.close()
+
+
+# -- scoring and writing ---------------------------------------------------------------------------------
+def _merge(out: Path, test: list[Sample], world: int) -> list[dict]:
+    """Every process's rows, in test order."""
+    by_id = {r["id"]: r for r in _read_rows(out / PREDICTIONS)}
+    for r_ in range(world if world > 1 else 0):
+        by_id.update({r["id"]: r for r in _read_rows(out / f"predictions.rank{r_}.jsonl")})
+    return [by_id[s.id] for s in test if s.id in by_id]
+
+
+def _score(task: Task, rows: list[dict]) -> tuple[list[dict], float]:
+    """The answered rows (each given its per-example score where the metric has one) and the task score."""
+    from m2iv.evaluate.metrics import score
+
+    scored = [r for r in rows if not r.get("skipped")]
+    if not scored:
+        return scored, 0.0
+    result = score(task.metric, [str(r["prediction"]) for r in scored], [list(r["answers"]) for r in scored])
+    per_example = result.get("per_example")
+    if isinstance(per_example, list):
+        for r, s in zip(scored, per_example, strict=True):
+            r["score"] = s
+    return scored, float(result["score"])
+
+
+def _write_results(out: Path, rows: list[dict], summary: dict, world: int) -> None:
+    write_jsonl_atomic(out / PREDICTIONS, rows)
+    for r_ in range(world if world > 1 else 0):
+        (out / f"predictions.rank{r_}.jsonl").unlink(missing_ok=True)
+    write_json_atomic(out / SUMMARY, summary)
 
 
 def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Path,
@@ -123,8 +317,6 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     """Run (or resume) an evaluation and return the summary (also written to out_dir/summary.json)."""
     from m2iv.constants import __version__
     from m2iv.dist import state as dist_state
-    from m2iv.evaluate.metrics import score
-    from m2iv.models.adapter import weights_fingerprint
 
     state = dist_state()
     out = Path(out_dir)
@@ -135,105 +327,39 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     test = splits["test"][: cfg.limit] if cfg.limit else splits["test"]
     if not test:
         raise M2IVError(f"task {task.name} has no test examples; check the data root and split")
+
+    # 1. identity: refuse another run's folder before any work, then again once the vectors are known
+    run = run_identity(lm, task, method, cfg, test, splits)
+    prev = _previous_run(out)
+    _check_run(out, prev, run, skip=(VECTORS_KEY,))
+    builder = PromptBuilder(lm, task.instruction, task.answer_template)
     n_demos = method.prompt_shots(cfg.shots)
-    shots = 0 if method.name == "zero-shot" else cfg.shots  # vector methods: the teacher's shots
-    run = {"task": task.name, "task_version": task.version, "method": method.name, "shots": shots,
-           "selection": cfg.selection, "seed": cfg.seed, "model": lm.spec,
-           "model_fingerprint": weights_fingerprint(lm.model), "test_hash": content_hash(test),
-           "method_options": method.describe()}
-    prev = json.loads((out / RUN).read_text()) if (out / RUN).is_file() else None
-    if prev is not None and prev != run:
-        diff = sorted(k for k in run if prev.get(k) != run[k])
-        raise M2IVError(f"{out} holds results of a different run (differs in {', '.join(diff)}); "
-                        "choose another --out or delete it")
+    selector = _selector(lm, builder, cfg, splits, n_demos, run["model_fingerprint"])
+    method.prepare(lm, task, splits)
+    run.update(vectors_identity(method))
+    _check_run(out, prev, run)
     if state.is_main_process:
-        _write_json_atomic(out / RUN, run)
+        write_json_atomic(out / RUN, run)
     state.wait_for_everyone()
 
-    builder = PromptBuilder(lm, task.instruction, task.answer_template)
-    selector = None
-    if n_demos:
-        cls = SELECTORS.get(cfg.selection)
-        if cls is None:
-            raise M2IVError(f"unknown --selection {cfg.selection!r}; use random, fixed or rices")
-        if cls is RicesSelector:
-            from m2iv.constants import m2iv_home
-
-            selector = RicesSelector(splits["support"], model_embedder(lm, builder), seed=cfg.seed,
-                                     cache_dir=m2iv_home() / "cache" / "rices",
-                                     cache_key=run["model_fingerprint"])
-        else:
-            selector = cls(splits["support"], seed=cfg.seed)
-    method.prepare(lm, task, splits)
-
-    world, rank = state.num_processes, state.process_index
-    mine = test[rank::world]
-    part = out / (PREDICTIONS if world == 1 else f"predictions.rank{rank}.jsonl")
-    done = {r["id"] for r in _read_rows(out / PREDICTIONS)} | {r["id"] for r in _read_rows(part)}
-    todo = [s for s in mine if s.id not in done]
-    checker, eos = _ImageCheck(), _eos_ids(lm)
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{task.name} {method.name}",
-               disable=not state.is_main_process, dynamic_ncols=True)
-    groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
-    for key, items in groups:
-        with torch.no_grad(), method.inference(lm, key) as handle:
-            for i in range(0, len(items), cfg.batch_size):
-                chunk, rows, prompts, stop = items[i:i + cfg.batch_size], [], [], None
-                for q in chunk:
-                    demos = selector.select(q, n_demos) if selector else []
-                    bad = checker.first_bad([p for d in demos for p in d.images] + list(q.images))
-                    if bad is not None:
-                        if cfg.on_bad_image == "stop":
-                            stop = bad  # answer the queries before it, keep them, then stop
-                            break
-                        rows.append({"id": q.id, "skipped": True, "error": str(bad)})
-                        continue
-                    prompts.append((q, demos, builder.build(demos, q)))
-                if prompts:
-                    batch = builder.encode([p for _, _, p in prompts])
-                    query_start = batch.pop("query_start")
-                    if handle is not None and hasattr(handle, "set_query_start"):
-                        handle.set_query_start(query_start)
-                    batch = {k: v.to(lm.model.device) for k, v in batch.items()}
-                    t0 = time.perf_counter()
-                    gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                            eos_token_id=eos, pad_token_id=lm.tokenizer.pad_token_id)
-                    ms = (time.perf_counter() - t0) * 1000 / len(prompts)
-                    texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-                    n_tokens = batch["attention_mask"].sum(dim=1).tolist()
-                    for (q, demos, _), raw, n in zip(prompts, texts, n_tokens, strict=False):
-                        rows.append({"id": q.id, "prediction": postprocess(task, raw), "raw": raw,
-                                     "answers": list(q.answers), "demos": [d.id for d in demos],
-                                     "prompt_tokens": int(n), "latency_ms": round(ms, 3),
-                                     **({"route": key} if key is not None else {})})
-                _append(part, rows)
-                if stop is not None:
-                    raise stop
-                bar.update(len(chunk))
-    bar.close()
+    # 2. plan and answer what is left
+    world = state.num_processes
+    part, mine, todo = _resume(out, test, world, state.process_index)
+    answerer = _Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
+    _answer_all(answerer, method, todo, len(mine), part, show=state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
 
-    by_id = {r["id"]: r for r in _read_rows(out / PREDICTIONS)}
-    for r_ in range(world if world > 1 else 0):
-        by_id.update({r["id"]: r for r in _read_rows(out / f"predictions.rank{r_}.jsonl")})
-    rows = [by_id[s.id] for s in test if s.id in by_id]
-    scored = [r for r in rows if not r.get("skipped")]
-    result = score(task.metric, [r["prediction"] for r in scored], [r["answers"] for r in scored]) if scored \
-        else {"score": 0.0, "per_example": None, "n": 0}
-    if result.get("per_example") is not None:
-        for r, s in zip(scored, result["per_example"], strict=False):
-            r["score"] = s
-    _write_jsonl_atomic(out / PREDICTIONS, rows)
-    for r_ in range(world if world > 1 else 0):
-        (out / f"predictions.rank{r_}.jsonl").unlink(missing_ok=True)
+    # 3. score and write
+    rows = _merge(out, test, world)
+    scored, score = _score(task, rows)
     mean = lambda key: sum(r[key] for r in scored) / len(scored) if scored else 0.0  # noqa: E731
-    summary = {**run, "n": len(scored), "metric": task.metric, "score": result["score"],
+    summary = {**run, "n": len(scored), "metric": task.metric, "score": score,
                "mean_prompt_tokens": mean("prompt_tokens"), "mean_latency_ms": mean("latency_ms"),
                "peak_memory_mb": round(peak_memory_mb(lm.model.device), 1),
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
                "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__}
-    _write_json_atomic(out / SUMMARY, summary)
+    _write_results(out, rows, summary, world)
     return summary

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -100,9 +101,10 @@ def _find_by_override(model: nn.Module, override: str) -> tuple[str, list[nn.Mod
 
 def _find_decoder_layers(model: nn.Module) -> tuple[str, list[nn.Module]]:
     decoder = None
-    if hasattr(model, "get_decoder"):
+    get_decoder = getattr(model, "get_decoder", None)
+    if callable(get_decoder):
         try:
-            decoder = model.get_decoder()
+            decoder = get_decoder()
         except Exception:  # noqa: BLE001 - some remote-code models raise here
             decoder = None
     if decoder is not None and isinstance(getattr(decoder, "layers", None), nn.ModuleList):
@@ -132,9 +134,9 @@ def _image_ids(model: nn.Module, tokenizer) -> tuple[list[int], list[int]]:
 
 def discover(model: nn.Module, family: str | None = None, tokenizer=None, layers: str | None = None) -> ModelAdapter:
     """Find the decoder layers and check them against the text config; raise M2IVError when they disagree."""
-    cfg = model.config
+    cfg: Any = model.config
     tc = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    family = family or getattr(cfg, "model_type", "unknown")
+    family = family or str(getattr(cfg, "model_type", "unknown"))
     path, layer_list = _find_by_override(model, layers) if layers else _find_decoder_layers(model)
     if _NOT_LM.search(path) and not layers:
         raise M2IVError(f"layer discovery picked {path!r}, which is not the language model; pass --layers")

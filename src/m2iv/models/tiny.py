@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import torch
 
@@ -71,11 +72,11 @@ def tiny_tokenizer(family: str = "llama"):
     return tok
 
 
-def no_video(processor_cls: type) -> type:
+def no_video(processor_cls: Any) -> Any:
     """Processor subclass without the video slot: transformers 5 refuses to build those processors
     without torchvision, although images never need it."""
 
-    class _NoVideo(processor_cls):  # type: ignore[misc, valid-type]
+    class _NoVideo(processor_cls):
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kw):
             processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kw)
 
@@ -103,8 +104,13 @@ def build_tiny(family: str, seed: int = 0):
     image, video, fake, vstart, vend, impad, vidpad = _ids(
         tok, "<image>", "<video>", "<fake_token_around_image>", "<|vision_start|>", "<|vision_end|>",
         "<|image_pad|>", "<|video_pad|>")
-    special = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    text = dict(TXT, vocab_size=VOCAB, **special)
+    special: dict[str, Any] = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                   pad_token_id=tok.pad_token_id)
+    text: dict[str, Any] = dict(TXT, vocab_size=VOCAB, **special)
+    cfg: Any  # the family's config, image processor and processor classes differ per branch
+    ip: Any
+    proc: Any
+    pcls: Any
     clip_vis = dict(VIS, model_type="clip_vision_model", image_size=32, patch_size=8)
     pinpoints = [[32, 64], [64, 32], [64, 64]]
     torch.manual_seed(seed)
@@ -139,11 +145,11 @@ def build_tiny(family: str, seed: int = 0):
         proc = no_video(T.LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, chat_template=chat,
                                                    num_image_tokens=16, vision_feature_select_strategy="full")
     elif family in ("qwen2_vl", "qwen2_5_vl"):
-        tcfg = dict(text, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
-        vcfg = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=8, spatial_merge_size=2,
-                    temporal_patch_size=2)
-        ids = dict(image_token_id=impad, video_token_id=vidpad, vision_start_token_id=vstart,
-                   vision_end_token_id=vend)
+        tcfg: dict[str, Any] = dict(text, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
+        vcfg: dict[str, Any] = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=8,
+                                    spatial_merge_size=2, temporal_patch_size=2)
+        ids: dict[str, Any] = dict(image_token_id=impad, video_token_id=vidpad, vision_start_token_id=vstart,
+                                   vision_end_token_id=vend)
         if family == "qwen2_vl":
             cfg = T.Qwen2VLConfig(text_config=tcfg, vision_config=vcfg, **ids, **special)
             pcls = T.Qwen2VLProcessor
@@ -165,7 +171,8 @@ def build_tiny(family: str, seed: int = 0):
         proc = T.Idefics2Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=chat)
     elif family in ("idefics3", "smolvlm"):
         vis = dict(VIS, image_size=32, patch_size=8)
-        ip_kw = dict(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+        ip_kw: dict[str, Any] = dict(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
+                                     do_image_splitting=True)
         if family == "idefics3":
             cfg = T.Idefics3Config(vision_config=vis, text_config=dict(text, model_type="llama"), scale_factor=2,
                                    image_token_id=image, **special)

@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from m2iv.data.prompts import PromptBuilder
+from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
+from m2iv.models.adapter import weights_fingerprint
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
 from m2iv.train.trainer import VectorTrainer
 from m2iv.vectors.format import save_vectors
 from m2iv.vectors.vector import InContextVectors
+
+
+def training_identity(lm, task, train: list[Sample], val: list[Sample], support: list[Sample],
+                      method_config: dict | None) -> dict:
+    """What a checkpoint is a checkpoint of, besides recipe and vector layout (the trainer adds those): the model's
+    weights, the task and the data. A checkpoint is resumed only for the same identity."""
+    return {"model": weights_fingerprint(lm.model), "task": task.name,
+            "task_version": getattr(task, "version", None),
+            "data": {"train": content_hash(train), "val": content_hash(val), "support": content_hash(list(support))},
+            "method_config": method_config or {}}
 
 
 def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainConfig, out: str | Path,
@@ -39,10 +52,11 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
         teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
                                   show_progress=show_progress and state.is_main_process)
     t_teacher = time.perf_counter() - t0
+    identity = training_identity(lm, task, train, val, splits["support"], method_config)
     trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}.train",
-                            show_progress=show_progress and state.is_main_process)
+                            show_progress=show_progress and state.is_main_process, identity=identity)
     best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
-    info = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
+    info: dict[str, Any] = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
                         "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
                         "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
             "best": trainer.best, "steps_done": trainer.step, "n_train": len(train), "n_val": len(val),

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
+from m2iv.files import write_dir_atomic
+from m2iv.identity import identity_diff, jsonable
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, student_batch
@@ -43,6 +46,11 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+CHECKPOINT = "checkpoint"
+# Recipe fields that do not change the trained vectors (how often to save, progress display).
+NOT_IDENTITY = ("checkpoint_every",)
+
+
 def _dist():
     import torch.distributed as dist
 
@@ -53,13 +61,18 @@ def _dist():
 
 class VectorTrainer:
     def __init__(self, lm, vectors: InContextVectors, cfg: TrainConfig, workdir: str | Path,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, identity: dict | None = None) -> None:
+        """`identity` names what the vectors are trained for (model, task, data; see `train.run`); with the
+        recipe and the vector layout it is stored in the checkpoint, and a checkpoint of another is never resumed."""
         self.lm, self.vectors, self.cfg = lm, vectors, cfg
+        recipe = {k: v for k, v in cfg.to_json().items() if k not in NOT_IDENTITY}
+        self.identity = jsonable({"recipe": recipe, "layout": vectors.spec(), **(identity or {})})
         self.workdir = Path(workdir)
         self.show_progress = show_progress
         self.dist, self.world, self.rank = _dist()
         # Parameters with requires_grad=False stay fixed (e.g. I2CL trains only the scales of extracted vectors).
-        groups = [{"params": [p for n, p in vectors.params.items() if n.endswith("__vector") and p.requires_grad],
+        groups: list[dict[str, Any]] = [
+                  {"params": [p for n, p in vectors.params.items() if n.endswith("__vector") and p.requires_grad],
                    "lr": cfg.lr_vectors},
                   {"params": [p for n, p in vectors.params.items() if not n.endswith("__vector") and p.requires_grad],
                    "lr": cfg.lr_scales}]
@@ -67,7 +80,7 @@ class VectorTrainer:
         if not self.trainable:
             raise M2IVError("no vector parameter requires a gradient: nothing to train")
         groups = [g for g in groups if g["params"]]  # base rates stay paired with their own group
-        self.base_lrs = [g["lr"] for g in groups]
+        self.base_lrs: list[float] = [g["lr"] for g in groups]
         self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         self.step = 0
         self.best = {"metric": -1.0, "step": -1}
@@ -78,7 +91,8 @@ class VectorTrainer:
     def _order(self, n: int, step: int) -> list[int]:
         """Item indices of optimizer step `step`: consecutive slices of seeded per-epoch permutations."""
         per = self.cfg.batch_size * self.cfg.grad_accum
-        out, pos = [], step * per
+        out: list[int] = []
+        pos = step * per
         while len(out) < per:
             epoch, off = divmod(pos, n)
             perm = list(range(n))
@@ -113,6 +127,7 @@ class VectorTrainer:
             idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
             parts["mimicry"] = losses.mimicry(logits, vals, idx, mask, cfg.temperature)
         if align:
+            assert teacher is not None and teacher.hidden is not None and hidden is not None  # `align` says so
             n = labels.shape[1]
             target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
             parts["align"] = losses.alignment(hidden, target, mask)
@@ -147,9 +162,6 @@ class VectorTrainer:
     def _save_checkpoint(self) -> None:
         if self.rank != 0:
             return
-        ck = self.workdir / "checkpoint"
-        tmp = self.workdir / f".checkpoint.tmp{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
         tensors = {f"vectors.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.params.items()}
         opt = self.opt.state_dict()
         for pid, st in opt["state"].items():
@@ -157,46 +169,97 @@ class VectorTrainer:
                 tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
-        save_file(tensors, str(tmp / "state.safetensors"))
         meta = {"step": self.step, "best": self.best, "param_groups": opt["param_groups"],
-                "history": self.history, "config": self.cfg.to_json()}
-        (tmp / "trainer_state.json").write_text(json.dumps(meta, indent=1))
-        old = None
-        if ck.exists():
-            old = self.workdir / f".checkpoint.old{os.getpid()}"
-            os.replace(ck, old)
-        os.replace(tmp, ck)
-        if old is not None:
-            import shutil
+                "history": self.history, "config": self.cfg.to_json(), "identity": self.identity}
 
-            shutil.rmtree(old, ignore_errors=True)
+        def write_tensors(path: Path) -> None:
+            save_file(tensors, str(path))
+
+        def write_meta(path: Path) -> None:
+            path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+        write_dir_atomic(self.workdir / CHECKPOINT,
+                         {"state.safetensors": write_tensors, "trainer_state.json": write_meta})
 
     def _load_checkpoint(self) -> bool:
-        ck = self.workdir / "checkpoint"
+        """Resume from the checkpoint if there is one; refuse one of another run or a corrupt one (kept)."""
+        ck = self.workdir / CHECKPOINT
         if not (ck / "trainer_state.json").is_file():
             return False
-        meta = json.loads((ck / "trainer_state.json").read_text())
-        saved = dict(meta["config"])
-        if saved != self.cfg.to_json():
-            diff = sorted(k for k in saved if saved.get(k) != self.cfg.to_json().get(k))
-            raise M2IVError(f"{ck} was written with other settings ({', '.join(diff)}); use another --out or "
-                            "delete the checkpoint")
-        t = load_file(str(ck / "state.safetensors"))
-        with torch.no_grad():
-            for k, p in self.vectors.params.items():
-                p.copy_(t[f"vectors.{k}"])
-        state = {}
-        for name, v in t.items():
-            if name.startswith("opt."):
-                _, pid, key = name.split(".", 2)
-                state.setdefault(int(pid), {})[key] = v
-        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        fix = f"use another --out, or delete {ck} to start afresh"
+        try:
+            meta = json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            raise M2IVError(f"{ck}/trainer_state.json is corrupt ({type(e).__name__}: {e}); {fix}") from None
+        if not isinstance(meta, dict) or not all(k in meta for k in ("step", "best", "param_groups", "history")):
+            raise M2IVError(f"{ck}/trainer_state.json is incomplete (not written by this m2iv); {fix}")
+        diff = identity_diff(meta.get("identity"), self.identity)
+        if diff:
+            raise M2IVError(f"{ck} holds a checkpoint of another run or other settings (differs in "
+                            f"{', '.join(diff)}); {fix}")
+        try:
+            t = load_file(str(ck / "state.safetensors"))
+            with torch.no_grad():
+                for k, p in self.vectors.params.items():
+                    p.copy_(t[f"vectors.{k}"])
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for name, v in t.items():
+                if name.startswith("opt."):
+                    _, pid, key = name.split(".", 2)
+                    state.setdefault(int(pid), {})[key] = v
+            self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+            raise M2IVError(f"{ck}/state.safetensors is corrupt or incomplete ({type(e).__name__}: {e}); "
+                            f"{fix}") from None
         best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
         self.best_state = best or None
-        self.step, self.best, self.history = meta["step"], meta["best"], meta["history"]
+        self.step, self.best, self.history = int(meta["step"]), meta["best"], list(meta["history"])
         return True
 
     # -- the loop ------------------------------------------------------------------------------------
+    def _optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
+        """One optimizer step (grad_accum micro-batches, all-reduced across ranks); its log record."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        scale = get_lr(self.step, cfg)
+        for g, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * scale
+        order = self._order(len(queries), self.step)
+        total, parts_sum = 0.0, dict[str, float]()
+        for m in range(cfg.grad_accum):
+            rows = order[m * cfg.batch_size:(m + 1) * cfg.batch_size][self.rank::self.world]
+            if not rows:
+                continue
+            loss, parts = self._loss(builder, [queries[r] for r in rows], teacher, rows, handle)
+            (loss * len(rows) / (cfg.batch_size * cfg.grad_accum) * self.world).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
+        if self.dist is not None:
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                self.dist.all_reduce(p.grad)
+                p.grad /= self.world
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": round(total, 6), **{k: round(v, 6) for k, v in parts_sum.items()},
+                "lr_scale": round(scale, 6), "grad_norm": round(float(norm), 6),
+                "ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+    def _validate(self, builder, val: list[Sample], handle, rec: dict) -> None:
+        """Validate on this step if due, keeping the best vectors so far."""
+        cfg = self.cfg
+        if not cfg.val_every or (self.step % cfg.val_every and self.step != cfg.steps):
+            return
+        acc = self.evaluate(builder, val, handle)
+        rec["val_acc"] = acc
+        if acc > self.best["metric"]:
+            self.best = {"metric": acc, "step": self.step}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
+
     def fit(self, builder, queries: list[Sample], teacher: TeacherTargets | None, val: list[Sample],
             stop_after: int | None = None) -> InContextVectors:
         """Train and return the vectors of the best validation step (the last step without validation)."""
@@ -206,63 +269,27 @@ class VectorTrainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._load_checkpoint()
         torch.manual_seed(cfg.seed)
-        by_row = list(range(len(queries)))
         handle = inject(self.lm.model, self.vectors, self.lm.adapter)
-        log = open(self.workdir / "train_log.jsonl", "w")  # rewritten from the checkpoint's history on resume
-        for rec in self.history:
-            log.write(json.dumps(rec) + "\n")
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
                    dynamic_ncols=True)
         try:
-            while self.step < cfg.steps:
-                if stop_after is not None and self.step >= stop_after:
-                    break
-                t0 = time.perf_counter()
-                scale = get_lr(self.step, cfg)
-                for g, base in zip(self.opt.param_groups, self.base_lrs):
-                    g["lr"] = base * scale
-                order = self._order(len(by_row), self.step)
-                total, parts_sum = 0.0, {}
-                for m in range(cfg.grad_accum):
-                    rows = order[m * cfg.batch_size:(m + 1) * cfg.batch_size][self.rank::self.world]
-                    if not rows:
-                        continue
-                    loss, parts = self._loss(builder, [queries[r] for r in rows], teacher, rows, handle)
-                    (loss * len(rows) / (cfg.batch_size * cfg.grad_accum) * self.world).backward()
-                    total += float(loss.detach()) / cfg.grad_accum
-                    for k, v in parts.items():
-                        parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.grad_accum
-                if self.dist is not None:
-                    for p in self.trainable:
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                        self.dist.all_reduce(p.grad)
-                        p.grad /= self.world
-                norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                self.step += 1
-                rec = {"step": self.step, "loss": round(total, 6), **{k: round(v, 6) for k, v in parts_sum.items()},
-                       "lr_scale": round(scale, 6), "grad_norm": round(float(norm), 6),
-                       "ms": round((time.perf_counter() - t0) * 1000, 1)}
-                if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                    acc = self.evaluate(builder, val, handle)
-                    rec["val_acc"] = acc
-                    if acc > self.best["metric"]:
-                        self.best = {"metric": acc, "step": self.step}
-                        self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
-                self.history.append(rec)
-                if self.rank == 0:
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                bar.set_postfix(loss=f"{total:.4f}", **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
-                bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self._save_checkpoint()
+            with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
+                log.writelines(json.dumps(rec) + "\n" for rec in self.history)
+                while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
+                    rec = self._optimizer_step(builder, queries, teacher, handle)
+                    self._validate(builder, val, handle, rec)
+                    self.history.append(rec)
+                    if self.rank == 0:
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                    **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
+                    bar.update(1)
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        self._save_checkpoint()
         finally:
             handle.remove()
             bar.close()
-            log.close()
         best = InContextVectors.from_spec(self.vectors.spec())
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}
