@@ -29,6 +29,11 @@ EXAMPLES = """examples:
 """
 
 
+def _tasks(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--task", type=name_list, required=True, metavar="TASK[,TASK...]",
+                   help="task name or comma-separated names")
+
+
 def _common(q: argparse.ArgumentParser, work: str) -> None:
     """The flags every benchmark spells and means the same way."""
     q.add_argument("--n-test", type=positive_int, default=100, help="test queries per task (default 100)")
@@ -52,9 +57,9 @@ def add_parser(sub) -> None:
                            ("compare", "every method on the same data, shots and budget")):
         q = bsub.add_parser(kind, help=helptext, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_model_args(q)
-        q.add_argument("--task", type=name_list, required=True, help="task name or comma-separated names")
+        _tasks(q)
         if kind == "compare":
-            q.add_argument("--method", type=name_list, default=ALL_METHODS,
+            q.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
                            help=f"comma-separated method names (default {ALL_METHODS})")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
@@ -68,7 +73,7 @@ def add_parser(sub) -> None:
                          epilog="example: m2iv bench icl-curve sandbox --task sandbox-colour-nonce "
                                 "--shots 0,1,2,4,8,16,32 --out benchmarks/sandbox_icl/curves.json")
     add_model_args(cu)
-    cu.add_argument("--task", type=name_list, required=True, help="task name or comma-separated names")
+    _tasks(cu)
     cu.add_argument("--shots", type=shots_list, default="0,1,2,4,8,16,32",
                     help="comma-separated shot counts (0: zero-shot; default 0,1,2,4,8,16,32)")
     _common(cu, "runs/bench/icl-curve")
@@ -78,7 +83,7 @@ def add_parser(sub) -> None:
                          epilog="example: m2iv bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce "
                                 "--window 512 --out benchmarks/many_shot/sandbox.json")
     add_model_args(ms)
-    ms.add_argument("--task", type=name_list, required=True, help="task name or comma-separated names")
+    _tasks(ms)
     ms.add_argument("--window", type=positive_int, default=512, help="context window set for the experiment (tokens)")
     ms.add_argument("--icl-shots", type=shots_list, default="0,1,2,4,8,16,32,64")
     ms.add_argument("--m2iv-shots", type=shots_list, default="16,32,64,128")
@@ -103,7 +108,7 @@ def add_parser(sub) -> None:
                                "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")
     e.add_argument("model", metavar="MODEL", help="model spec, as in the `bench compare` run whose vectors are timed")
     e.add_argument("--task", required=True, help="task name")
-    e.add_argument("--method", type=name_list, default=ALL_METHODS,
+    e.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
                    help=f"comma-separated method names (default {ALL_METHODS})")
     e.add_argument("--vectors-from", default="runs/bench/compare", help="work folder of a `bench compare` run")
     e.add_argument("--shots", type=non_negative_int, default=16, help="ICL demonstrations per prompt (default 16)")

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train M²IV on the sandbox and compare it with zero-shot and 16-shot ICL",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, default="sandbox")
-    p.add_argument("--task", type=name_list, default=DEFAULT_TASKS,
+    p.add_argument("--task", type=name_list, default=DEFAULT_TASKS, metavar="TASK[,TASK...]",
                    help=f"task name or comma-separated names (default {DEFAULT_TASKS})")
     p.add_argument("--shots", type=non_negative_int, default=16, help="ICL and teacher demonstrations (default 16)")
     p.add_argument("--n-test", type=positive_int, default=100, help="test queries per task (default 100)")
