@@ -15,21 +15,21 @@ for step in $steps; do
   case $step in
     build) $M2IV sandbox build ;;
     demo) mkdir -p benchmarks/demo
-          { time $M2IV demo --tasks $DEMO --work $W --out benchmarks/demo; } 2>&1 | grep -v "it/s" \
+          { time $M2IV demo --task $DEMO --work $W --out benchmarks/demo; } 2>&1 | grep -v "it/s" \
             | tee benchmarks/demo/demo_log.txt ;;
-    suite) $M2IV bench suite sandbox --tasks ${SUITE_TASKS:-$SUITE} $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
-    curve) $M2IV bench icl-curve sandbox --tasks $SUITE --shots 0,1,2,4,8,16,32 --n-test 50 \
+    suite) $M2IV bench suite sandbox --task ${SUITE_TASKS:-$SUITE} $RECIPE --work $W --out benchmarks/sandbox_suite.json ;;
+    curve) $M2IV bench icl-curve sandbox --task $SUITE --shots 0,1,2,4,8,16,32 --n-test 50 \
              --out benchmarks/sandbox_icl/curves.json ;;
-    compare) $M2IV bench compare sandbox --tasks ${COMPARE_TASKS:-$SUITE} --budget cpu $RECIPE --work $W \
+    compare) $M2IV bench compare sandbox --task ${COMPARE_TASKS:-$SUITE} --budget cpu $RECIPE --work $W \
              --out benchmarks/compare/sandbox.json ;;
-    compare-long) $M2IV bench compare sandbox --tasks sandbox-colour-nonce --methods live,mimic --budget cpu --shots 16 \
+    compare-long) $M2IV bench compare sandbox --task sandbox-colour-nonce --method live,mimic --budget cpu --shots 16 \
              --n-test 100 --steps 300 --train-batch-size 16 --train-queries 96 --work runs/bench/steps300 \
              --out benchmarks/compare/steps300.json ;;
     efficiency) for cfg in "1 1" "4 1" "1 8"; do set -- $cfg
-                  $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n 48 --new-tokens $1 \
+                  $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n-test 48 --new-tokens $1 \
                     --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
                 done ;;
-    many-shot) $M2IV bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
+    many-shot) $M2IV bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;
     library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;

@@ -2,7 +2,10 @@ import json
 import subprocess
 import sys
 
-from m2iv.cli.main import main
+import pytest
+
+import m2iv.cli.evaluate as cli_evaluate
+from m2iv.cli.main import build_parser, iter_parsers, main
 
 
 def run(*args):
@@ -39,7 +42,7 @@ def test_help_shows_examples():
 def test_demo_pipeline_writes_table_png_and_vectors(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     out = tmp_path / "demo"
-    assert main(["demo", "--model", "tiny:idefics3", "--tasks", "sandbox-shape-nonce", "--shots", "2", "--n-test", "4",
+    assert main(["demo", "tiny:idefics3", "--task", "sandbox-shape-nonce", "--shots", "2", "--n-test", "4",
                  "--steps", "2", "--train-queries", "8", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mean accuracy: zero-shot" in text and str(out) in text
@@ -67,7 +70,7 @@ def test_eval_icl_on_vqav2_fixture_end_to_end(tmp_path):
 
 
 def test_eval_easy_vqa_zero_shot_llava(tmp_path):
-    r = run("eval", "tiny:llava", "--task", "easy-vqa", "--method", "zero-shot", "--limit", "20",
+    r = run("eval", "tiny:llava", "--task", "easy-vqa", "--method", "zero-shot", "--n-test", "20",
             "--out", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -79,3 +82,90 @@ def test_missing_data_root_is_one_line(tmp_path):
                         "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and str(tmp_path / "nowhere") in r.stderr and r.stderr.count("\n") == 1
+
+
+# -- issue 15: every failure is one line; 2 for the user's, 1 for ours (with --debug for the traceback) ---------
+def _boom(exc):
+    def func(args):
+        raise exc
+    return func
+
+
+def test_unexpected_error_is_one_line_naming_its_type_with_exit_1(monkeypatch, capsys):
+    # Was: the traceback of any exception that is not an M2IVError.
+    monkeypatch.setattr(cli_evaluate, "list_tasks", _boom(ValueError("range() arg 3\nmust not be zero")))
+    assert main(["tasks"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: ValueError: range() arg 3 must not be zero (run with --debug for the traceback)\n"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_the_subcommand_shows_the_traceback(monkeypatch, capsys, where):
+    monkeypatch.setattr(cli_evaluate, "list_tasks", _boom(ValueError("bad")))
+    argv = ["--debug", "tasks"] if where == "before" else ["tasks", "--debug"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.endswith("error: ValueError: bad\n")
+
+
+def test_user_error_with_debug_keeps_exit_2_and_adds_the_traceback(capsys):
+    assert main(["inspect", "./missing-model", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith("error: no model directory at ./missing-model")
+
+
+def test_ctrl_c_is_one_line_with_exit_130(monkeypatch, capsys):
+    monkeypatch.setattr(cli_evaluate, "list_tasks", _boom(KeyboardInterrupt()))
+    assert main(["tasks"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted") and err.count("\n") == 1
+
+
+def test_bad_command_line_is_one_line_naming_the_subcommands_help(capsys):
+    # Was: argparse's usage block, then the error, from SystemExit.
+    assert main(["eval", "tiny:llava", "--task", "easy-vqa"]) == 2
+    assert capsys.readouterr().err == ("error: the following arguments are required: --out "
+                                       "(see `m2iv eval --help`)\n")
+    assert main(["bench", "suite", "sandbox", "--task", "x", "--out", "o.json", "--bogus"]) == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --bogus (see `m2iv bench suite --help`)\n"
+
+
+# -- issue 16: one flag vocabulary -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("argv", "old", "new"), [
+    (["eval", "tiny:llava", "--task", "easy-vqa", "--limit", "3", "--out", "o"], "--limit", "--n-test"),
+    (["bench", "suite", "sandbox", "--tasks", "a", "--out", "o.json"], "--tasks", "--task"),
+    (["bench", "compare", "sandbox", "--task", "a", "--methods", "icl", "--out", "o.json"], "--methods", "--method"),
+    (["bench", "efficiency", "sandbox", "--task", "a", "--n", "4", "--out", "o.json"], "--n", "--n-test"),
+    (["demo", "--model", "tiny:llava"], "--model", "MODEL"),
+])
+def test_retired_spellings_are_refused_naming_the_new_one(capsys, argv, old, new):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{old} is now" in err and new in err
+
+
+def test_abbreviated_flags_are_refused():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "tiny:llava", "--task", "easy-vqa", "--n-t", "3", "--out", "o"])
+
+
+def test_one_vocabulary_across_subcommands():
+    retired = {"--tasks", "--methods", "--limit", "--n"}
+    benches = {("bench", k) for k in ("suite", "compare", "icl-curve", "many-shot", "library", "efficiency")}
+    model_loading = {("inspect",), ("train",), ("eval",), ("demo",)} | benches
+    for path, p in iter_parsers(build_parser()):
+        flags = {s for a in p._actions for s in a.option_strings}
+        if path[:1] != ("library",):  # the library's own flags (--tag, --top) are checked in test_library.py
+            assert not flags & retired, (path, flags & retired)
+        if path in model_loading:
+            assert "--model" not in flags and any(a.dest == "model" and not a.option_strings for a in p._actions), path
+        if path in benches:
+            assert {"--n-test", "--out", "--seed", "--batch-size"} <= flags, path
+    args = build_parser().parse_args(["demo"])
+    assert args.model == "sandbox" and args.task == ["sandbox-colour-nonce", "sandbox-shape-nonce",
+                                                     "sandbox-colour-french"]
+    args = build_parser().parse_args(["bench", "compare", "sandbox", "--task", "a,b", "--method", "icl,m2iv",
+                                      "--out", "o.json"])
+    assert (args.task, args.method) == (["a", "b"], ["icl", "m2iv"])
+    assert build_parser().parse_args(["train", "sandbox", "--task", "t", "--train-batch-size", "3",
+                                      "--out", "o"]).batch_size == 3

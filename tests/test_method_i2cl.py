@@ -125,7 +125,7 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
                  "--steps", "3", "--out", str(out)]) == 0
     assert json.loads((out / "m2iv_config.json").read_text())["method"] == "i2cl"
     assert main(["eval", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "i2cl", "--vectors", str(out),
-                 "--limit", "2", "--out", str(tmp_path / "run")]) == 0
+                 "--n-test", "2", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] == 2
 
 

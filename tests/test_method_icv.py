@@ -124,6 +124,6 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     cfg = json.loads((out / "m2iv_config.json").read_text())
     assert cfg["method"] == "icv" and cfg["method_config"]["alpha"] == 0.1
     assert main(["eval", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "icv", "--vectors", str(out),
-                 "--limit", "2", "--out", str(tmp_path / "run")]) == 0
+                 "--n-test", "2", "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["method"] == "icv" and summary["n"] == 2

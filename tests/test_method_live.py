@@ -86,9 +86,9 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     data = write_colour_jsonl(tmp_path)
     out = tmp_path / "vec"
     assert main(["train", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "live", "--shots", "2",
-                 "--steps", "2", "--batch-size", "4", "--out", str(out)]) == 0
+                 "--steps", "2", "--train-batch-size", "4", "--out", str(out)]) == 0
     cfg = json.loads((out / "m2iv_config.json").read_text())
     assert cfg["method"] == "live" and cfg["training"]["teacher"]["shots"] == 2
     assert main(["eval", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "live", "--vectors", str(out),
-                 "--limit", "2", "--out", str(tmp_path / "run")]) == 0
+                 "--n-test", "2", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] == 2

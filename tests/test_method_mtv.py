@@ -180,5 +180,5 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
     assert cfg["method"] == "mtv" and cfg["method_config"]["steps"] == 3 and cfg["method_config"]["n_val"] == 2
     assert cfg["method_config"]["n_trials"] == 8
     assert main(["eval", "tiny:idefics2", "--task", f"jsonl:{data}", "--method", "mtv", "--vectors", str(out),
-                 "--limit", "2", "--out", str(tmp_path / "run")]) == 0
+                 "--n-test", "2", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n"] == 2

@@ -103,7 +103,7 @@ def test_two_process_run_merges_into_the_single_process_files(tmp_path):
     import sys
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    args = ["-m", "m2iv.cli.main", "eval", "tiny:llava", "--task", "easy-vqa", "--limit", "10", "--batch-size", "2"]
+    args = ["-m", "m2iv.cli.main", "eval", "tiny:llava", "--task", "easy-vqa", "--n-test", "10", "--batch-size", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          env=env)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import write_colour_jsonl
+from m2iv.cli.train import recipe_flag
 from m2iv.errors import M2IVError
 from m2iv.methods import METHODS
 from m2iv.methods.base import LoadedVectors
@@ -64,7 +65,7 @@ RECIPE_FLAGS = {"steps": 7, "batch_size": 3, "grad_accum": 2, "val_every": 5, "v
 
 @pytest.mark.parametrize("method", TRAINED)
 def test_every_recipe_flag_reaches_every_trained_method(tmp_path, captured, method):
-    flags = [x for k, v in RECIPE_FLAGS.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    flags = [x for k, v in RECIPE_FLAGS.items() for x in (recipe_flag(k), str(v))]  # --train-batch-size for batch_size
     _train(tmp_path, method, *flags, "--shots", "3", "--topk", "5", "--synergy", "barlow")
     r = captured["recipe"]
     for k, v in RECIPE_FLAGS.items():

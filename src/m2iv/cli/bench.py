@@ -9,13 +9,44 @@ import platform
 import time
 from pathlib import Path
 
-from m2iv.cli.common import add_model_args, load_from_args
+from m2iv.cli.common import (
+    add_model_args,
+    check_methods,
+    check_out,
+    check_tasks,
+    load_from_args,
+    name_list,
+    non_negative_int,
+    positive_int,
+    shots_list,
+)
 
+ALL_METHODS = "zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic"
 EXAMPLES = """examples:
-  m2iv bench suite sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce --out benchmarks/sandbox_suite.json
-  m2iv bench compare sandbox --tasks sandbox-colour-nonce --methods zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic \\
+  m2iv bench suite sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --out benchmarks/sandbox_suite.json
+  m2iv bench compare sandbox --task sandbox-colour-nonce --method zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic \\
       --out benchmarks/compare/sandbox.json
 """
+
+
+def _tasks(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--task", type=name_list, required=True, metavar="TASK[,TASK...]",
+                   help="task name or comma-separated names")
+
+
+def _common(q: argparse.ArgumentParser, work: str) -> None:
+    """The flags every benchmark spells and means the same way."""
+    q.add_argument("--n-test", type=positive_int, default=100, help="test queries per task (default 100)")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="split and demonstration seed (default 0)")
+    q.add_argument("--batch-size", type=positive_int, default=8, help="queries per forward pass (default 8)")
+    q.add_argument("--work", default=work, help=f"folder for the per-cell runs (resumable; default {work})")
+
+
+def _training(q: argparse.ArgumentParser, steps: int | None, queries: int | None, batch: int | None) -> None:
+    """Budget of the trained methods (M²IV and the trained baselines)."""
+    q.add_argument("--steps", type=positive_int, default=steps, help="training steps for trained methods")
+    q.add_argument("--train-queries", type=positive_int, default=queries, help="cap on each task's training queries")
+    q.add_argument("--train-batch-size", type=positive_int, default=batch, help="training batch size")
 
 
 def add_parser(sub) -> None:
@@ -26,92 +57,91 @@ def add_parser(sub) -> None:
                            ("compare", "every method on the same data, shots and budget")):
         q = bsub.add_parser(kind, help=helptext, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_model_args(q)
-        q.add_argument("--tasks", required=True, help="comma-separated task names")
+        _tasks(q)
         if kind == "compare":
-            q.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+            q.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
+                           help=f"comma-separated method names (default {ALL_METHODS})")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
-        q.add_argument("--shots", type=int, default=16)
-        q.add_argument("--n-test", type=int, default=100)
-        q.add_argument("--steps", type=int, default=None, help="training steps for trained methods")
-        q.add_argument("--train-queries", type=int, default=None, help="cap on each task's training queries")
-        q.add_argument("--train-batch-size", type=int, default=None, help="training batch size")
-        q.add_argument("--batch-size", type=int, default=8)
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--data-root", default=None)
-        q.add_argument("--work", default=None, help="folder for the per-cell runs (resumable; default runs/bench/KIND);"
-                                                    " suite, compare and the demo reuse each other's cells there")
+        q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
+        _training(q, None, None, None)
+        _common(q, f"runs/bench/{kind}")
+        q.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
         q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
         q.set_defaults(func=run, kind=kind)
     cu = bsub.add_parser("icl-curve", help="accuracy against shots for each task (JSON + PNG)",
-                         epilog="example: m2iv bench icl-curve sandbox --tasks sandbox-colour-nonce "
+                         epilog="example: m2iv bench icl-curve sandbox --task sandbox-colour-nonce "
                                 "--shots 0,1,2,4,8,16,32 --out benchmarks/sandbox_icl/curves.json")
     add_model_args(cu)
-    cu.add_argument("--tasks", required=True)
-    cu.add_argument("--shots", default="0,1,2,4,8,16,32")
-    cu.add_argument("--n-test", type=int, default=100)
-    cu.add_argument("--work", default="runs/bench")
-    cu.add_argument("--out", required=True)
+    _tasks(cu)
+    cu.add_argument("--shots", type=shots_list, default="0,1,2,4,8,16,32",
+                    help="comma-separated shot counts (0: zero-shot; default 0,1,2,4,8,16,32)")
+    _common(cu, "runs/bench/icl-curve")
+    cu.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     cu.set_defaults(func=curve_cmd)
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
-                         epilog="example: m2iv bench many-shot sandbox --tasks "
-                                "sandbox-colour-nonce,sandbox-shape-nonce --window 512 "
-                                "--out benchmarks/many_shot/sandbox.json")
+                         epilog="example: m2iv bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce "
+                                "--window 512 --out benchmarks/many_shot/sandbox.json")
     add_model_args(ms)
-    ms.add_argument("--tasks", required=True)
-    ms.add_argument("--window", type=int, default=512, help="context window set for the experiment (tokens)")
-    ms.add_argument("--icl-shots", default="0,1,2,4,8,16,32,64")
-    ms.add_argument("--m2iv-shots", default="16,32,64,128")
-    ms.add_argument("--n-test", type=int, default=100)
-    ms.add_argument("--steps", type=int, default=60)
-    ms.add_argument("--train-queries", type=int, default=96)
-    ms.add_argument("--work", default="runs/bench")
-    ms.add_argument("--out", required=True)
+    _tasks(ms)
+    ms.add_argument("--window", type=positive_int, default=512, help="context window set for the experiment (tokens)")
+    ms.add_argument("--icl-shots", type=shots_list, default="0,1,2,4,8,16,32,64")
+    ms.add_argument("--m2iv-shots", type=shots_list, default="16,32,64,128")
+    ms.add_argument("--steps", type=positive_int, default=60, help="M²IV training steps (default 60)")
+    ms.add_argument("--train-queries", type=positive_int, default=96, help="cap on each task's training queries")
+    _common(ms, "runs/bench/many-shot")
+    ms.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     ms.set_defaults(func=many_shot_cmd)
     lb = bsub.add_parser("library", help="VLibrary applications: alignment, style vectors and their composition, "
                          "safety with negation, search by example and routing",
                          epilog="example: m2iv bench library sandbox --work runs/bench/shared "
                                 "--out benchmarks/library/sandbox.json")
     add_model_args(lb)
-    lb.add_argument("--shots", type=int, default=16)
-    lb.add_argument("--n-test", type=int, default=100)
-    lb.add_argument("--steps", type=int, default=60)
-    lb.add_argument("--train-queries", type=int, default=96)
-    lb.add_argument("--train-batch-size", type=int, default=16)
-    lb.add_argument("--search-n", type=int, default=50, help="held-out queries per task for search by example")
-    lb.add_argument("--work", default="runs/bench/shared")
+    lb.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
+    _training(lb, 60, 96, 16)
+    lb.add_argument("--search-n", type=positive_int, default=50, help="held-out queries per task for search by example")
+    _common(lb, "runs/bench/shared")
     lb.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
     lb.set_defaults(func=library_cmd)
     e = bsub.add_parser("efficiency", help="inference cost of every method as ratios to zero-shot",
                         epilog="example: m2iv bench efficiency sandbox --task sandbox-colour-nonce "
                                "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")
-    e.add_argument("model")
-    e.add_argument("--task", required=True)
-    e.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+    e.add_argument("model", metavar="MODEL", help="model spec, as in the `bench compare` run whose vectors are timed")
+    e.add_argument("--task", required=True, help="task name")
+    e.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
+                   help=f"comma-separated method names (default {ALL_METHODS})")
     e.add_argument("--vectors-from", default="runs/bench/compare", help="work folder of a `bench compare` run")
-    e.add_argument("--shots", type=int, default=16)
-    e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
-    e.add_argument("--new-tokens", type=int, default=4,
-                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first "
-                        "answer token")
-    e.add_argument("--batch-size", type=int, default=1, help="queries per generate() call (latency is per query)")
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--out", required=True)
+    e.add_argument("--shots", type=non_negative_int, default=16, help="ICL demonstrations per prompt (default 16)")
+    e.add_argument("--n-test", type=positive_int, default=30, help="timed test queries per method (after one warm-up)")
+    e.add_argument("--new-tokens", type=positive_int, default=4, help="tokens generated per query (min = max); "
+                   "1 times the prompt's prefill and the first answer token")
+    e.add_argument("--batch-size", type=positive_int, default=1,
+                   help="queries per generate() call (latency is per query)")
+    e.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
+    e.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
+    e.add_argument("--out", required=True, help="JSON file to write")
     e.set_defaults(func=efficiency)
+
+
+def _before_loading(args: argparse.Namespace, tasks: list[str], methods: list[str] | None = None) -> None:
+    """Refuse a typo in a name or an unwritable --out before the model loads."""
+    check_tasks(tasks)
+    check_methods(methods or [])
+    check_out(args.out, folder=False)
 
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
     from m2iv.evaluate.bench import compare_plan, run_plan, suite_plan, write_table
 
+    _before_loading(args, args.task, args.method if args.kind == "compare" else None)
     lm = load_from_args(args)
-    tasks = [t for t in args.tasks.split(",") if t]
-    plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.methods.split(","), args.budget)
+    plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.method, args.budget)
     train = {k: v for k, v in (("steps", args.steps), ("batch_size", args.train_batch_size)) if v}
     t0 = time.time()
     overrides = {"n_train": args.train_queries} if args.train_queries else None
-    rows = run_plan(lm, tasks, plan, work=args.work or f"runs/bench/{args.kind}", shots=args.shots, n_test=args.n_test,
-                    seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
+    rows = run_plan(lm, args.task, plan, work=args.work, shots=args.shots, n_test=args.n_test, seed=args.seed,
+                    batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
                     task_overrides=overrides)
     meta = {"command": "m2iv bench " + " ".join(_argv(args)), "model": args.model, "m2iv_version": __version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -121,15 +151,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(values: list[int]) -> str:
+    return ",".join(map(str, values))
+
+
 def curve_cmd(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
     from m2iv.evaluate.bench import icl_curve, plot_curves, write_table
 
+    _before_loading(args, args.task)
     lm = load_from_args(args)
     t0 = time.time()
-    rows = icl_curve(lm, args.tasks.split(","), [int(x) for x in args.shots.split(",")], f"{args.work}/icl-curve",
-                     n_test=args.n_test)
-    meta = {"command": f"m2iv bench icl-curve {args.model} --tasks {args.tasks} --shots {args.shots} "
+    rows = icl_curve(lm, args.task, args.shots, args.work, n_test=args.n_test, seed=args.seed,
+                     batch_size=args.batch_size)
+    meta = {"command": f"m2iv bench icl-curve {args.model} --task {','.join(args.task)} --shots {_ints(args.shots)} "
                        f"--n-test {args.n_test} --out {args.out}", "m2iv_version": __version__,
             "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)
@@ -142,15 +177,17 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
     from m2iv.evaluate.bench import many_shot, plot_curves, write_table
 
+    _before_loading(args, args.task)
     lm = load_from_args(args)
     t0 = time.time()
-    rows = many_shot(lm, args.tasks.split(","), args.window, [int(x) for x in args.icl_shots.split(",")],
-                     [int(x) for x in args.m2iv_shots.split(",")], work=f"{args.work}/many-shot", n_test=args.n_test,
+    rows = many_shot(lm, args.task, args.window, args.icl_shots, args.m2iv_shots, work=args.work, n_test=args.n_test,
+                     seed=args.seed, batch_size=args.batch_size,
                      train_defaults={"steps": args.steps, "batch_size": 16, "val_every": 20, "val_size": 32},
                      task_overrides={"n_train": args.train_queries})
-    meta = {"command": f"m2iv bench many-shot {args.model} --tasks {args.tasks} --window {args.window} "
-                       f"--icl-shots {args.icl_shots} --m2iv-shots {args.m2iv_shots} --n-test {args.n_test} "
-                       f"--steps {args.steps} --train-queries {args.train_queries} --out {args.out}",
+    meta = {"command": f"m2iv bench many-shot {args.model} --task {','.join(args.task)} --window {args.window} "
+                       f"--icl-shots {_ints(args.icl_shots)} --m2iv-shots {_ints(args.m2iv_shots)} "
+                       f"--n-test {args.n_test} --steps {args.steps} --train-queries {args.train_queries} "
+                       f"--out {args.out}",
             "m2iv_version": __version__, "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)
     plot_curves(rows, Path(args.out).with_suffix(".png"),
@@ -164,8 +201,10 @@ def library_cmd(args: argparse.Namespace) -> int:
     from m2iv.evaluate.steering import library_applications, markdown
     from m2iv.files import write_text_atomic
 
+    check_out(args.out, folder=False)
     lm = load_from_args(args)
-    result = library_applications(lm, args.work, shots=args.shots, n_test=args.n_test, search_n=args.search_n,
+    result = library_applications(lm, args.work, shots=args.shots, n_test=args.n_test, seed=args.seed,
+                                  batch_size=args.batch_size, search_n=args.search_n,
                                   train_defaults={"steps": args.steps, "batch_size": args.train_batch_size},
                                   task_overrides={"n_train": args.train_queries})
     result["meta"] = {"command": f"m2iv bench library {args.model} --shots {args.shots} --n-test {args.n_test} "
@@ -185,12 +224,14 @@ def efficiency(args: argparse.Namespace) -> int:
     from m2iv.evaluate.efficiency import measure
     from m2iv.files import write_text_atomic
 
+    _before_loading(args, [args.task], args.method)
     t0 = time.time()
-    result = measure(args.model, args.task, args.methods.split(","), args.vectors_from, shots=args.shots, n=args.n,
-                     new_tokens=args.new_tokens, data_root=args.data_root, batch_size=args.batch_size)
-    result["meta"] = {"command": f"m2iv bench efficiency {args.model} --task {args.task} --methods {args.methods} "
-                                 f"--vectors-from {args.vectors_from} --shots {args.shots} --n {args.n} "
-                                 f"--new-tokens {args.new_tokens} --batch-size {args.batch_size} --out {args.out}",
+    result = measure(args.model, args.task, args.method, args.vectors_from, shots=args.shots, n=args.n_test,
+                     new_tokens=args.new_tokens, seed=args.seed, data_root=args.data_root, batch_size=args.batch_size)
+    result["meta"] = {"command": f"m2iv bench efficiency {args.model} --task {args.task} "
+                                 f"--method {','.join(args.method)} --vectors-from {args.vectors_from} "
+                                 f"--shots {args.shots} --n-test {args.n_test} --new-tokens {args.new_tokens} "
+                                 f"--batch-size {args.batch_size} --out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
                       "wall_seconds": round(time.time() - t0, 1)}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
@@ -204,9 +245,10 @@ def efficiency(args: argparse.Namespace) -> int:
 
 
 def _argv(args) -> list[str]:
-    out = [args.kind, args.model, "--tasks", args.tasks, "--shots", str(args.shots), "--n-test", str(args.n_test)]
+    out = [args.kind, args.model, "--task", ",".join(args.task), "--shots", str(args.shots), "--n-test",
+           str(args.n_test)]
     if args.kind == "compare":
-        out += ["--methods", args.methods, "--budget", args.budget]
+        out += ["--method", ",".join(args.method), "--budget", args.budget]
     if args.steps:
         out += ["--steps", str(args.steps)]
     if args.train_queries:

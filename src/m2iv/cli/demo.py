@@ -8,19 +8,36 @@ import argparse
 import time
 from pathlib import Path
 
+from m2iv.cli.common import (
+    add_model_args,
+    check_out,
+    check_tasks,
+    load_from_args,
+    name_list,
+    non_negative_int,
+    positive_int,
+)
+
 DEFAULT_TASKS = "sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french"
+EXAMPLES = """examples:
+  m2iv demo                                             # the sandbox LVLM, three suite tasks, into runs/demo
+  m2iv demo sandbox --task sandbox-shape-nonce --n-test 20 --out runs/demo-small
+  m2iv demo tiny:idefics3 --task sandbox-colour-nonce --shots 2 --steps 2 --out runs/demo-tiny
+"""
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train M²IV on the sandbox and compare it with zero-shot and 16-shot ICL",
-                       epilog="example: m2iv demo --out runs/demo", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="sandbox", help="model spec (default: the sandbox LVLM)")
-    p.add_argument("--tasks", default=DEFAULT_TASKS)
-    p.add_argument("--shots", type=int, default=16)
-    p.add_argument("--n-test", type=int, default=100, help="test queries per task")
-    p.add_argument("--steps", type=int, default=60, help="M²IV training steps per task")
-    p.add_argument("--train-queries", type=int, default=96, help="training queries (16-shot teacher) per task")
-    p.add_argument("--out", default="runs/demo")
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p, default="sandbox")
+    p.add_argument("--task", type=name_list, default=DEFAULT_TASKS, metavar="TASK[,TASK...]",
+                   help=f"task name or comma-separated names (default {DEFAULT_TASKS})")
+    p.add_argument("--shots", type=non_negative_int, default=16, help="ICL and teacher demonstrations (default 16)")
+    p.add_argument("--n-test", type=positive_int, default=100, help="test queries per task (default 100)")
+    p.add_argument("--steps", type=positive_int, default=60, help="M²IV training steps per task (default 60)")
+    p.add_argument("--train-queries", type=positive_int, default=96,
+                   help="training queries (16-shot teacher) per task (default 96)")
+    p.add_argument("--out", default="runs/demo", help="folder for demo.json, demo.md and demo.png (default runs/demo)")
     p.add_argument("--work", default=None, help="folder for the per-cell runs (default OUT/work; shareable with "
                                                    "`m2iv bench suite --work`)")
     p.set_defaults(func=run)
@@ -59,16 +76,17 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.evaluate.bench import Cell, averages, markdown, run_plan, write_table
-    from m2iv.models.loading import load_model
     from m2iv.sandbox import build, is_built
 
     t0 = time.perf_counter()
     out = Path(args.out)
+    check_tasks(args.task)
+    check_out(out, folder=True)
     if args.model == "sandbox" and not is_built():
         print("building the sandbox model from the shipped weights (once)...")
         build()
-    lm = load_model(args.model)
-    tasks = [t for t in args.tasks.split(",") if t]
+    lm = load_from_args(args)
+    tasks = args.task
     plan = [Cell("zero-shot"), Cell("icl"), Cell("m2iv", "all-losses")]
     train = {"steps": args.steps, "batch_size": 16}
     work = Path(args.work) if args.work else out / "work"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from m2iv.cli.common import add_model_args, load_from_args
+from m2iv.cli.common import add_model_args, check_out, load_from_args, non_negative_int, positive_int
 
 EXAMPLES = """examples:
-  m2iv eval tiny:llava --task easy-vqa --method zero-shot --limit 20 --out runs/llava-zs
+  m2iv eval tiny:llava --task easy-vqa --method zero-shot --n-test 20 --out runs/llava-zs
   m2iv eval tiny:idefics2 --task vqav2 --data-root ~/data --method icl --shots 4 --out runs/icl4
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors out/easy-vqa --out runs/m2iv
   accelerate launch -m m2iv.cli.main eval ...      # examples sharded across processes
@@ -21,15 +21,15 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--task", required=True, help="task name (see `m2iv tasks`), jsonl:<file> or a task .json")
     p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
-    p.add_argument("--shots", type=int, default=None,
+    p.add_argument("--shots", type=non_negative_int, default=None,
                    help="demonstrations per query (icl; default 0), or the shots of a method fitted here")
     p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
     p.add_argument("--vectors", default=None,
                    help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-test", type=positive_int, default=None, help="evaluate the first N test queries (default all)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="queries per forward pass (default 4)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="split and demonstration seed (default 0)")
     p.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
     p.add_argument("--on-bad-image", default="skip", choices=["skip", "stop"],
                    help="skip (and record) examples with unreadable images, or stop")
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default
         options["shots"] = args.shots
     method = get_method(args.method, options)
+    check_out(args.out, folder=True)
     lm = load_from_args(args)
-    cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.limit, batch_size=args.batch_size,
+    cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.n_test, batch_size=args.batch_size,
                      seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
     summary = evaluate(lm, task, method, cfg, args.out)
     if summary:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from m2iv.cli.common import check_out
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown report with tables and plots from results files",
@@ -17,6 +19,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from m2iv.evaluate.report import build_report
 
+    check_out(args.out, folder=True)
     path = build_report(args.results, args.out, args.title)
     print(f"wrote {path} with accuracy_vs_shots.png and accuracy_vs_cost.png")
     return 0

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from m2iv.cli.common import add_model_args, load_from_args
+from m2iv.cli.common import (
+    add_model_args,
+    check_out,
+    load_from_args,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 EXAMPLES = """examples:
-  m2iv train sandbox --task sandbox-colour-words --shots 16 --out out/colour      # M²IV, default recipe
+  m2iv train sandbox --task sandbox-colour-nonce --shots 16 --out out/colour      # M²IV, default recipe
   m2iv train tiny:qwen2_vl --task jsonl:data.jsonl --steps 50 --w-ce 0 --out out/kl-only
+  m2iv train sandbox --task sandbox-colour-nonce --method tv --method-config n_prompts=8 --out out/tv
   torchrun --nproc_per_node 2 -m m2iv.cli.main train ...                          # data parallel
-  m2iv eval sandbox --task sandbox-colour-words --method m2iv --vectors out/colour --out runs/m2iv
+  m2iv eval sandbox --task sandbox-colour-nonce --method m2iv --vectors out/colour --out runs/m2iv
 """
 
 
@@ -20,6 +29,16 @@ RECIPE_FLOAT = ("lr_vectors", "lr_scales", "weight_decay", "warmup", "clip", "w_
                 "temperature")
 TEACHER = ("selection", "draws", "topk", "ensemble")
 VECTORS = ("operator", "sites", "token_policy")  # M²IV's layout flags: fields of the method's settings
+# Value checks per recipe field (0 is meaningful for val_every/val_size: no validation; for seed; for the weights).
+CHECKS = {"val_every": non_negative_int, "val_size": non_negative_int, "seed": non_negative_int,
+          "temperature": positive_float}
+# Flag spellings that differ from the field name: --batch-size is queries per forward pass in every command, so
+# the training batch is --train-batch-size here as in `m2iv bench`.
+FLAGS = {"batch_size": "train-batch-size"}
+
+
+def recipe_flag(name: str) -> str:
+    return "--" + FLAGS.get(name, name.replace("_", "-"))
 
 
 def add_parser(sub) -> None:
@@ -36,21 +55,23 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="m2iv")
     p.add_argument("--out", required=True, help="vector directory to write (a sibling DIR.train keeps checkpoints)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--shots", type=int, default=unset, help=f"teacher shots (default {t.shots}; extraction methods: "
-                   "demonstrations per prompt, default the method's own)")
+    p.add_argument("--shots", type=non_negative_int, default=unset, help=f"teacher shots (default {t.shots}; "
+                   "extraction methods: demonstrations per prompt, default the method's own)")
     p.add_argument("--selection", default=unset, choices=["random", "fixed", "rices"],
                    help=f"default {t.selection}")
-    p.add_argument("--draws", type=int, default=unset,
+    p.add_argument("--draws", type=positive_int, default=unset,
                    help=f"demonstration sets per training query (default {t.draws})")
-    p.add_argument("--topk", type=int, default=unset,
+    p.add_argument("--topk", type=non_negative_int, default=unset,
                    help=f"teacher logits kept per token (0: full distribution; default {t.topk})")
-    p.add_argument("--ensemble", type=int, default=unset,
+    p.add_argument("--ensemble", type=positive_int, default=unset,
                    help=f"contexts per teacher target (many-shot; default {t.ensemble})")
     g = p.add_argument_group("optimisation (defaults: the method's own recipe, else these)")
     for name in RECIPE_INT:
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=unset, help=f"default {getattr(d, name)}")
+        g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, positive_int), default=unset,
+                       help=f"default {getattr(d, name)}")
     for name in RECIPE_FLOAT:
-        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=unset, help=f"default {getattr(d, name)}")
+        g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, non_negative_float), default=unset,
+                       help=f"default {getattr(d, name)}")
     g.add_argument("--synergy", default=unset, choices=["decorrelation", "barlow", "none"], help=f"default {d.synergy}")
     g.add_argument("--bf16", action="store_true", default=unset)
     m = p.add_argument_group("vectors (M²IV; other methods take --method-config)")
@@ -144,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         names = [n for n in METHODS if getattr(METHODS.get(n)({}), "trainable", False)]
         raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
     method.method_config()  # settings errors before the model loads
+    check_out(args.out, folder=True)
     lm = load_from_args(args)
     splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))
     method.prepare(lm, task, splits)
