@@ -1,6 +1,7 @@
 """HiFICL's virtual key/value heads against softmax attention over [virtual keys; real keys], written out."""
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from conftest import fixture_task, for_model, logits_with, make_inputs, method_splits, tiny
 from m2iv.errors import M2IVError
 from m2iv.methods import get_method
+from m2iv.methods.hificl.method import HiFICL
 from m2iv.vectors import InContextVectors, SiteSpec, apply, load_vectors, save_vectors
 
 TASK = fixture_task()
@@ -16,8 +18,7 @@ TASK = fixture_task()
 
 def hificl_vectors(lm, random_values: bool, normaliser: str = "masked", seed: int = 0):
     """The original's init; with `random_values` the value factor B_V (0 at init) is drawn too."""
-    m = get_method("hificl", {"method_config": {"normaliser": normaliser}})
-    vec = m.make_vectors(lm, seed=seed)
+    vec = HiFICL({"method_config": {"normaliser": normaliser}}).make_vectors(lm, seed=seed)
     if random_values:
         with torch.no_grad():
             p = vec.params["attn_head__value_b"]
@@ -27,8 +28,9 @@ def hificl_vectors(lm, random_values: bool, normaliser: str = "masked", seed: in
 
 def o_proj_inputs(lm, inputs, vec):
     """Layer 0's o_proj input without and with `vec`, and the attention's hidden input / position embeddings."""
-    attn0 = lm.adapter.layers[0].self_attn
-    seen, o_in = {}, []
+    attn0: Any = lm.adapter.layers[0].self_attn
+    seen: dict[str, Any] = {}
+    o_in: list[torch.Tensor] = []
     h1 = attn0.register_forward_pre_hook(lambda m, args, kw: seen.update(x=kw["hidden_states"],
                                                                        pe=kw["position_embeddings"]),
                                          with_kwargs=True)
@@ -58,7 +60,7 @@ def test_heads_match_softmax_over_virtual_and_real_keys(random_values, normalise
     inputs = make_inputs(lm, ["What colour is the square?"])
     vec = hificl_vectors(lm, random_values, normaliser)
     base, out, seen = o_proj_inputs(lm, inputs, vec)
-    attn0 = a.layers[0].self_attn
+    attn0: Any = a.layers[0].self_attn
     x, (cos, sin) = seen["x"], seen["pe"]
     B, T, _ = x.shape
     H, Dh = a.num_heads, a.head_dim
@@ -91,13 +93,16 @@ def test_heads_match_softmax_over_virtual_and_real_keys(random_values, normalise
 
 def test_init_follows_the_original_and_changes_the_model():
     lm = tiny("qwen2")
-    vec = get_method("hificl", {}).make_vectors(lm)
+    m = get_method("hificl", {})  # registered under its name
+    assert isinstance(m, HiFICL)
+    vec = m.make_vectors(lm)
     a = lm.adapter
     p = vec.params
     assert p["attn_head__key_a"].shape == (a.num_layers, a.num_heads, 8, 8)
     assert p["attn_head__value_b"].shape == (a.num_layers, a.num_heads, 8, a.head_dim)
     assert torch.count_nonzero(p["attn_head__value_b"]) == 0  # V_learn_B = 0
-    assert 0.005 < float(p["attn_head__key_b"].detach().std()) < 0.02 and 0.8 < float(p["attn_head__key_a"].detach().std()) < 1.2
+    assert 0.005 < float(p["attn_head__key_b"].detach().std()) < 0.02  # K_learn_B ~ N(0, 0.01^2)
+    assert 0.8 < float(p["attn_head__key_a"].detach().std()) < 1.2  # K_learn_A ~ N(0, 1)
     assert vec.num_parameters() == a.num_layers * a.num_heads * 2 * (8 * 8 + 8 * a.head_dim)
     inputs = make_inputs(lm, ["What is it?"])
     # Virtual keys take softmax mass from the start, so even the untrained heads change the logits.
@@ -136,8 +141,7 @@ def test_trains_saves_and_loads_on_every_vlm_family(tmp_path, vlm_family, monkey
     lm = tiny(vlm_family)
     splits = for_model(lm, method_splits(tmp_path / "d", 8))
     cfg = {"steps": 8, "batch_size": 8, "val_every": 0, "warmup": 0.0}
-    m = get_method("hificl", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False,
-                              "method_config": {"lr": 0.05}})
+    m = HiFICL({"out": str(tmp_path / "v"), "train_config": cfg, "progress": False, "method_config": {"lr": 0.05}})
     init = m.make_vectors(lm)
     m.prepare(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
@@ -148,7 +152,8 @@ def test_trains_saves_and_loads_on_every_vlm_family(tmp_path, vlm_family, monkey
     assert config["sites"]["attn_head"] == {"operator": "virtual_kv", "layers": list(range(lm.adapter.num_layers)),
                                             "scale_activation": "identity", "virtual_tokens": 8, "rank": 8}
     assert config["recipe"]["w_ce"] == 1.0 and config["recipe"]["w_mimicry"] == 0.0
-    for k in vec.params:  # all four factors learned (B_V leaves 0, A_V then moves)
+    assert m.vectors is not None
+    for k in vec.params:  # all four factors learned (B_V leaves 0, A_V then moves); what was saved is what trained
         assert not torch.equal(vec.params[k], init.params[k]), k
         assert torch.equal(vec.params[k], m.vectors.params[k].cpu()), k
     inputs = make_inputs(lm, ["What is it?"])
@@ -169,7 +174,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_bad_layouts_are_refused():
-    kw = {"num_layers": 2, "hidden_size": 8, "num_heads": 2, "head_dim": 4}
+    kw: dict[str, Any] = {"num_layers": 2, "hidden_size": 8, "num_heads": 2, "head_dim": 4}
     with pytest.raises(M2IVError, match="attn_head"):
         InContextVectors(**kw, sites={"attn": SiteSpec("virtual_kv", [0], virtual_tokens=2, rank=2)})
     with pytest.raises(M2IVError, match="rank > 0"):
@@ -180,4 +185,4 @@ def test_bad_layouts_are_refused():
     with pytest.raises(M2IVError, match="not a shift"):
         vec + vec
     with pytest.raises(M2IVError, match="rank"):
-        get_method("hificl", {"method_config": {"rank": 0}}).method_config()
+        HiFICL({"method_config": {"rank": 0}}).method_config()

@@ -31,7 +31,7 @@ def parse_expression(expression: str | list[str] | tuple[str, ...]) -> list[Term
     around them, so names may contain '-'; a leading '-' negates the first term."""
     if isinstance(expression, (list, tuple)):
         if expression and all(isinstance(t, Term) for t in expression):
-            return list(expression)
+            return [t for t in expression if isinstance(t, Term)]
         expression = " ".join(str(t) for t in expression)
     text = str(expression).strip()
     if not text:
@@ -188,23 +188,24 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
     for e in entries[1:]:
         _check_same_model(first, e)
     vecs = [lib.load(e.id)[0] for e in entries]
-    for e, v in zip(entries, vecs):
-        if any(sp.operator in ("gated", "replace", "virtual_kv") for sp in v.sites.values()):
-            raise M2IVError(f"cannot compose {e.name}: its operator ({', '.join(sp.operator for sp in v.sites.values())})"
-                            " is not a weighted shift, so a weighted sum of its vectors has no meaning")
-    for e, v in zip(entries[1:], vecs[1:]):
+    for e, v in zip(entries, vecs, strict=True):
+        ops = [sp.operator for sp in v.sites.values()]
+        if any(op in ("gated", "replace", "virtual_kv") for op in ops):
+            raise M2IVError(f"cannot compose {e.name}: its operator ({', '.join(ops)}) is not a weighted shift, so a "
+                            "weighted sum of its vectors has no meaning")
+    for e, v in zip(entries[1:], vecs[1:], strict=True):
         _check_same_layout(first, vecs[0], e, v)
     layer_mask = parse_layers(layers, first.num_layers)
     site_mask = parse_sites(sites)
     combined = mask(vecs[0].combine([t.weight for t in terms], vecs[1:]), layer_mask, site_mask)
     parts = []
-    for i, (t, e) in enumerate(zip(terms, entries)):
+    for i, (t, e) in enumerate(zip(terms, entries, strict=True)):
         sign = ("-" if t.weight < 0 else "") if i == 0 else ("- " if t.weight < 0 else "+ ")
         parts.append(f"{sign}{abs(t.weight)!r}*{e.name}")
     expr = " ".join(parts)
     provenance = {"kind": "composed", "expression": expr,
                   "terms": [{"id": e.id, "name": e.name, "sha256": e.sha256, "weight": t.weight,
-                             "negated": t.weight < 0} for t, e in zip(terms, entries)],
+                             "negated": t.weight < 0} for t, e in zip(terms, entries, strict=True)],
                   "layers": layer_mask, "sites": site_mask}
     tasks = {e.task for e in entries}
     with lib._scratch() as tmp:

@@ -12,6 +12,7 @@ o_proj pre-hook. HiFICL's virtual keys/values (virtual_kv.py) read the same stat
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -59,7 +60,7 @@ def make_gate_attention(base_name: str):
     return attention
 
 
-def enable(model, adapter, all_keys: bool = False) -> callable:
+def enable(model, adapter, all_keys: bool = False) -> Callable[[], None]:
     """Switch the text decoder to the gate-recording attention; returns the function that undoes it.
     `all_keys`: logZ2 over every key of the sequence (SiteSpec.normaliser "all_keys")."""
     from transformers import AttentionInterface

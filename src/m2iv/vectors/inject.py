@@ -51,8 +51,8 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
         from m2iv.vectors.virtual_kv import terms
 
         x = h.view(*h.shape[:2], vectors.num_heads, vectors.head_dim)
-        a, v = terms(attn_module, vectors, site, row, x)
-        return _masked(op(x, v, a, None).reshape(h.shape), h, tracker)
+        share, part = terms(attn_module, vectors, site, row, x)
+        return _masked(op(x, part, share, None).reshape(h.shape), h, tracker)
     v, a, b = _operands(vectors, site, row, h)
     x = h
     if site == "attn_head":

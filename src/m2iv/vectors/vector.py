@@ -195,8 +195,8 @@ class InContextVectors(nn.Module):
                                method="composed")
         with torch.no_grad():
             for site in self.sites:
-                eff = 0
-                for w, item in zip(weights, items):
+                eff = torch.zeros_like(self.vector(site))
+                for w, item in zip(weights, items, strict=True):
                     a = item.scale(site, "alpha")
                     v = item.vector(site)
                     a = torch.ones(v.shape[: v.dim() - 1]) if a is None else a
