@@ -13,8 +13,8 @@ from m2iv.cli.common import add_model_args, load_from_args
 
 EXAMPLES = """examples:
   m2iv bench suite sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce --out benchmarks/sandbox_suite.json
-  m2iv bench compare sandbox --tasks sandbox-colour-nonce --methods zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic \\
-      --out benchmarks/compare/sandbox.json
+  m2iv bench compare sandbox --tasks sandbox-colour-nonce \\
+      --methods zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl --out benchmarks/compare/sandbox.json
 """
 
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         add_model_args(q)
         q.add_argument("--tasks", required=True, help="comma-separated task names")
         if kind == "compare":
-            q.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+            q.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
         q.add_argument("--shots", type=int, default=16)
@@ -54,8 +54,9 @@ def add_parser(sub) -> None:
     cu.add_argument("--out", required=True)
     cu.set_defaults(func=curve_cmd)
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
-                         epilog="example: m2iv bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce "
-                                "--window 512 --out benchmarks/many_shot/sandbox.json")
+                         epilog="example: m2iv bench many-shot sandbox --tasks "
+                                "sandbox-colour-nonce,sandbox-shape-nonce --window 512 "
+                                "--out benchmarks/many_shot/sandbox.json")
     add_model_args(ms)
     ms.add_argument("--tasks", required=True)
     ms.add_argument("--window", type=int, default=512, help="context window set for the experiment (tokens)")
@@ -86,12 +87,13 @@ def add_parser(sub) -> None:
                                "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")
     e.add_argument("model")
     e.add_argument("--task", required=True)
-    e.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
+    e.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl")
     e.add_argument("--vectors-from", default="runs/bench/compare", help="work folder of a `bench compare` run")
     e.add_argument("--shots", type=int, default=16)
     e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
     e.add_argument("--new-tokens", type=int, default=4,
-                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first answer token")
+                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first answer "
+                   "token")
     e.add_argument("--batch-size", type=int, default=1, help="queries per generate() call (latency is per query)")
     e.add_argument("--data-root", default=None)
     e.add_argument("--out", required=True)
