@@ -12,7 +12,7 @@ from m2iv.methods import METHODS
 from m2iv.methods.base import LoadedVectors
 from m2iv.train.config import TrainConfig
 
-TRAINED = ("m2iv", "live", "mimic", "i2cl")  # gradient-trained through train_vectors
+TRAINED = ("m2iv", "live", "mimic", "i2cl", "hificl")  # gradient-trained through train_vectors
 EXTRACTED = ("tv", "fv", "icv", "mtv")  # extract-and-inject; `--shots` / `shots=` sets their demonstrations
 
 
@@ -91,7 +91,9 @@ def test_untyped_fields_keep_the_methods_own_recipe(tmp_path, captured, method):
     _train(tmp_path, method, "--shots", "2", "--steps", "3")
     r = captured["recipe"]
     own = {"live": {"lr_vectors": 1e-4, "w_synergy": 0.0}, "mimic": {"w_mimicry": 0.0, "lr_vectors": 5e-3},
-           "i2cl": {"w_ce": 1.0, "w_mimicry": 0.0}, "m2iv": {"lr_vectors": TrainConfig().lr_vectors}}[method]
+           "i2cl": {"w_ce": 1.0, "w_mimicry": 0.0},
+           "hificl": {"w_ce": 1.0, "w_mimicry": 0.0, "lr_vectors": 5e-3, "batch_size": 2, "grad_accum": 2},
+           "m2iv": {"lr_vectors": TrainConfig().lr_vectors}}[method]
     for k, v in own.items():
         assert getattr(r, k) == pytest.approx(v), f"{method}: {k} should be its own default {v}"
 

@@ -21,11 +21,11 @@ from m2iv.cli.common import (
     shots_list,
 )
 
-ALL_METHODS = "zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic"
+ALL_METHODS = "zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl"
 EXAMPLES = """examples:
   m2iv bench suite sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --out benchmarks/sandbox_suite.json
-  m2iv bench compare sandbox --task sandbox-colour-nonce --method zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic \\
-      --out benchmarks/compare/sandbox.json
+  m2iv bench compare sandbox --task sandbox-colour-nonce \\
+      --method zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl --out benchmarks/compare/sandbox.json
 """
 
 

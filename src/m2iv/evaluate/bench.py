@@ -39,6 +39,7 @@ CPU_BUDGET: dict[str, dict] = {
     # MTV's REINFORCE steps are the comparison's --steps, the budget of every trained method.
     "mtv": {"n_trials": 32, "samples": 8, "sample_batch": 8, "n_queries": 40, "n_val": 16},
     "i2cl": {"epochs": 20},
+    "hificl": {"grad_accum": 1},  # the comparison's batch per step, as every other trained method (original: 2)
 }
 
 
@@ -124,7 +125,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                 row["vectors"] = str(vec_dir)
             rows.append(row)
             teacher = (info or {}).get("teacher", {})
-            if cell.method == "m2iv" and cell.variant in ("", "all-losses") and teacher.get("accuracy_train") is not None:
+            if (cell.method == "m2iv" and cell.variant in ("", "all-losses")
+                    and teacher.get("accuracy_train") is not None):
                 rows.append({"task": task.name, "method": "icl-teacher", "variant": "train-queries", "shots": shots,
                              "metric": "teacher_forced_exact_match", "score": round(teacher["accuracy_train"], 4),
                              "n": (info or {}).get("n_train", 0),
@@ -202,8 +204,8 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
         log(f"[{name}] {fit} shots fit in a {window}-token window")
         for k in icl_shots:
             if k > fit:
-                rows.append({"task": task.name, "method": "icl", "variant": f"window-{window}", "shots": k, "fits": False,
-                             "score": None, "metric": task.metric, "n": 0})
+                rows.append({"task": task.name, "method": "icl", "variant": f"window-{window}", "shots": k,
+                             "fits": False, "score": None, "metric": task.metric, "n": 0})
                 continue
             cell = Cell("zero-shot") if k == 0 else Cell("icl")
             r = run_plan(lm, [name], [cell], work, shots=k, n_test=n_test, seed=seed, batch_size=batch_size,
@@ -251,4 +253,5 @@ def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) ->
     write_text_atomic(path.with_suffix(".md"), markdown(rows))
 
 
-__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "many_shot", "plot_curves", "markdown", "run_plan", "suite_plan", "write_table"]
+__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "many_shot", "plot_curves", "markdown", "run_plan",
+           "suite_plan", "write_table"]

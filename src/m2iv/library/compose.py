@@ -12,7 +12,7 @@ refused with the reason. The new entry's provenance records the expression, ever
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from m2iv.errors import M2IVError
 from m2iv.vectors.compat import compat_reason
@@ -137,7 +137,7 @@ def mask(vectors, layers: list[int] | None = None, sites: list[str] | None = Non
     """A copy of `vectors` keeping only `sites` and `layers` (None: all)."""
     import torch
 
-    from m2iv.vectors.vector import InContextVectors, SiteSpec
+    from m2iv.vectors.vector import InContextVectors
 
     if layers is None and sites is None:
         return vectors
@@ -151,7 +151,7 @@ def mask(vectors, layers: list[int] | None = None, sites: list[str] | None = Non
             continue
         lay = [i for i in sp.layers if layers is None or i in layers]
         if lay:
-            keep[site] = SiteSpec(sp.operator, lay, sp.scale_activation)
+            keep[site] = replace(sp, layers=lay)
     if not keep:
         raise M2IVError(f"the masks (layers {layers}, sites {sites}) leave nothing of the vectors (sites "
                         f"{ {s: sp.layers for s, sp in vectors.sites.items()} })")
@@ -189,10 +189,10 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
         _check_same_model(first, e)
     vecs = [lib.load(e.id)[0] for e in entries]
     for e, v in zip(entries, vecs, strict=True):
-        if any(sp.operator in ("gated", "replace") for sp in v.sites.values()):
-            ops = ", ".join(sp.operator for sp in v.sites.values())
-            raise M2IVError(f"cannot compose {e.name}: its operator ({ops})"
-                            " is not a weighted shift, so a weighted sum of its vectors has no meaning")
+        ops = [sp.operator for sp in v.sites.values()]
+        if any(op in ("gated", "replace", "virtual_kv") for op in ops):
+            raise M2IVError(f"cannot compose {e.name}: its operator ({', '.join(ops)}) is not a weighted shift, so a "
+                            "weighted sum of its vectors has no meaning")
     for e, v in zip(entries[1:], vecs[1:], strict=True):
         _check_same_layout(first, vecs[0], e, v)
     layer_mask = parse_layers(layers, first.num_layers)

@@ -47,6 +47,12 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
     """h: (B, T, D) for attn/mlp/layer; (B, T, H*Dh) at the o_proj input for attn_head."""
     spec = vectors.sites[site]
     op = OPERATORS[spec.operator]
+    if spec.operator == "virtual_kv":  # HiFICL: no shift vector; the virtual keys/values give (a, v)
+        from m2iv.vectors.virtual_kv import terms
+
+        x = h.view(*h.shape[:2], vectors.num_heads, vectors.head_dim)
+        share, part = terms(attn_module, vectors, site, row, x)
+        return _masked(op(x, part, share, None).reshape(h.shape), h, tracker)
     v, a, b = _operands(vectors, site, row, h)
     x = h
     if site == "attn_head":
@@ -63,10 +69,13 @@ def _apply_op(h: torch.Tensor, vectors: InContextVectors, site: str, row: int, t
     new = op(x, v, a, b)
     if site == "attn_head":
         new = new.reshape(h.shape)
+    return _masked(new, h, tracker)
+
+
+def _masked(new: torch.Tensor, h: torch.Tensor, tracker: TokenTracker) -> torch.Tensor:
+    """`new` at the positions the token policy selects, `h` elsewhere."""
     mask = tracker.mask(h)  # (B, T) or None
-    if mask is not None:
-        new = torch.where(mask.unsqueeze(-1), new, h)
-    return new
+    return new if mask is None else torch.where(mask.unsqueeze(-1), new, h)
 
 
 def _inference_fn(vectors: InContextVectors, site: str, row: int, h: torch.Tensor):
@@ -161,10 +170,12 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
                 if id(p) not in vec_ids:
                     handle._frozen.append((p, p.requires_grad))
                     p.requires_grad_(False)
-        if any(spec.operator == "gated" for spec in vectors.sites.values()):
+        attention_ops = [spec for spec in vectors.sites.values() if spec.operator in ("gated", "virtual_kv")]
+        if attention_ops:
             from m2iv.vectors.gate import enable
 
-            handle._undo.append(enable(model, adapter))
+            all_keys = any(spec.normaliser == "all_keys" for spec in attention_ops)
+            handle._undo.append(enable(model, adapter, all_keys=all_keys))
         if policy != "all":  # "all" needs no positions: skip the per-call bookkeeping on the top-level model
             handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
             handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))

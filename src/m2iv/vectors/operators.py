@@ -7,6 +7,8 @@ Every operator maps (h, v, alpha, beta) -> h', broadcasting over (B, T, ..., D):
 - icv:             |h| * n(n(h) + a(1 + max(0, cos(h, -v))) n(v))   (ICV, Liu+23; n = L2-normalize)
 - replace:         v                                    (Task Vectors patch a state outright)
 - gated:           h + mu*v, mu = sigmoid(w.q + b - logZ2)  (MimIC heads; attn_head only, see gate.py)
+- virtual_kv:      a*h + v, a = Z2 / (Z1 + Z2) the real keys' share and v the virtual values' part of
+                   attention over [virtual keys; real keys]  (HiFICL heads; attn_head only, see virtual_kv.py)
 """
 
 from __future__ import annotations
@@ -48,12 +50,16 @@ def gated(h, v, mu, b=None):
     return h + mu * v
 
 
+def virtual_kv(h, v, share, b=None):
+    return share * h + v
+
+
 OPERATORS: dict[str, Operator] = {
     "additive": additive, "linear": linear, "norm_preserving": norm_preserving, "icv": icv, "replace": replace,
-    "gated": gated}
+    "gated": gated, "virtual_kv": virtual_kv}
 # Scalars each operator learns per (layer[, head]); "alpha" scales v, "beta" scales h.
 OPERATOR_SCALES: dict[str, tuple[str, ...]] = {
     "additive": ("alpha",), "linear": ("alpha", "beta"), "norm_preserving": ("alpha",), "icv": ("alpha",),
-    "replace": (), "gated": ("gate_w", "gate_b")}
+    "replace": (), "gated": ("gate_w", "gate_b"), "virtual_kv": ("key_a", "key_b", "value_a", "value_b")}
 # Value at which a scale leaves h unchanged for a zero vector (beta) or gives v its full weight (alpha).
 SCALE_INIT = {"alpha": 1.0, "beta": 1.0, "gate_w": 0.0, "gate_b": 0.0}

@@ -6,6 +6,8 @@ operator needs (see `operators.py`):
     site       tensor shapes (n = number of selected layers)     hooks (see models/adapter.py)
     attn       vector (n, D)      alpha/beta (n,)                MHA branch output, after o_proj
     attn_head  vector (n, H, Dh)  alpha/beta (n, H)              o_proj input, one shift per head
+               or, operator virtual_kv (HiFICL), no vector but low-rank virtual keys/values per head:
+               key_a/value_a (n, H, V, r)  key_b/value_b (n, H, r, Dh)
     mlp        vector (n, D)      alpha/beta (n,)                MLP branch output
     layer      vector (n, D)      alpha/beta (n,)                decoder-layer output (residual stream)
 
@@ -14,7 +16,7 @@ M²IV uses `attn` + `mlp` with the `linear` operator; baselines use the other co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -25,6 +27,8 @@ from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS, SCALE_INIT
 SITES = ("attn", "attn_head", "mlp", "layer")
 TOKEN_POLICIES = ("all", "text", "query", "generated", "last", "last_onward")
 ACTIVATIONS = ("identity", "sigmoid")
+NORMALISERS = ("masked", "all_keys")
+LOW_RANK = ("key_a", "key_b", "value_a", "value_b")  # virtual_kv's factors: K = key_a @ key_b, V = value_a @ value_b
 
 
 @dataclass
@@ -32,6 +36,20 @@ class SiteSpec:
     operator: str = "linear"
     layers: list[int] = field(default_factory=list)
     scale_activation: str = "identity"  # "sigmoid" keeps a learned alpha in (0, 1), as LIVE does
+    # virtual_kv only (HiFICL): virtual key/value pairs per head and the rank of their factors.
+    virtual_tokens: int = 0
+    rank: int = 0
+    # gated / virtual_kv: the real keys' attention normaliser over the keys a query may see ("masked") or over
+    # every key of the sequence, future and padding ones included ("all_keys", what the originals compute).
+    normaliser: str = "masked"
+
+    def to_json(self) -> dict:
+        """The fields that matter: the virtual_kv / normaliser ones only when set, so other configs keep their form."""
+        d = asdict(self)
+        for f in fields(self):
+            if f.name in ("virtual_tokens", "rank", "normaliser") and d[f.name] == f.default:
+                del d[f.name]
+        return d
 
     def validate(self, site: str, num_layers: int) -> None:
         if site not in SITES:
@@ -40,8 +58,13 @@ class SiteSpec:
             raise M2IVError(f"unknown operator {self.operator!r} at site {site}; operators are {', '.join(OPERATORS)}")
         if self.scale_activation not in ACTIVATIONS:
             raise M2IVError(f"unknown scale_activation {self.scale_activation!r}; use {' or '.join(ACTIVATIONS)}")
-        if self.operator == "gated" and site != "attn_head":
-            raise M2IVError("the gated operator (MimIC) works per head: use it at site attn_head")
+        if self.operator in ("gated", "virtual_kv") and site != "attn_head":
+            raise M2IVError(f"the {self.operator} operator works per head: use it at site attn_head")
+        if self.operator == "virtual_kv" and (self.virtual_tokens <= 0 or self.rank <= 0):
+            raise M2IVError(f"the virtual_kv operator needs virtual_tokens > 0 and rank > 0 (got "
+                            f"{self.virtual_tokens}, {self.rank}); set both")
+        if self.normaliser not in NORMALISERS:
+            raise M2IVError(f"unknown normaliser {self.normaliser!r}; use {' or '.join(NORMALISERS)}")
         if not self.layers or any(not 0 <= i < num_layers for i in self.layers) or len(set(self.layers)) != len(
                 self.layers):
             raise M2IVError(f"site {site} layers {self.layers} must be distinct indices in [0, {num_layers})")
@@ -63,16 +86,22 @@ class InContextVectors(nn.Module):
         self.sites: dict[str, SiteSpec] = {}
         self.params = nn.ParameterDict()
         for site, spec in sites.items():
-            spec = SiteSpec(spec.operator, sorted(spec.layers), spec.scale_activation)
+            spec = replace(spec, layers=sorted(spec.layers))
             spec.validate(site, num_layers)
             self.sites[site] = spec
             n = len(spec.layers)
             vshape = (n, num_heads, head_dim) if site == "attn_head" else (n, hidden_size)
             sshape = (n, num_heads) if site == "attn_head" else (n,)
-            self.params[f"{site}__vector"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
+            if spec.operator != "virtual_kv":  # virtual keys/values replace the shift vector
+                self.params[f"{site}__vector"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
             for name in OPERATOR_SCALES[spec.operator]:
                 if name == "gate_w":  # a per-head linear map of the query: (n, H, Dh)
                     self.params[f"{site}__{name}"] = nn.Parameter(torch.zeros(vshape, dtype=dtype))
+                    continue
+                if name in LOW_RANK:  # (n, H, V, r) for the *_a factors, (n, H, r, Dh) for the *_b ones
+                    shape = (n, num_heads, *((spec.virtual_tokens, spec.rank) if name.endswith("_a") else
+                                             (spec.rank, head_dim)))
+                    self.params[f"{site}__{name}"] = nn.Parameter(torch.zeros(shape, dtype=dtype))
                     continue
                 init = SCALE_INIT[name]
                 if spec.scale_activation == "sigmoid":
@@ -102,7 +131,7 @@ class InContextVectors(nn.Module):
     def spec(self) -> dict:
         return {"method": self.method, "token_policy": self.token_policy, "num_layers": self.num_layers,
                 "hidden_size": self.hidden_size, "num_heads": self.num_heads, "head_dim": self.head_dim,
-                "sites": {s: asdict(sp) for s, sp in self.sites.items()}}
+                "sites": {s: sp.to_json() for s, sp in self.sites.items()}}
 
     @classmethod
     def from_spec(cls, spec: dict, dtype: torch.dtype = torch.float32) -> InContextVectors:
@@ -158,7 +187,9 @@ class InContextVectors(nn.Module):
             raise M2IVError(f"got {len(weights)} weights for {len(items)} vector sets")
         for o in others:
             self._check_same_layout(o)
-        sites = {s: SiteSpec(sp.operator, sp.layers, "identity") for s, sp in self.sites.items()}
+        if any(sp.operator == "virtual_kv" for sp in self.sites.values()):
+            raise M2IVError("virtual key/value pairs (HiFICL) are not a shift: a weighted sum of them has no meaning")
+        sites = {s: replace(sp, scale_activation="identity") for s, sp in self.sites.items()}
         out = InContextVectors(num_layers=self.num_layers, hidden_size=self.hidden_size, num_heads=self.num_heads,
                                head_dim=self.head_dim, sites=sites, token_policy=self.token_policy,
                                method="composed")
