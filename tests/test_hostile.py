@@ -81,7 +81,10 @@ def test_library_import_of_a_10kb_tar_declaring_hidden_size_125m_is_refused_befo
     ("sites", ["attn", "mlp"]), ("sites", {"attn": {"operator": "linear", "layers": "0-1"}}),
     ("sites", {"attn": {"operator": "linear", "layers": [0, 7]}}), ("sites", {"attn": "linear"}),
     ("sites", {"nowhere": {"operator": "linear", "layers": [0]}}), ("dtype", 7), ("token_policy", None),
-    ("method", ["m2iv"]), ("sha256", 12)])
+    ("method", ["m2iv"]), ("sha256", 12),
+    ("sites", {"attn_head": {"operator": "virtual_kv", "layers": [0], "virtual_tokens": 10**9, "rank": 8}}),
+    ("sites", {"attn_head": {"operator": "virtual_kv", "layers": [0], "virtual_tokens": 8, "rank": -1}}),
+    ("sites", {"attn_head": {"operator": "gated", "layers": [0], "normaliser": "everything"}})])
 def test_vector_config_with_a_wrong_type_or_size_is_one_line_naming_the_field(tmp_path, monkeypatch, field, value):
     # Was: negative sizes, `sites` as a list and other wrong types raised RuntimeError/AttributeError tracebacks.
     from m2iv.library.store import Library
@@ -144,7 +147,7 @@ def _filled_library(tmp_path, n=3):
     return root, before
 
 
-def _cli(root, *args):
+def _library_cli(root, *args):
     import contextlib
     import io
 
@@ -171,12 +174,12 @@ def test_damaged_index_is_an_error_naming_repair_and_repair_rebuilds_it_from_the
     with pytest.raises(M2IVError, match="m2iv library check --repair") as e:
         Library(root)
     assert "\n" not in str(e.value)
-    rc, out, err = _cli(root, "list")
+    rc, out, err = _library_cli(root, "list")
     assert rc == 2 and "check --repair" in err and "(no entries)" not in out
-    rc, out, _ = _cli(root, "check")
+    rc, out, _ = _library_cli(root, "check")
     assert rc == 1 and "problem:" in out and "--repair" in out
     assert _files(root) == files  # checking changes nothing
-    rc, out, _ = _cli(root, "check", "--repair")
+    rc, out, _ = _library_cli(root, "check", "--repair")
     assert rc == 0, out
     assert list(root.glob("index.sqlite.broken-*"))  # the damaged index is kept, not deleted
     assert set(files) <= set(_files(root))
@@ -186,7 +189,7 @@ def test_damaged_index_is_an_error_naming_repair_and_repair_rebuilds_it_from_the
         assert lib.get("e2").prototype is not None
         lib.export("e1", tmp_path / "out.tar")
         lib.load("e1")
-    assert _cli(root, "check")[0] == 0
+    assert _library_cli(root, "check")[0] == 0
 
 
 def test_a_bad_json_row_is_reported_and_skipped_by_list_and_repaired_from_its_sidecar(tmp_path):
@@ -199,11 +202,11 @@ def test_a_bad_json_row_is_reported_and_skipped_by_list_and_repaired_from_its_si
     with sqlite3.connect(root / "index.sqlite") as c:
         c.execute("UPDATE entries SET metrics = '{not json' WHERE name = 'e1'")
     c.close()
-    rc, out, err = _cli(root, "list")
+    rc, out, err = _library_cli(root, "list")
     assert rc == 0 and "e0" in out and "e2" in out and "e1" not in out
     assert err.count("\n") == 1 and "check --repair" in err
-    assert _cli(root, "check")[0] == 1
-    rc, out, _ = _cli(root, "check", "--repair")
+    assert _library_cli(root, "check")[0] == 1
+    rc, out, _ = _library_cli(root, "check", "--repair")
     assert rc == 0, out
     with Library(root) as lib:
         assert {x.id: x.to_json() for x in lib.entries()} == before
@@ -225,9 +228,9 @@ def test_a_corrupt_page_of_the_index_skips_its_rows_in_list_and_repair_restores_
     last_leaf = int.from_bytes(node[8:12], "big")
     data[(last_leaf - 1) * page:last_leaf * page] = b"\xff" * page
     (root / "index.sqlite").write_bytes(bytes(data))
-    rc, out, err = _cli(root, "list")
+    rc, out, err = _library_cli(root, "list")
     assert rc == 0 and "e0" in out and 1 <= err.count("\n") < 8 and "check --repair" in err
-    rc, out, _ = _cli(root, "check", "--repair")
+    rc, out, _ = _library_cli(root, "check", "--repair")
     assert rc == 0, out
     with Library(root) as lib:
         assert {x.id: x.to_json() for x in lib.entries()} == before

@@ -21,6 +21,8 @@ REQUIRED = ("format_version", "method", "model_type", "fingerprint", "num_layers
 # Far above any real LVLM (the largest have ~100 layers, hidden sizes ~16k, ~128 heads of <= 256).
 BOUNDS = {"num_layers": 1024, "hidden_size": 65536, "num_heads": 1024, "head_dim": 65536}
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+SITE_FIELDS = {"operator", "layers", "scale_activation", "virtual_tokens", "rank", "normaliser"}
+MAX_VIRTUAL = 4096  # virtual key/value pairs per head and their rank (HiFICL uses 8 and 8)
 MAX_CONFIG_BYTES = 64 << 20  # a config is kilobytes (a training log at most)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _FIX = "the file is damaged or was not written by m2iv; re-export or retrain the vectors"
@@ -73,9 +75,16 @@ def validate_config(config: Any, where: str) -> dict:
         field = f"sites.{site}"
         if site not in SITES:
             raise _bad(where, "sites", site, f"one of {', '.join(SITES)}")
-        if not isinstance(spec, dict) or set(spec) - {"operator", "layers", "scale_activation"}:
-            raise _bad(where, field, spec, "an object with operator, layers and scale_activation")
+        if not isinstance(spec, dict) or set(spec) - SITE_FIELDS:
+            raise _bad(where, field, spec, f"an object with fields among {', '.join(sorted(SITE_FIELDS))}")
         _str(spec, "operator", where + f" ({field})", tuple(OPERATORS))
+        if spec["operator"] == "virtual_kv":  # HiFICL: the factor shapes come from these two
+            for f, hi in (("virtual_tokens", MAX_VIRTUAL), ("rank", MAX_VIRTUAL)):
+                _int({f"{field}.{f}": spec.get(f)}, f"{field}.{f}", where, 1, hi)
+        elif "virtual_tokens" in spec or "rank" in spec:
+            raise _bad(where, field, spec, "virtual_tokens and rank only with the virtual_kv operator")
+        if "normaliser" in spec:
+            _str({f"{field}.normaliser": spec["normaliser"]}, f"{field}.normaliser", where, ("masked", "all_keys"))
         _str({"scale_activation": spec.get("scale_activation", "identity")}, "scale_activation",
              where + f" ({field})", ACTIVATIONS)
         layers = spec.get("layers")
@@ -94,6 +103,9 @@ def declared_tensor_bytes(config: dict) -> int:
     for site, spec in config["sites"].items():
         n = len(spec["layers"])
         head = site == "attn_head"
+        if spec["operator"] == "virtual_kv":  # (n, H, V, r) and (n, H, r, Dh) factors for keys and values
+            total += 2 * n * h * spec["rank"] * (spec["virtual_tokens"] + dh)
+            continue
         total += n * (h * dh if head else d)
         for name in OPERATOR_SCALES[spec["operator"]]:
             total += n * (h * dh if name == "gate_w" else (h if head else 1))
