@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -61,6 +63,65 @@ def test_directory_without_config(tmp_path):
 
 def test_offline_hub_id_fails_in_one_line():
     r = subprocess.run([sys.executable, "-m", "m2iv.cli.main", "inspect", "nobody/not-a-model"],
-                       capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+                       capture_output=True, text=True,
+                       env={"HF_HUB_OFFLINE": "1", "PATH": "", "PYTHONPATH": os.pathsep.join(sys.path)})
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "could not load 'nobody/not-a-model'" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "'nobody/not-a-model' is not in the Hugging Face cache" in r.stderr
+
+
+# -- hub ids: offline-first, one line, seconds not minutes (issue 15) ---------------------------------------
+_HUB_PROBE = """
+import os, sys, time
+from m2iv.cli.main import main
+if os.environ.get("WARM_UP"):  # the same load from a local directory first: imports cost no network time
+    main(["inspect", os.environ["WARM_UP"]])
+t = time.time()
+rc = main(sys.argv[1:])
+print(f"{rc} {time.time() - t:.2f}")
+"""
+
+
+def _run_hub(tmp_path, *argv, **env):
+    """Run the m2iv CLI in a fresh process with HF_HUB_OFFLINE unset and the hub at a port nothing listens on."""
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    base.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=os.pathsep.join(sys.path),
+                **env)
+    out = subprocess.run([sys.executable, "-c", _HUB_PROBE, *argv], capture_output=True, text=True, env=base,
+                         timeout=300)
+    rc, seconds = out.stdout.split()[-2:]
+    return int(rc), float(seconds), [line for line in out.stderr.splitlines() if line.strip()]
+
+
+def test_unknown_hub_id_without_network_fails_in_seconds_with_one_line(tmp_path):
+    # Was: ~27 s of huggingface_hub retries, a logged warning, then a message without the fix.
+    rc, seconds, err = _run_hub(tmp_path, "inspect", "someorg/somemodel")
+    assert rc == 2 and seconds < 5, (seconds, err)
+    assert len(err) == 1, err
+    assert "not in the Hugging Face cache" in err[0] and "hf download someorg/somemodel" in err[0]
+
+
+def test_unknown_hub_id_in_offline_mode_names_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(M2IVError, match="HF_HUB_OFFLINE is set; download it first") as e:
+        load_model("someorg/somemodel")
+    assert "\n" not in str(e.value)
+
+
+def test_cached_hub_id_loads_from_the_cache_without_network(tmp_path):
+    # Was: with HF_HUB_OFFLINE unset, every cached load first spent ~27 s trying to reach the hub.
+    lm = tiny("llama")
+    snap = tmp_path / "hf" / "hub" / "models--someorg--tinyllama" / "snapshots" / ("0" * 40)
+    lm.model.save_pretrained(snap)
+    lm.processor.save_pretrained(snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    rc, seconds, err = _run_hub(tmp_path, "inspect", "someorg/tinyllama", WARM_UP=str(snap))
+    assert rc == 0 and seconds < 5, (seconds, err)
+
+
+def test_hub_probe_is_bounded_even_when_nothing_answers():
+    from m2iv.models import hub
+
+    t = time.time()
+    assert not hub.reachable("http://127.0.0.1:9", timeout=1.0)
+    assert time.time() - t < 2

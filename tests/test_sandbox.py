@@ -30,6 +30,40 @@ def test_load_model_spec_sandbox_raises_the_same_error(tmp_path, monkeypatch):
         load_model("sandbox")
 
 
+def test_importing_the_task_registry_and_model_loading_does_not_load_the_sandbox():
+    # Was: evaluate/tasks.py imported sandbox.suite and sandbox.applications (and torch through them) at import.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; import m2iv.evaluate.tasks, m2iv.models.loading, m2iv.data.datasets; "
+            "print(sorted(m for m in sys.modules if m.startswith('m2iv.sandbox')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_sandbox_tasks_are_listed_and_found_on_first_use(capsys):
+    from m2iv.cli.main import main
+    from m2iv.data.datasets import DATASETS
+    from m2iv.evaluate.tasks import TASKS, get_task
+
+    assert main(["tasks"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"sandbox-colour-nonce", "sandbox-shape-nonce", "sandbox-grounding", "sandbox-safety"} <= listed
+    assert get_task("sandbox-colour-french").metric == "exact_match"
+    assert "sandbox-style-caps" in DATASETS and "sandbox-style-caps" in TASKS
+
+
+def test_sandbox_schedule_is_the_trainers_warmup_cosine_above_a_floor():
+    from m2iv.sandbox.train_optim import lr_at
+
+    lrs = [lr_at(s, 300, 1.0) for s in range(300)]
+    assert lrs[0] == 1 / 20 and abs(lrs[19] - 1.0) < 1e-12 and lrs[20] == 1.0  # 20 warm-up steps
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:], strict=False)) and 0.1 < lrs[-1] < 0.1001
+
+
 def test_image_labels_cover_most_images_and_agree_with_direct_answers():
     from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, image_paths, questions
 
@@ -118,7 +152,7 @@ def test_built_sandbox_describes_held_out_images(built, monkeypatch):
 
     monkeypatch.setenv("M2IV_HOME", str(built.parent))
     from m2iv.sandbox import load_sandbox
-    from m2iv.sandbox.train import eval_describe_hf
+    from m2iv.sandbox.train_eval import eval_describe_hf
 
     model, processor, _ = load_sandbox(dtype=torch.bfloat16)
     res = eval_describe_hf(model, processor, n=24, batch=12)

@@ -8,11 +8,13 @@ fields, or `jsonl:<path>` for the generic JSONL format.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from m2iv.data.datasets import DATASETS, load_dataset, make_splits
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.registry import Registry
@@ -40,8 +42,6 @@ class Task:
     version: int = 1
 
     def load(self, split: str, root: str | Path | None) -> list[Sample]:
-        from m2iv.data.datasets import load_dataset
-
         return load_dataset(self.dataset, split, self.data_path or root)
 
     def splits(self, root: str | Path | None = None, seed: int = 0) -> dict[str, list[Sample]]:
@@ -51,8 +51,6 @@ class Task:
         and train at most half of the rest, test the remainder (or n_test); with separate splits, support
         takes at most half of the support split and train the rest (up to n_train).
         """
-        from m2iv.data.datasets import make_splits
-
         if self.test_split == self.support_split:
             pool = self.load(self.test_split, root)
             n_support = max(1, min(self.n_support, len(pool) // 4))
@@ -137,12 +135,19 @@ def postprocess(task: Task, text: str) -> str:
 __all__ = ["TASKS", "Task", "get_task", "postprocess"]
 
 
-def _register_sandbox_suite() -> None:
-    from m2iv.data.datasets import DATASETS
-    from m2iv.sandbox import applications, suite
+# Sandbox tasks come from providers imported only when a task or dataset is first looked up or listed
+# (importing this module must not load the sandbox). Each module has `register(datasets, tasks, task_cls)`;
+# a new suite module is one more entry here.
+SANDBOX_SUITES = ["m2iv.sandbox.suite", "m2iv.sandbox.applications"]
+_registered: list[str] = []
 
-    suite.register(DATASETS, TASKS, Task)
-    applications.register(DATASETS, TASKS, Task)
+
+def _register_sandbox_suites() -> None:
+    for module in SANDBOX_SUITES:
+        if module not in _registered:  # once per module, whichever registry asked first
+            _registered.append(module)
+            importlib.import_module(module).register(DATASETS, TASKS, Task)
 
 
-_register_sandbox_suite()
+TASKS.add_provider(_register_sandbox_suites)
+DATASETS.add_provider(_register_sandbox_suites)

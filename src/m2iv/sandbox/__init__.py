@@ -9,7 +9,7 @@ images and learns attribute -> word mappings in context from interleaved image/t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from m2iv.constants import m2iv_home
@@ -41,19 +41,25 @@ def load_sandbox(dtype=None):
 
 
 def build(from_scratch: bool = False, out: str | Path | None = None, progress: Callable[[str], None] = print,
-          work: str | Path | None = None) -> Path:
+          work: str | Path | None = None, config: dict | None = None, stages: Sequence[str] | None = None) -> Path:
     """Assemble the sandbox into `out` (default `m2iv_home()/sandbox`) from the shipped weights; with
-    `from_scratch`, first retrain those weights (about an hour on 2 cores) into `work`/weights and use them."""
+    `from_scratch`, first retrain those weights (about an hour on 2 cores) into the private `work`/weights
+    (default `m2iv_home()/sandbox-train`) and use them. `config` overrides train_config.DEFAULTS; `stages`
+    without "export" stops after training and returns the work folder."""
     from m2iv.sandbox import assemble as A
 
     target = Path(out) if out is not None else sandbox_dir()
     if not from_scratch:
         return A.assemble(target, progress=progress)
     from m2iv.sandbox import train
+    from m2iv.sandbox.train_config import DEFAULTS, STAGES, default_work_dir
 
-    work = Path(work) if work is not None else target.parent / "sandbox-train"
+    work = Path(work) if work is not None else default_work_dir()
     wdir = work / "weights"
-    train.run(dict(train.DEFAULTS), wdir, work, ["vision", "align", "meta", "export"])
+    stages = list(stages or STAGES)
+    train.run({**DEFAULTS, **(config or {})}, wdir, work, stages)
+    if "export" not in stages:
+        return work
     return A.assemble(target, wdir / A.WEIGHTS.name, wdir / A.MANIFEST.name, progress=progress)
 
 
