@@ -573,7 +573,7 @@ def test_unknown_task_or_method_in_a_bench_list_is_refused_before_a_model_loads(
 def test_offline_hub_id_in_eval_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rc, err = _cli(["eval", "nobody/not-a-model", "--task", "easy-vqa", "--out", str(tmp_path / "o")], capsys)
-    assert rc == 2 and "could not load 'nobody/not-a-model'" in err
+    assert rc == 2 and "'nobody/not-a-model' is not in the Hugging Face cache" in err
 
 
 # (end of section: CLI)
