@@ -13,6 +13,8 @@ class Family:
     processor_class: str | None  # processor class, used by the torchvision-free fallback
     has_video_slot: bool  # processor has a video_processor slot (needs the no-video fallback)
     image_markup: str  # what one image becomes in the chat template, before processor expansion
+    # MTV's final head-mask draw zeroes selection probabilities <= this (the original's Idefics2-only 0.8)
+    mtv_threshold: float | None = None
 
 
 _IMG = "<image>"
@@ -21,14 +23,15 @@ _QWEN_IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("idefics2", "vlm", "Idefics2ForConditionalGeneration", "Idefics2Processor", False, _IMG),
+        Family("idefics2", "vlm", "Idefics2ForConditionalGeneration", "Idefics2Processor", False, _IMG, 0.8),
         Family("idefics3", "vlm", "Idefics3ForConditionalGeneration", "Idefics3Processor", False, _IMG),
         Family("smolvlm", "vlm", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", True, _IMG),
         Family("qwen2_vl", "vlm", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", True, _QWEN_IMG),
         Family("qwen2_5_vl", "vlm", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", True, _QWEN_IMG),
         Family("llava", "vlm", "LlavaForConditionalGeneration", "LlavaProcessor", False, _IMG),
         Family("llava_next", "vlm", "LlavaNextForConditionalGeneration", "LlavaNextProcessor", False, _IMG),
-        Family("llava_onevision", "vlm", "LlavaOnevisionForConditionalGeneration", "LlavaOnevisionProcessor", True, _IMG),
+        Family("llava_onevision", "vlm", "LlavaOnevisionForConditionalGeneration", "LlavaOnevisionProcessor", True,
+               _IMG),
         Family("llama", "llm", "LlamaForCausalLM", None, False, ""),
         Family("qwen2", "llm", "Qwen2ForCausalLM", None, False, ""),
         Family("mistral", "llm", "MistralForCausalLM", None, False, ""),

@@ -21,8 +21,8 @@ class MTVConfig:
     n_queries: int = 100  # REINFORCE query pool drawn from the train split (original 100)
     n_final: int = 10  # masks sampled from the learned probabilities at the end (original 10)
     n_val: int = 50  # train queries that score them; the lowest mean CE wins (original train[:50])
-    threshold: float | None = None  # zero probabilities <= this before the final draw; None: 0.8 on idefics2
-    #                                 (the original thresholds Idefics2 only), no threshold elsewhere
+    threshold: float | None = None  # zero probabilities <= this before the final draw; None: the family's
+    #                                 `mtv_threshold` in models/families.py (0.8 on idefics2, as the original)
     replace_generated: bool = True  # also replace at every generated token, as the original's hooks do
     #                                 under KV-cache generation (the saved token policy is "last")
     layers: list[int] | None = None  # None: every decoder layer

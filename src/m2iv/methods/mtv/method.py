@@ -11,8 +11,9 @@ MTV/mtv_eval.py `eval_reinforce`):
    p = clamp(sigmoid(logits), eps, 1 - eps), runs the zero-shot prompt with the sampled heads' o_proj
    input at the last token REPLACED by their means, and scores each mask by the cross-entropy of the
    first answer token; the policy loss is sum_i log p(mask_i) * (L_i - mean L) / (std L + eps).
-3. Final mask: `n_final` masks drawn from sigmoid(logits) (probabilities <= 0.8 zeroed first on
-   Idefics2) are scored by their mean CE on `n_val` train queries; the lowest wins.
+3. Final mask: `n_final` masks drawn from sigmoid(logits) (probabilities <= the family's
+   `mtv_threshold` zeroed first: 0.8 on Idefics2 as the original, none elsewhere) are scored by their
+   mean CE on `n_val` train queries; the lowest wins.
 4. Injection, with our engine and no new operator: site `attn_head`, operator `linear` (b*h + a*v) with
    per-head (a, b) = (1, 0) on the selected heads and (0, 1) on the others, vector = the mean
    activations, token policy `last` (the last prompt token). With `replace_generated` (default, as the
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
 from m2iv.methods.mtv.config import MTVConfig
+from m2iv.models.families import FAMILIES
 
 LossFn = Callable[[int, torch.Tensor], torch.Tensor]  # (step, masks (S, L, H) bool) -> losses (S,)
 
@@ -222,7 +224,8 @@ class MTV(LoadedVectors):
             logits, history = reinforce(lambda step, masks: scorer.losses(order[step], masks), shape, cfg.steps,
                                         cfg.samples, lr=cfg.lr, init_logit=cfg.init_logit, eps=cfg.eps, seed=seed)
             probs = torch.sigmoid(logits)  # (L, H)
-            thr = cfg.threshold if cfg.threshold is not None else (0.8 if lm.adapter.family == "idefics2" else None)
+            fam = FAMILIES.get(lm.adapter.family)
+            thr = cfg.threshold if cfg.threshold is not None else (fam.mtv_threshold if fam else None)
             if thr:
                 probs = torch.where(probs > thr, probs, torch.zeros_like(probs))
             gen = torch.Generator().manual_seed(seed + 1)
