@@ -8,13 +8,15 @@ time, no padding, plain hooks) and compared with m2iv's batched, left-padded pip
   original prompts), also under a chat template whose last token is the assistant header.
 """
 
+import random
+
 import pytest
 import torch
 
 from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods import get_method
-from m2iv.methods.extraction import answer_first_ids, split_dev
+from m2iv.methods.extraction import LastPositionRerun, answer_first_ids, model_batches, split_dev
 from m2iv.methods.fv.method import indirect_effects, shuffle_labels
 from m2iv.methods.tv import TVConfig
 
@@ -79,11 +81,11 @@ def test_tv_dev_sweep_matches_the_original_hidden_injector(family, splits):
         assert got["logprob"] == pytest.approx(sum(logps) / len(logps), abs=1e-4)
 
 
-def test_fv_indirect_effect_batched_with_padding_equals_one_prompt_at_a_time(splits):
-    lm = tiny("qwen2_vl")
+@pytest.mark.parametrize("family", ["llama", "idefics3", "qwen2_vl"])
+def test_fv_indirect_effect_batched_with_padding_equals_one_prompt_at_a_time(family, splits):
+    lm = tiny(family)
     ad = lm.adapter
-    import random
-
+    splits = for_model(lm, splits)
     builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
     queries = splits["train"][:4]
     # different demonstration counts: the batch is left-padded
@@ -128,3 +130,34 @@ def test_read_and_patch_position_is_the_token_right_before_the_answer(family, sp
         ids, labels = full["input_ids"][0], full["labels"][0]
         first = int((labels != -100).float().argmax())  # the answer's first token
         assert first == len(plain) and torch.equal(ids[:first], plain)
+
+
+@pytest.mark.parametrize("family,cached", [("llama", True), ("idefics2", True), ("qwen2_vl", False)])
+def test_last_position_rerun_equals_the_full_forward_under_a_last_position_edit(family, cached, splits):
+    """The cached path is taken where it reproduces the full forward (checked on the spot) and edits of the
+    last position give the full forward's logits; elsewhere (Qwen2-VL's 3-D rope) it falls back."""
+    lm = tiny(family)
+    sp = for_model(lm, splits)
+    builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
+    prompts = [builder.build(sp["support"][:i], q) for i, q in enumerate(sp["train"][:3])]  # left-padded
+    batch = next(model_batches(lm, builder, prompts, 3))
+    with torch.no_grad():
+        full = lm.model(**batch).logits[:, -1]
+    rerun = LastPositionRerun(lm, batch, full)
+    assert rerun.cached == cached
+    mlp = lm.adapter.module(1, "mlp")
+
+    def edit(_m, _a, out):
+        out = out.clone()
+        out[:, -1] += 3.0
+        return out
+
+    h = mlp.register_forward_hook(edit)
+    try:
+        with torch.no_grad():
+            want = lm.model(**batch).logits[:, -1]
+        for _ in range(2):  # the cache is restored after every call
+            torch.testing.assert_close(rerun.logits(), want, atol=1e-4, rtol=1e-4)
+    finally:
+        h.remove()
+    torch.testing.assert_close(rerun.logits(), full, atol=1e-4, rtol=1e-4)
