@@ -81,8 +81,9 @@ def test_inference_replaces_generated_tokens_like_the_original(tmp_path, replace
     assert all(torch.equal(c, mean[0, 1]) == replace_generated for c in calls[1:])
 
 
-def test_vectorised_reward_equals_engine_replacement():
-    lm = tiny("qwen2_vl")
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics2"])  # full forwards / last position on a cached prefix
+def test_vectorised_reward_equals_engine_replacement(family):
+    lm = tiny(family)
     L, H = lm.adapter.num_layers, lm.adapter.num_heads
     mean = _mean(lm, seed=2)
     masks = torch.rand((3, L, H), generator=torch.Generator().manual_seed(0)) < 0.5

@@ -121,11 +121,16 @@ class LastPositionRerun:
     """A batch's prefix (every position but the last) run once into a KV cache, then only its last position,
     as often as asked. Exact for edits of the last position alone (its keys and values never reach earlier
     positions) and ~T times cheaper: the original Task Vectors dev sweep's past_key_values trick, used here
-    for FV's per-head patching. Checked once against `full_logits` (B, V), the unedited full forward's last
-    position; a model whose cached path differs or fails falls back to full forwards."""
+    for FV's per-head patching and MTV's sampled head masks. Checked once against `full_logits` (B, V), the
+    unedited full forward's last position; a model whose cached path differs or fails falls back to full
+    forwards."""
 
-    def __init__(self, lm, batch: dict, full_logits: torch.Tensor) -> None:
-        self.model, self.batch = lm.model, batch
+    def __init__(self, lm, batch: dict, full_logits: torch.Tensor, repeated: dict | None = None) -> None:
+        """`repeated`: the batch whose logits are asked for is `batch` with each row repeated r times in place
+        (encoded by the caller, used as is by the fallback); the prefix is still run once per row of `batch`."""
+        self.model = lm.model
+        self.batch = batch if repeated is None else repeated
+        repeat = len(self.batch["input_ids"]) // len(batch["input_ids"])
         ids = batch["input_ids"]
         seq = {k for k, v in batch.items() if torch.is_tensor(v) and v.dim() >= 2 and v.shape[:2] == ids.shape[:2]}
         name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -133,9 +138,14 @@ class LastPositionRerun:
         try:
             with torch.no_grad():
                 out = self.model(**{k: v[:, :-1] if k in seq else v for k, v in batch.items()}, use_cache=True)
-            self.cache = getattr(out, "cache", None) or out.past_key_values
-            if not torch.allclose(self.logits().float(), full_logits.float(), atol=1e-4, rtol=1e-3):
+                self.cache = getattr(out, "cache", None) or out.past_key_values
+                full = self.model(input_ids=ids[:, -1:], attention_mask=batch["attention_mask"], use_cache=True,
+                                  **{name: self.cache}).logits[:, -1]
+            self.cache.crop(-1)
+            if not torch.allclose(full.float(), full_logits.float(), atol=1e-4, rtol=1e-3):
                 self.cache = None
+            elif repeat > 1:
+                self.cache.batch_repeat_interleave(repeat)
         except (RuntimeError, ValueError, IndexError, TypeError, AttributeError):
             self.cache = None
 

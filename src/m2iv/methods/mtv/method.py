@@ -21,7 +21,9 @@ MTV/mtv_eval.py `eval_reinforce`):
    KV-cache generation) the plug-in's inference also applies them at the generated tokens.
 
 REINFORCE is vectorised over samples: the query is repeated `sample_batch` times in one batch and a
-plain forward pre-hook on each o_proj replaces, row by row, the heads that row's mask selects.
+plain forward pre-hook on each o_proj replaces, row by row, the heads that row's mask selects. Since only the
+last position is edited, the query's prefix is run once and each batch of masks reruns only the last position
+on its KV cache (`LastPositionRerun`, checked against the full forward; exact).
 
 Deviations from the original code, and why:
 - Defaults are CPU-sized: 100 REINFORCE steps x 16 samples (original 600 x 32); MTVConfig restores them.
@@ -48,6 +50,7 @@ import torch.nn.functional as F
 
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
+from m2iv.methods.extraction import LastPositionRerun
 from m2iv.methods.mtv.config import MTVConfig
 from m2iv.models.families import FAMILIES
 
@@ -126,14 +129,19 @@ class _QueryScorer:
             raise M2IVError(f"query {query.id} has an empty answer; MTV scores the first answer token")
         return int(labels[0, 0])
 
+    def _encode(self, prompts: list) -> dict:
+        batch = self.builder.encode(prompts)
+        batch.pop("query_start")
+        return {k: v.to(self.lm.model.device) for k, v in batch.items()}
+
     @torch.no_grad()
     def losses(self, query, masks: torch.Tensor) -> torch.Tensor:
         """masks (S, L, H) bool -> CE (S,) of the query's first answer token at its last prompt position."""
         n = masks.shape[0]
         c = min(self.chunk, n)
-        batch = self.builder.encode([self.builder.build([], query)] * c)
-        batch.pop("query_start")
-        batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+        one, batch = (self._encode([self.builder.build([], query)] * r) for r in (1, c))
+        # the masks edit the last position only: the prefix is run once, then only the last position per mask
+        rerun = LastPositionRerun(self.lm, one, self.lm.model(**one, logits_to_keep=1).logits[:, -1], batch)
         target = torch.full((c,), self.target(query), device=self.lm.model.device)
         out = []
         for i in range(0, n, c):
@@ -143,7 +151,7 @@ class _QueryScorer:
                 m = torch.cat([m, torch.zeros((c - k, *m.shape[1:]), dtype=torch.bool)])
             self.rep.masks = m
             try:
-                logits = self.lm.model(**batch, logits_to_keep=1).logits[:, -1]  # (c, V)
+                logits = rerun.logits()  # (c, V)
             finally:
                 self.rep.masks = None
             out.append(F.cross_entropy(logits.float(), target, reduction="none")[:k].cpu())
