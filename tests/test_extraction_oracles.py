@@ -143,8 +143,9 @@ def test_last_position_rerun_equals_the_full_forward_under_a_last_position_edit(
     batch = next(model_batches(lm, builder, prompts, 3))
     with torch.no_grad():
         full = lm.model(**batch).logits[:, -1]
-    rerun = LastPositionRerun(lm, batch, full)
+    rerun = LastPositionRerun(lm, batch)
     assert rerun.cached == cached
+    torch.testing.assert_close(rerun.full, full, atol=1e-4, rtol=1e-4)
     mlp = lm.adapter.module(1, "mlp")
 
     def edit(_m, _a, out):

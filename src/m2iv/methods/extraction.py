@@ -118,52 +118,54 @@ def choose_layer(lm, builder: PromptBuilder, dev: list[Sample], layers: list[int
 
 
 class LastPositionRerun:
-    """A batch's prefix (every position but the last) run once into a KV cache, then only its last position,
-    as often as asked. Exact for edits of the last position alone (its keys and values never reach earlier
-    positions) and ~T times cheaper: the original Task Vectors dev sweep's past_key_values trick, used here
-    for FV's per-head patching and MTV's sampled head masks. Checked once against `full_logits` (B, V), the
-    unedited full forward's last position; a model whose cached path differs or fails falls back to full
-    forwards."""
+    """A batch run once in full (its last-position logits are `full`), its KV cache kept without the last
+    position, then only the last position rerun as often as asked. Exact for edits of the last position alone
+    (its keys and values reach no earlier position) and ~T times cheaper than full forwards: the original
+    Task Vectors dev sweep's past_key_values trick, used here for FV's per-head patching and MTV's sampled
+    head masks. Checked on the spot (the unedited rerun must give `full`); a model whose cached path differs
+    or fails falls back to full forwards."""
 
-    def __init__(self, lm, batch: dict, full_logits: torch.Tensor, repeated: dict | None = None) -> None:
+    def __init__(self, lm, batch: dict, repeated: dict | None = None) -> None:
         """`repeated`: the batch whose logits are asked for is `batch` with each row repeated r times in place
-        (encoded by the caller, used as is by the fallback); the prefix is still run once per row of `batch`."""
+        (encoded by the caller, used as is by the fallback); the full pass still runs once per row of `batch`.
+        Hooks registered now must leave the model unedited."""
         self.model = lm.model
         self.batch = batch if repeated is None else repeated
         repeat = len(self.batch["input_ids"]) // len(batch["input_ids"])
-        ids = batch["input_ids"]
-        seq = {k for k, v in batch.items() if torch.is_tensor(v) and v.dim() >= 2 and v.shape[:2] == ids.shape[:2]}
-        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.cache, self._name = None, name
-        try:
-            with torch.no_grad():
-                out = self.model(**{k: v[:, :-1] if k in seq else v for k, v in batch.items()}, use_cache=True)
+        self._name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.cache = None
+        with torch.no_grad():
+            try:
+                out = self.model(**batch, use_cache=True)
+                self.full = out.logits[:, -1]
                 self.cache = getattr(out, "cache", None) or out.past_key_values
-                full = self.model(input_ids=ids[:, -1:], attention_mask=batch["attention_mask"], use_cache=True,
-                                  **{name: self.cache}).logits[:, -1]
-            self.cache.crop(-1)
-            if not torch.allclose(full.float(), full_logits.float(), atol=1e-4, rtol=1e-3):
+                self.cache.crop(-1)
+                if not torch.allclose(self._last(batch).float(), self.full.float(), atol=1e-4, rtol=1e-3):
+                    self.cache = None
+                elif repeat > 1:
+                    self.cache.batch_repeat_interleave(repeat)
+            except (RuntimeError, ValueError, IndexError, TypeError, AttributeError):
                 self.cache = None
-            elif repeat > 1:
-                self.cache.batch_repeat_interleave(repeat)
-        except (RuntimeError, ValueError, IndexError, TypeError, AttributeError):
-            self.cache = None
+                self.full = self.model(**batch).logits[:, -1]
 
     @property
     def cached(self) -> bool:
         return self.cache is not None
 
-    @torch.no_grad()
-    def logits(self) -> torch.Tensor:
-        """(B, V) last-position logits under whatever hooks are registered now."""
-        if self.cache is None:
-            return self.model(**self.batch).logits[:, -1]
-        kw = {self._name: self.cache}
+    def _last(self, batch: dict) -> torch.Tensor:
+        assert self.cache is not None
         try:
-            return self.model(input_ids=self.batch["input_ids"][:, -1:], attention_mask=self.batch["attention_mask"],
-                              use_cache=True, **kw).logits[:, -1]
+            return self.model(input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"],
+                              use_cache=True, **{self._name: self.cache}).logits[:, -1]
         finally:
             self.cache.crop(-1)
+
+    @torch.no_grad()
+    def logits(self) -> torch.Tensor:
+        """(B·r, V) last-position logits under whatever hooks are registered now."""
+        if self.cache is None:
+            return self.model(**self.batch).logits[:, -1]
+        return self._last(self.batch)
 
 
 def check_layers(layers: list[int], num_layers: int, name: str) -> list[int]:

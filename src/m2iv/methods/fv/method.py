@@ -83,9 +83,8 @@ def indirect_effects(lm, builder: PromptBuilder, prompts: list[Prompt], targets:
     for b, batch in enumerate(model_batches(lm, builder, prompts, batch_size)):
         rows = slice(b * batch_size, b * batch_size + batch["input_ids"].shape[0])
         t = targets[rows].to(lm.model.device)[:, None]  # (B, 1)
-        full = lm.model(**batch).logits[:, -1]
-        clean = torch.softmax(full.float(), -1).gather(1, t)[:, 0]  # (B,)
-        rerun = LastPositionRerun(lm, batch, full)  # the patch edits the last position only
+        rerun = LastPositionRerun(lm, batch)  # the patch edits the last position only
+        clean = torch.softmax(rerun.full.float(), -1).gather(1, t)[:, 0]  # (B,)
         for layer in layers:
             o_proj = ad.module(layer, "attn_head")
             for head in range(ad.num_heads):

@@ -141,7 +141,7 @@ class _QueryScorer:
         c = min(self.chunk, n)
         one, batch = (self._encode([self.builder.build([], query)] * r) for r in (1, c))
         # the masks edit the last position only: the prefix is run once, then only the last position per mask
-        rerun = LastPositionRerun(self.lm, one, self.lm.model(**one, logits_to_keep=1).logits[:, -1], batch)
+        rerun = LastPositionRerun(self.lm, one, batch)
         target = torch.full((c,), self.target(query), device=self.lm.model.device)
         out = []
         for i in range(0, n, c):
