@@ -173,7 +173,7 @@ class FunctionVectors(LoadedVectors):
         # 3. the FV and where it goes
         heads = top_heads(ie, cfg.n_top_heads, ie_layers)
         fv = function_vector(lm, mean, heads)
-        scores = {}
+        scores: dict[int, dict] = {}
         if cfg.sweep:
             layers = check_layers(cfg.layers if cfg.layers is not None else list(range(L)), L, "fv")
             layer, scores = choose_layer(lm, builder, dev, layers, lambda i: self.make_vectors(lm, i, fv),

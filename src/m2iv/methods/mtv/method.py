@@ -87,7 +87,7 @@ class SampledReplacement:
     def __init__(self, lm, mean: torch.Tensor, layers: list[int]) -> None:
         self.lm, self.mean, self.layers = lm, mean, layers  # mean: (L, H, Dh)
         self.masks: torch.Tensor | None = None  # (B, L, H) bool
-        self._hooks = []
+        self._hooks: list = []
 
     def _hook(self, row: int):
         def hook(_module, args):
