@@ -12,9 +12,9 @@ class MTVConfig:
     shots: int = 0  # demonstrations per ICL run of the mean activations; 0 follows --shots (original 4 or 16)
     n_trials: int = 100  # ICL runs averaged (original --num_example 100)
     batch_size: int = 4  # ICL runs per forward pass while extracting
-    steps: int = 100  # REINFORCE steps, one query each (original 600; fewer for CPU)
-    samples: int = 16  # head masks sampled per step (original 32; fewer for CPU)
-    sample_batch: int = 16  # masks evaluated per forward pass (the query repeated this many times)
+    steps: int = 600  # REINFORCE steps, one query each (original 600)
+    samples: int = 32  # head masks sampled per step (original 32)
+    sample_batch: int = 32  # masks evaluated per (last-position) forward pass
     lr: float = 0.1  # Adam on the Bernoulli logits
     init_logit: float = -1.0  # every head starts with p = sigmoid(-1) ~ 0.27
     eps: float = 1e-3  # probability clamp and reward-normalisation epsilon
