@@ -10,9 +10,9 @@ import torch
 from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods import METHODS, get_method
+from m2iv.methods.extraction import answer_first_ids, record_last
 from m2iv.methods.fv import FVConfig
 from m2iv.methods.fv.method import indirect_effects, shuffle_labels, top_heads
-from m2iv.methods.extraction import answer_first_ids, record_last
 from m2iv.vectors import apply
 
 TASK = fixture_task()
@@ -96,7 +96,7 @@ def test_fv_head_ranking_follows_a_planted_indirect_effect(splits):
     builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
     queries = sp["train"][:3]
     demos = [shuffle_labels(random.Random(i), sp["support"][i:i + 2]) for i in range(3)]
-    prompts = [builder.build(d, q) for d, q in zip(demos, queries)]
+    prompts = [builder.build(d, q) for d, q in zip(demos, queries, strict=True)]
     targets = answer_first_ids(builder, demos, queries)
     assert len(set(targets.tolist())) == 1
 

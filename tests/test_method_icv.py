@@ -114,7 +114,7 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     rows = []
-    for i, s in enumerate(write_samples(tmp_path / "img", 12)):
+    for s in write_samples(tmp_path / "img", 12):
         rows.append({"image": s.images[0], "question": s.question, "answer": s.answers[0]})
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

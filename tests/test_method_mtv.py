@@ -53,9 +53,9 @@ def test_replacement_sets_selected_heads_at_last_token_only():
     with torch.no_grad(), record(lm.model, lm.adapter, sites=("attn_head",), positions="all") as rec:
         lm.model(**inputs)
     base = {i: rec.data["attn_head"][i][0] for i in range(L)}  # (B, T, H, Dh)
-    with torch.no_grad(), apply(lm.model, vec, lm.adapter):
-        with record(lm.model, lm.adapter, sites=("attn_head",), positions="all") as rec:  # sees the edited input
-            lm.model(**inputs)
+    with torch.no_grad(), apply(lm.model, vec, lm.adapter), \
+            record(lm.model, lm.adapter, sites=("attn_head",), positions="all") as rec:  # sees the edited input
+        lm.model(**inputs)
     got = {i: rec.data["attn_head"][i][0] for i in range(L)}
     assert torch.equal(got[0], base[0])  # layers before the patched one are untouched
     for b in range(2):
@@ -73,16 +73,17 @@ def test_inference_replaces_generated_tokens_like_the_original(tmp_path, replace
     m = get_method("mtv", {"method_config": MTVConfig(replace_generated=replace_generated)})
     m.vectors = mask_vectors(lm.adapter, mean, mask, list(range(L)), replace_generated=replace_generated)
     inputs = make_inputs(lm, ["What is it?"])
-    with torch.no_grad(), m.inference(lm):
-        with record(lm.model, lm.adapter, sites=("attn_head",), layers=[0]) as rec:  # last column of each call
-            lm.model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    with torch.no_grad(), m.inference(lm), \
+            record(lm.model, lm.adapter, sites=("attn_head",), layers=[0]) as rec:  # last column of each call
+        lm.model.generate(**inputs, max_new_tokens=3, do_sample=False)
     calls = [t[0, 1] for t in rec.data["attn_head"][0]]  # prefill + 2 decoding steps
     assert len(calls) == 3 and torch.equal(calls[0], mean[0, 1])
     assert all(torch.equal(c, mean[0, 1]) == replace_generated for c in calls[1:])
 
 
-def test_vectorised_reward_equals_engine_replacement():
-    lm = tiny("qwen2_vl")
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics2"])  # full forwards / last position on a cached prefix
+def test_vectorised_reward_equals_engine_replacement(family):
+    lm = tiny(family)
     L, H = lm.adapter.num_layers, lm.adapter.num_heads
     mean = _mean(lm, seed=2)
     masks = torch.rand((3, L, H), generator=torch.Generator().manual_seed(0)) < 0.5
@@ -138,7 +139,8 @@ def test_mean_activations_are_the_mean_over_icl_runs():
     for p in prompts:
         seen = {}
         hooks = [lm.adapter.module(i, "attn_head").register_forward_pre_hook(
-            lambda _m, a, i=i: seen.__setitem__(i, a[0][0, -1].reshape(lm.adapter.num_heads, -1))) for i in (0, 1)]
+            lambda _m, a, i=i, seen=seen: seen.__setitem__(i, a[0][0, -1].reshape(lm.adapter.num_heads, -1)))
+            for i in (0, 1)]
         batch = builder.encode([p])
         batch.pop("query_start")
         with torch.no_grad():

@@ -10,8 +10,8 @@ from conftest import fixture_task, for_model, method_splits, tiny
 from m2iv.data.prompts import PromptBuilder
 from m2iv.errors import M2IVError
 from m2iv.methods import METHODS, get_method
-from m2iv.methods.tv import TVConfig
 from m2iv.methods.extraction import split_dev
+from m2iv.methods.tv import TVConfig
 from m2iv.vectors import apply, load_vectors
 
 TASK = fixture_task()

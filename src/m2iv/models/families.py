@@ -15,6 +15,8 @@ class Family:
     image_markup: str  # what one image becomes in the chat template, before processor expansion
     # per-family facts
     end_of_turn: tuple[str, ...] = ()  # chat-template tokens that end an answer (generation stops there too)
+    # MTV's final head-mask draw zeroes selection probabilities <= this (the original's Idefics2-only 0.8)
+    mtv_threshold: float | None = None
 
 
 _IMG = "<image>"
@@ -29,7 +31,8 @@ _ANY_LM_END = ("<|eot_id|>", "<|im_end|>")  # LLaVA wraps various language model
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("idefics2", "vlm", "Idefics2ForConditionalGeneration", "Idefics2Processor", False, _IMG, _IDEFICS_END),
+        Family("idefics2", "vlm", "Idefics2ForConditionalGeneration", "Idefics2Processor", False, _IMG, _IDEFICS_END,
+               mtv_threshold=0.8),
         Family("idefics3", "vlm", "Idefics3ForConditionalGeneration", "Idefics3Processor", False, _IMG, _IDEFICS3_END),
         Family("smolvlm", "vlm", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", True, _IMG, _SMOL_END),
         Family("qwen2_vl", "vlm", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", True, _QWEN_IMG, _CHATML_END),

@@ -24,7 +24,9 @@ Deviations, and why:
   small models may not have, and would change which data the vector sees).
 - Prompts are the task's chat-template prompts (images included) instead of `Q: x\\nA: y` lines; multi-token
   word averaging (`idx_avg`) does not arise because only the last token is used.
-- Heads are patched in a batch of prompts at once instead of one prompt at a time; the arithmetic is the same.
+- Heads are patched in a batch of prompts at once instead of one prompt at a time, and each patched run
+  recomputes only the last position on a cached prefix (`LastPositionRerun`; the patch touches nothing
+  else): the arithmetic is the same, ~prompt-length times cheaper.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.methods.base import LoadedVectors
 from m2iv.methods.extraction import (
+    LastPositionRerun,
     answer_first_ids,
     check_layers,
     choose_layer,
@@ -56,7 +59,7 @@ def shuffle_labels(rng: random.Random, demos: list[Sample]) -> list[Sample]:
     """The demonstrations with their answers permuted among them (the original's `shuffle_labels=True`)."""
     perm = list(range(len(demos)))
     rng.shuffle(perm)
-    return [replace(d, answers=demos[j].answers) for d, j in zip(demos, perm)]
+    return [replace(d, answers=demos[j].answers) for d, j in zip(demos, perm, strict=True)]
 
 
 def _patch_head(head: int, head_dim: int, value: torch.Tensor):
@@ -80,13 +83,14 @@ def indirect_effects(lm, builder: PromptBuilder, prompts: list[Prompt], targets:
     for b, batch in enumerate(model_batches(lm, builder, prompts, batch_size)):
         rows = slice(b * batch_size, b * batch_size + batch["input_ids"].shape[0])
         t = targets[rows].to(lm.model.device)[:, None]  # (B, 1)
-        clean = torch.softmax(lm.model(**batch).logits[:, -1].float(), -1).gather(1, t)[:, 0]  # (B,)
+        rerun = LastPositionRerun(lm, batch)  # the patch edits the last position only
+        clean = torch.softmax(rerun.full.float(), -1).gather(1, t)[:, 0]  # (B,)
         for layer in layers:
             o_proj = ad.module(layer, "attn_head")
             for head in range(ad.num_heads):
                 h = o_proj.register_forward_pre_hook(_patch_head(head, ad.head_dim, mean[layer, head]))
                 try:
-                    probs = torch.softmax(lm.model(**batch).logits[:, -1].float(), -1).gather(1, t)[:, 0]
+                    probs = torch.softmax(rerun.logits().float(), -1).gather(1, t)[:, 0]
                 finally:
                     h.remove()
                 out[rows, layer, head] = (probs - clean).cpu()
@@ -100,7 +104,7 @@ def top_heads(mean_ie: torch.Tensor, k: int, layers: list[int]) -> list[tuple[in
     k = min(k, len(layers) * mean_ie.shape[1])
     vals, idx = torch.topk(scores.flatten(), k)
     H = mean_ie.shape[1]
-    return [(int(i) // H, int(i) % H, float(v)) for v, i in zip(vals, idx)]
+    return [(int(i) // H, int(i) % H, float(v)) for v, i in zip(vals, idx, strict=True)]
 
 
 @torch.no_grad()
@@ -164,12 +168,12 @@ class FunctionVectors(LoadedVectors):
         # 2. indirect effect of each head on shuffled-label prompts
         targets = answer_first_ids(builder, demos, queries)
         ie_layers = check_layers(cfg.ie_layers if cfg.ie_layers is not None else list(range(L)), L, "fv")
-        ie = indirect_effects(lm, builder, [builder.build(d, q) for d, q in zip(demos, queries)], targets, mean,
-                              ie_layers, cfg.batch_size).mean(0)  # (L, H)
+        ie_prompts = [builder.build(d, q) for d, q in zip(demos, queries, strict=True)]
+        ie = indirect_effects(lm, builder, ie_prompts, targets, mean, ie_layers, cfg.batch_size).mean(0)  # (L, H)
         # 3. the FV and where it goes
         heads = top_heads(ie, cfg.n_top_heads, ie_layers)
         fv = function_vector(lm, mean, heads)
-        scores = {}
+        scores: dict[int, dict] = {}
         if cfg.sweep:
             layers = check_layers(cfg.layers if cfg.layers is not None else list(range(L)), L, "fv")
             layer, scores = choose_layer(lm, builder, dev, layers, lambda i: self.make_vectors(lm, i, fv),

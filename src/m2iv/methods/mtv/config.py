@@ -12,17 +12,17 @@ class MTVConfig:
     shots: int = 0  # demonstrations per ICL run of the mean activations; 0 follows --shots (original 4 or 16)
     n_trials: int = 100  # ICL runs averaged (original --num_example 100)
     batch_size: int = 4  # ICL runs per forward pass while extracting
-    steps: int = 100  # REINFORCE steps, one query each (original 600; fewer for CPU)
-    samples: int = 16  # head masks sampled per step (original 32; fewer for CPU)
-    sample_batch: int = 16  # masks evaluated per forward pass (the query repeated this many times)
+    steps: int = 600  # REINFORCE steps, one query each (original 600)
+    samples: int = 32  # head masks sampled per step (original 32)
+    sample_batch: int = 32  # masks evaluated per (last-position) forward pass
     lr: float = 0.1  # Adam on the Bernoulli logits
     init_logit: float = -1.0  # every head starts with p = sigmoid(-1) ~ 0.27
     eps: float = 1e-3  # probability clamp and reward-normalisation epsilon
     n_queries: int = 100  # REINFORCE query pool drawn from the train split (original 100)
     n_final: int = 10  # masks sampled from the learned probabilities at the end (original 10)
     n_val: int = 50  # train queries that score them; the lowest mean CE wins (original train[:50])
-    threshold: float | None = None  # zero probabilities <= this before the final draw; None: 0.8 on idefics2
-    #                                 (the original thresholds Idefics2 only), no threshold elsewhere
+    threshold: float | None = None  # zero probabilities <= this before the final draw; None: the family's
+    #                                 `mtv_threshold` in models/families.py (0.8 on idefics2, as the original)
     replace_generated: bool = True  # also replace at every generated token, as the original's hooks do
     #                                 under KV-cache generation (the saved token policy is "last")
     layers: list[int] | None = None  # None: every decoder layer

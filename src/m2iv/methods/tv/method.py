@@ -72,8 +72,9 @@ class TaskVectors(LoadedVectors):
         prompts = self.extraction_prompts(builder, splits["support"], pool, shots, cfg, seed)
         states = record_last(lm, builder, prompts, "layer", cfg.batch_size)  # (N, L, D)
         mean = states.mean(0)  # (L, D)
+        scores: dict[int, dict] = {}
         if cfg.layer is not None:
-            best, scores = check_layers([cfg.layer], lm.adapter.num_layers, "tv")[0], {}
+            best = check_layers([cfg.layer], lm.adapter.num_layers, "tv")[0]
         else:
             layers = check_layers(cfg.layers if cfg.layers is not None else list(range(lm.adapter.num_layers)),
                                   lm.adapter.num_layers, "tv")
