@@ -20,7 +20,7 @@ ALL_FAMILIES = list(FAMILIES)
 VLM_FAMILIES = [f for f, fam in FAMILIES.items() if fam.kind == "vlm"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny(family: str) -> LoadedModel:
     return load_model(f"tiny:{family}")
 
@@ -43,7 +43,7 @@ def make_inputs(lm: LoadedModel, questions: list[str], n_images: list[int] | Non
         texts = [prompt_text(lm, q, 0) for q in questions]
         return dict(lm.tokenizer(texts, return_tensors="pt", padding=True))
     n_images = n_images or [1] * len(questions)
-    texts = [prompt_text(lm, q, n) for q, n in zip(questions, n_images)]
+    texts = [prompt_text(lm, q, n) for q, n in zip(questions, n_images, strict=False)]
     imgs = [[image(seed + 10 * i + j) for j in range(n)] for i, n in enumerate(n_images)]
     lm.tokenizer.padding_side = "left"
     return dict(lm.processor(text=texts, images=imgs, return_tensors="pt", padding=True))
@@ -138,7 +138,8 @@ def write_vqav2(root, n_train: int = 10, n_val: int = 6):
             qs.append({"image_id": image_id, "question": "What colour is it?", "question_id": qid})
             anns.append({"question_id": qid, "image_id": image_id, "question_type": "what color",
                          "answer_type": "other", "multiple_choice_answer": ans,
-                         "answers": [{"answer": ans, "answer_confidence": "yes", "answer_id": j} for j in range(1, 11)]})
+                         "answers": [{"answer": ans, "answer_confidence": "yes", "answer_id": j}
+                                     for j in range(1, 11)]})
         (root / "vqav2" / f"v2_OpenEnded_mscoco_{split}2014_questions.json").write_text(json.dumps({"questions": qs}))
         (root / "vqav2" / f"v2_mscoco_{split}2014_annotations.json").write_text(json.dumps({"annotations": anns}))
     return root

@@ -60,7 +60,8 @@ def test_vqa_formats(tmp_path, name, qfile, afile, shared_coco):
     s = samples["420"]
     assert s.question == "What color is the bus?" and s.split == "val"
     assert s.answers == ("red",) * 9 + ("orange",)
-    assert s.images == (str(tmp_path / ("coco" if shared_coco else name) / "val2014" / "COCO_val2014_000000000042.jpg"),)
+    root = tmp_path / ("coco" if shared_coco else name)
+    assert s.images == (str(root / "val2014" / "COCO_val2014_000000000042.jpg"),)
     assert Path(s.images[0]).is_file() and Path(s.images[0]).is_absolute()
     assert s.meta == {"question_type": "what color", "answer_type": "other", "multiple_choice_answer": "red",
                       "image_id": 42}

@@ -30,10 +30,9 @@ def test_zero_vectors_identity_and_clean_exit(family):
             assert torch.equal(logits(lm, inputs), base), (sites, op)
     assert torch.equal(logits(lm, inputs), base)
     vec = random_vectors(lm)
-    with pytest.raises(RuntimeError, match="boom"):
-        with apply(lm.model, vec, lm.adapter):
-            assert not torch.equal(logits(lm, inputs), base)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), apply(lm.model, vec, lm.adapter):
+        assert not torch.equal(logits(lm, inputs), base)
+        raise RuntimeError("boom")
     assert torch.equal(logits(lm, inputs), base)
     assert _hook_count(lm.model) == hooks_before
     assert all(p.requires_grad for p in lm.model.parameters())  # freezing undone
@@ -180,9 +179,9 @@ def test_answering_leaves_base_requires_grad_alone():
 
 def test_query_policy_requires_query_start():
     lm = tiny("llama")
-    with apply(lm.model, random_vectors(lm), lm.adapter, token_policy="query"):
-        with pytest.raises(M2IVError, match="set_query_start"):
-            logits(lm, make_inputs(lm, ["hi"]))
+    with apply(lm.model, random_vectors(lm), lm.adapter, token_policy="query"), \
+            pytest.raises(M2IVError, match="set_query_start"):
+        logits(lm, make_inputs(lm, ["hi"]))
 
 
 def test_vectors_for_another_model_are_refused_by_inject():

@@ -42,7 +42,7 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def write_file_atomic(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def write_file_atomic(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Let `writer(tmp)` produce the file next to `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,8 @@ def load_vizwiz(root: Path, split: str) -> list[Sample]:
     rows = read_json(path)
     if not isinstance(rows, list):
         raise M2IVError(f"{path}: expected a JSON list of questions; this is not the official file, download it again")
-    samples, seen = [], set()
+    samples: list[Sample] = []
+    seen: set[Any] = set()
     for i, r in enumerate(rows):
         image = field(r, "image", path, f"entry #{i}", str)
         add_unique(seen, image, path, "image")
@@ -197,7 +198,8 @@ def load_textvqa(root: Path, split: str) -> list[Sample]:
     img_dir = first_dir("textvqa", [d / "train_images", d / "train_val_images" / "train_images"],
                         "TextVQA train+val images", "download train_val_images.zip from textvqa.org/dataset and "
                         "unzip it into --data-root/textvqa")
-    samples, seen = [], set()
+    samples: list[Sample] = []
+    seen: set[Any] = set()
     for i, r in enumerate(field(read_json(path), "data", path, "the top-level object", list)):
         qid = field(r, "question_id", path, f"entry #{i}", (int, str))
         add_unique(seen, qid, path, "question_id")
@@ -225,7 +227,8 @@ def _karpathy_loader(name: str, fname: str, title: str, folder: Callable[[dict, 
         d = dataset_dir(root, name, fname)
         path = require_file(d / fname, name, f"Karpathy-split {title} captions",
                             f"download caption_datasets.zip (Karpathy splits) and put {fname} into --data-root/{name}")
-        wanted, samples, seen, dirs = KARPATHY_SPLITS[split], [], set(), {}
+        wanted, samples, dirs = KARPATHY_SPLITS[split], [], {}
+        seen: set[Any] = set()
         for i, img in enumerate(field(read_json(path), "images", path, "the top-level object", list)):
             if field(img, "split", path, f"image #{i}", str) not in wanted:
                 continue
@@ -258,7 +261,8 @@ def _flickr_image_dir(d: Path, sub: str) -> Path:
 
 
 load_coco_captions = _karpathy_loader("coco_captions", "dataset_coco.json", "COCO",
-                                      lambda img, path, where: field(img, "filepath", path, where, str), _coco_image_dir)
+                                      lambda img, path, where: field(img, "filepath", path, where, str),
+                                      _coco_image_dir)
 load_flickr30k = _karpathy_loader("flickr30k", "dataset_flickr30k.json", "Flickr30k",
                                   lambda img, path, where: "flickr30k-images", _flickr_image_dir)
 
@@ -299,7 +303,8 @@ def load_jsonl(root: Path, split: str) -> list[Sample]:
     path = root if root.is_file() or root.suffix == ".jsonl" else root / f"{split}.jsonl"
     require_file(path, "jsonl", f"one JSON object per line like {JSONL_ROW}",
                  "pass the .jsonl file, or a folder holding <split>.jsonl, as --data-root")
-    base, samples, first_line, other_splits = path.parent, [], {}, set()
+    base, samples, other_splits = path.parent, [], set()
+    first_line: dict[str, int] = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -121,10 +121,11 @@ def _worker(spec: dict) -> dict:
         peak = _rss_mb()
         tensors = run(queries[:b], demos["method"], context(), measure=_tensor_peak_mb)[0]  # warm-up batch again
     weights = sum(p.numel() * p.element_size() for p in lm.model.parameters()) / 2**20
-    params = method.vectors.num_parameters() if getattr(method, "vectors", None) is not None else 0
+    vectors = getattr(method, "vectors", None)
+    params = vectors.num_parameters() if vectors is not None else 0
     return {"latency_ms": statistics.median(lat), "latency_ms_mean": statistics.fmean(lat),
             "paired_zero_shot_ms": statistics.median(paired),
-            "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired)),
+            "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired, strict=False)),
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
             "peak_above_model_mb": round(peak - base_rss, 1),
             "peak_activation_mb": None if tensors is None else round(tensors, 2),

@@ -35,7 +35,8 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
                      + f" | {r.get('parameters', 0):,} | {r.get('train_seconds', '')} |")
     h = data.get("hook_overhead") or {}
     if h:
-        lines += ["", f"Hook overhead (all-zero vectors injected vs plain zero-shot): latency x{h.get('latency_ratio')}, "
+        lines += ["", "Hook overhead (all-zero vectors injected vs plain zero-shot): "
+                  f"latency x{h.get('latency_ratio')}, "
                       f"peak tensor memory x{h.get('peak_tensor_ratio', 'n/a')}, peak RSS x{h.get('peak_rss_ratio')}."]
     return lines + [""]
 
@@ -77,7 +78,7 @@ def _plots(plt, rows: list[dict], tasks: list[str], out: Path) -> None:
     ncols = min(3, len(tasks))
     nrows = -(-len(tasks) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
-    for ax, t in zip(axes.flat, tasks):
+    for ax, t in zip(axes.flat, tasks, strict=False):
         for lab in labels:
             pts = sorted((r["shots"], r["score"]) for r in scored if r["task"] == t and _label(r) == lab)
             if pts:
@@ -119,7 +120,7 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
     from m2iv.files import write_text_atomic
 
     loaded = [(Path(p), _read(Path(p))) for p in paths]
-    costs = [(p, d) for p, d in loaded if _is_efficiency(d)]
+    costs = [(p, d) for p, d in loaded if isinstance(d, dict) and _is_efficiency(d)]
     rows = [r for p, d in loaded if not _is_efficiency(d) for r in _rows_of(p, d)]
     if not rows and not costs:
         raise M2IVError("the results files hold no rows")
@@ -128,7 +129,8 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     lines = [f"# {title}", "", f"Sources: {', '.join(sorted(str(p) for p, _ in loaded))}", ""]
     for t in tasks:
-        lines += [f"## {t}", "", "| method | shots | score | metric | prompt tokens | latency ms |", "|---|---|---|---|---|---|"]
+        lines += [f"## {t}", "", "| method | shots | score | metric | prompt tokens | latency ms |",
+                  "|---|---|---|---|---|---|"]
         for r in sorted((r for r in rows if r["task"] == t), key=lambda r: (_label(r), r["shots"])):
             score = "does not fit" if r["score"] is None else f"{r['score']:.4f}"
             lines.append(f"| {_label(r)} | {r['shots']} | {score} | {r['metric']} | "

@@ -112,7 +112,7 @@ def register(datasets, tasks, task_cls) -> None:
         def loader(root, split, _load=load):
             return _load(split)
 
-        loader.needs_root = False
+        loader.needs_root = False  # type: ignore[attr-defined]
         if name not in datasets:
             datasets.register(name, loader)
         if name not in tasks:

@@ -214,7 +214,8 @@ def read_manifest(weights: Path = WEIGHTS, manifest: Path = MANIFEST) -> dict:
     got = sha256(weights)
     if got != info.get("sha256"):
         raise M2IVError(f"{weights} is corrupt or was changed (sha256 {got[:12]}..., expected "
-                        f"{str(info.get('sha256'))[:12]}...); reinstall m2iv or run `m2iv sandbox build --from-scratch`")
+                        f"{str(info.get('sha256'))[:12]}...); "
+                        "reinstall m2iv or run `m2iv sandbox build --from-scratch`")
     return info
 
 

@@ -27,12 +27,13 @@ from m2iv.sandbox.labels import COLOURS, SHAPES
 # -- evaluation tasks: fixed mappings whose label words never occur in training -----------------------
 EVAL_INSTRUCTION = "Which word goes with this picture?"
 EVAL_TASKS: dict[str, tuple[str, dict[str, str]]] = {
-    "colour_nonce": ("colour", dict(zip(COLOURS, ["dax", "wug", "blick", "fep", "toma", "zorp", "kiki", "lune"]))),
-    "shape_nonce": ("shape", dict(zip(SHAPES, ["dax", "wug", "blick"]))),
+    "colour_nonce": ("colour", dict(zip(COLOURS, ["dax", "wug", "blick", "fep", "toma", "zorp", "kiki", "lune"],
+                                        strict=True))),
+    "shape_nonce": ("shape", dict(zip(SHAPES, ["dax", "wug", "blick"], strict=True))),
     "colour_french": ("colour", dict(zip(COLOURS, ["rouge", "vert", "bleu", "noir", "gris", "sarcelle", "marron",
-                                                   "jaune"]))),
-    "shape_adjective": ("shape", dict(zip(SHAPES, ["round", "boxy", "pointy"]))),
-    "colour_number": ("colour", dict(zip(COLOURS, ["1", "2", "3", "4", "5", "6", "7", "8"]))),
+                                                   "jaune"], strict=True))),
+    "shape_adjective": ("shape", dict(zip(SHAPES, ["round", "boxy", "pointy"], strict=True))),
+    "colour_number": ("colour", dict(zip(COLOURS, ["1", "2", "3", "4", "5", "6", "7", "8"], strict=True))),
 }
 RESERVED_WORDS = {w for _, m in EVAL_TASKS.values() for w in m.values()} | {
     "mip", "vor", "tasp", "glorp", "snib", "tove", "rouge", "vert", "bleu", "noir", "gris", "blanc", "rose",

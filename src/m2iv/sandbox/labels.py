@@ -43,7 +43,7 @@ def questions(split: str) -> tuple[tuple[str, str, int], ...]:
     _check(split)
     ev = _easy_vqa()
     q, a, ids = ev.get_train_questions() if split == "train" else ev.get_test_questions()
-    return tuple(zip(q, a, (int(i) for i in ids)))
+    return tuple(zip(q, a, (int(i) for i in ids), strict=False))
 
 
 @functools.lru_cache(maxsize=2)

@@ -54,7 +54,7 @@ def register(datasets, tasks, task_cls) -> None:
         def loader(root, split, _name=name):
             return load(_name, split)
 
-        loader.needs_root = False
+        loader.needs_root = False  # type: ignore[attr-defined]
         if name not in datasets:
             datasets.register(name, loader)
         if name not in tasks:
@@ -62,4 +62,5 @@ def register(datasets, tasks, task_cls) -> None:
             tasks.register(name, task_cls(
                 name, name, "exact_match", "test", "train", instruction="{question}", max_new_tokens=6,
                 n_support=256, n_train=512, n_test=200,
-                description=f"sandbox: {attribute} -> {', '.join(f'{k}:{v}' for k, v in list(mapping.items())[:3])}..."))
+                description=f"sandbox: {attribute} -> "
+                            f"{', '.join(f'{k}:{v}' for k, v in list(mapping.items())[:3])}..."))

@@ -67,7 +67,8 @@ def _answer_logits(lm, batch: dict, n: int, hidden: bool):
 def student_batch(builder: PromptBuilder, queries: list[Sample], demos: list[list[Sample]] | None = None):
     """Encode `demos + query + target answer`; returns (model inputs, labels (B, A) right-aligned, A)."""
     demos = demos or [[] for _ in queries]
-    batch = builder.encode([builder.build(d, q, answer=builder.target(q)) for d, q in zip(demos, queries)])
+    batch = builder.encode([builder.build(d, q, answer=builder.target(q))
+                            for d, q in zip(demos, queries, strict=False)])
     query_start = batch.pop("query_start")
     labels = batch.pop("labels")
     n = int((labels != -100).sum(1).max())
@@ -159,7 +160,8 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
     for i in range(0, len(shard), batch_size):
         chunk = shard[i:i + batch_size]
         sets = [_demo_sets(selector, q, d, cfg, seed) for q, d in chunk]
-        logps, hs_sum = None, None
+        logps: torch.Tensor | None = None
+        hs_sum: torch.Tensor | None = None
         for e in range(cfg.ensemble):
             batch, labels, _ = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
             ptoks.append(batch["attention_mask"].sum(1) - (labels != -100).sum(1))
@@ -169,6 +171,7 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
             logps = lp if logps is None else logps + lp
             if hs is not None:
                 hs_sum = hs.float().cpu() if hs_sum is None else hs_sum + hs.float().cpu()
+        assert logps is not None  # ensemble >= 1
         logps = (logps / cfg.ensemble).clamp_min(-1e4)  # product of experts; finite in fp16
         if cfg.topk:
             v, ix = logps.topk(min(cfg.topk, logps.shape[-1]), dim=-1)
