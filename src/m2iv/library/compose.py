@@ -14,8 +14,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+import torch
+
 from m2iv.errors import M2IVError
+from m2iv.models.adapter import ModelAdapter
 from m2iv.vectors.compat import compat_reason
+from m2iv.vectors.format import save_vectors
+from m2iv.vectors.vector import SITES, InContextVectors
 
 _EXAMPLE = "write it like '0.5*a + 1.0*b - c' (spaces around + and -)"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -101,7 +106,6 @@ def parse_layers(spec: str | list[int] | None, num_layers: int) -> list[int] | N
 def parse_sites(spec: str | list[str] | None) -> list[str] | None:
     if spec is None:
         return None
-    from m2iv.vectors.vector import SITES
 
     sites = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
     unknown = [s for s in sites if s not in SITES]
@@ -135,9 +139,7 @@ def _check_same_layout(a, va, b, vb) -> None:
 
 def mask(vectors, layers: list[int] | None = None, sites: list[str] | None = None):
     """A copy of `vectors` keeping only `sites` and `layers` (None: all)."""
-    import torch
 
-    from m2iv.vectors.vector import InContextVectors
 
     if layers is None and sites is None:
         return vectors
@@ -169,7 +171,6 @@ def mask(vectors, layers: list[int] | None = None, sites: list[str] | None = Non
 
 def adapter_from_config(config: dict):
     """A ModelAdapter describing the model of a vector config (enough for save_vectors' checks)."""
-    from m2iv.models.adapter import ModelAdapter
 
     return ModelAdapter(family=config["model_type"], layers_path=config.get("layers_path", ""),
                         num_layers=config["num_layers"], hidden_size=config["hidden_size"],
@@ -180,7 +181,6 @@ def adapter_from_config(config: dict):
 
 def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None):
     """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
-    from m2iv.vectors.format import save_vectors
 
     terms = parse_expression(expression)
     entries = [lib.get(t.ref) for t in terms]

@@ -28,6 +28,7 @@ from typing import Any
 
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
+from m2iv.files import sha256_file, write_dir_atomic
 from m2iv.library import schema
 from m2iv.library.blobs import Blobs
 from m2iv.library.entry import (
@@ -44,6 +45,7 @@ from m2iv.library.entry import (
 from m2iv.library.index import Index
 from m2iv.library.transfer import entry_files, export, file_writer, import_path, read_vector_dir, vectors_from_bytes
 from m2iv.vectors.compat import compat_reason
+from m2iv.vectors.format import save_vectors
 
 
 def check_entry(entry: Entry, adapter, strict: bool = True) -> None:
@@ -123,7 +125,6 @@ class Library:
 
     def resolve(self, spec: str, adapter=None, strict: bool = True) -> Path:
         """`library:<id-or-name>` (or a bare id/name) -> a verified vector directory in the library's cache."""
-        from m2iv.files import sha256_file, write_dir_atomic
         key = str(spec).removeprefix(PREFIX)
         if key == "auto":
             raise M2IVError("library:auto picks an entry per query and is only accepted where vectors are routed "
@@ -174,7 +175,6 @@ class Library:
 
     def add_vectors(self, vectors, *, adapter, base_model: str, name: str | None = None, **kw) -> Entry:
         """Save `vectors` (an InContextVectors for `adapter`'s model) and add them; `kw` as for `add`."""
-        from m2iv.vectors.format import save_vectors
 
         save_kw: dict[str, Any] = {k: kw.pop(k) for k in ("recipe", "method_config", "extra") if k in kw}
         if "metrics" in kw:

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+from safetensors.torch import load
 
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
+from m2iv.files import write_dir_atomic
 from m2iv.library.archive import extract_tar, write_tar
 from m2iv.library.blobs import sha256_bytes
 from m2iv.library.entry import ID_RE, META_FORMAT, Entry, dig
+from m2iv.vectors.format import read_config, vectors_from_tensors
+from m2iv.vectors.validate import check_tensor_bytes, validate_config
 
 if TYPE_CHECKING:
     from m2iv.library.store import Library
@@ -39,7 +45,6 @@ def entry_files(entry: Entry, data: bytes) -> dict[str, bytes]:
     files = {VECTORS_NAME: data, CONFIG_NAME: entry.config_text.encode(),
              META_NAME: (json.dumps(entry.meta(), indent=2, sort_keys=True) + "\n").encode()}
     if entry.prototype is not None:
-        from safetensors.numpy import save
 
         files[PROTOTYPE_NAME] = save({"prototype": entry.prototype.astype(np.float32)},
                                     metadata={"format": "m2iv-library-prototype"})
@@ -48,7 +53,6 @@ def entry_files(entry: Entry, data: bytes) -> dict[str, bytes]:
 
 def export(lib: Library, ref: str, out: str | Path) -> Path:
     """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
-    from m2iv.files import write_dir_atomic
 
     entry = lib.get(ref)
     files = entry_files(entry, lib.read_blob(entry))
@@ -109,8 +113,6 @@ def _import_dir(lib: Library, directory: Path, name: str | None, source: Path) -
             return same
     proto, pinfo = None, meta.get("prototype_info") if isinstance(meta.get("prototype_info"), dict) else None
     if (directory / PROTOTYPE_NAME).is_file():
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
 
         try:
             proto = load_file(str(directory / PROTOTYPE_NAME))["prototype"]
@@ -146,7 +148,6 @@ def _find_vector_dir(root: Path, source: Path) -> Path:
 
 def read_vector_dir(directory: Path) -> tuple[dict, str, bytes]:
     """(validated config, its exact text, tensor bytes) of a vector directory, everything verified."""
-    from m2iv.vectors.format import read_config
 
     config = read_config(directory)
     config_text = (directory / CONFIG_NAME).read_text()
@@ -162,11 +163,7 @@ def read_vector_dir(directory: Path) -> tuple[dict, str, bytes]:
 
 
 def vectors_from_bytes(data: bytes, config: dict, where: str):
-    from safetensors import SafetensorError
-    from safetensors.torch import load
 
-    from m2iv.vectors.format import vectors_from_tensors
-    from m2iv.vectors.validate import check_tensor_bytes, validate_config
 
     validate_config(config, where)  # before safetensors or torch allocate anything the config names
     check_tensor_bytes(config, len(data), where)
