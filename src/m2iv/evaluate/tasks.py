@@ -139,9 +139,10 @@ __all__ = ["TASKS", "Task", "get_task", "postprocess"]
 
 def _register_sandbox_suite() -> None:
     from m2iv.data.datasets import DATASETS
-    from m2iv.sandbox import applications, suite
+    from m2iv.sandbox import applications, suite, suite_v2
 
     suite.register(DATASETS, TASKS, Task)
+    suite_v2.register(DATASETS, TASKS, Task)
     applications.register(DATASETS, TASKS, Task)
 
 
