@@ -5,10 +5,10 @@
 1. Cross-modal alignment: M²IV vectors for yes/no questions about an image's colour and shape
    (sandbox-grounding), against zero-shot and 16-shot ICL.
 2. Customized generation: style vectors (capitals, French) trained on "Describe the image.", each alone
-   and their library compositions `caps + french` and `0.5*caps + 0.5*french`, scored on the same test images
-   by automatic checks:
-   capitals (`all_caps`), the right words in French (`words_match` against the French description),
-   the right words in English, and both styles at once (`words_match_cased` against "UN TRIANGLE ROUGE.").
+   and their library compositions `caps + french` and `0.5*caps + 0.5*french`, scored on the same test
+   images by automatic checks: capitals (`all_caps`), the right words in French (`words_match` against
+   the French description), the right words in English, and both styles at once (`words_match_cased`
+   against "UN TRIANGLE ROUGE.").
 3. Safety: a vector distilled from demonstrations that refuse weapons/violence/crime requests and help
    with ordinary ones; refusal rate on held-out harmful requests and over-refusal on held-out ordinary
    ones, without the vector, with it, and with its negation (a library composition `-safety`).
@@ -38,7 +38,7 @@ ROUTED = [GROUNDING, "sandbox-colour-nonce", STYLES["caps"], SAFETY]
 def _styled_checks(rows: list[dict], samples: dict) -> dict[str, float]:
     """Share of answers that are in capitals, that name the image's colour and shape in French / in English,
     and that do both styles at once."""
-    from m2iv.evaluate.metrics import all_caps, words_match, words_match_cased
+    from m2iv.evaluate.text_metrics import all_caps, words_match, words_match_cased
     from m2iv.sandbox.applications import styled
 
     n = len(rows) or 1

@@ -138,7 +138,7 @@ __all__ = ["TASKS", "Task", "get_task", "postprocess"]
 # Sandbox tasks come from providers imported only when a task or dataset is first looked up or listed
 # (importing this module must not load the sandbox). Each module has `register(datasets, tasks, task_cls)`;
 # a new suite module is one more entry here.
-SANDBOX_SUITES = ["m2iv.sandbox.suite", "m2iv.sandbox.applications"]
+SANDBOX_SUITES = ["m2iv.sandbox.suite", "m2iv.sandbox.suite_v2", "m2iv.sandbox.applications"]
 _registered: list[str] = []
 
 
