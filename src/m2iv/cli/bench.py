@@ -31,6 +31,12 @@ def add_parser(sub) -> None:
             q.add_argument("--methods", default="zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
+            q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...",
+                           help="train each trained method at several learning rates, keep the best on held-out "
+                                "train queries, test it once: 'default' (3 rates around each original, "
+                                "bench.LR_GRIDS) or one grid for all, e.g. 1e-3,1e-2,1e-1")
+            q.add_argument("--val-queries", type=int, default=24,
+                           help="train queries held out to score the --lr-sweep rates (default 24)")
         q.add_argument("--shots", type=int, default=16)
         q.add_argument("--n-test", type=int, default=100)
         q.add_argument("--steps", type=int, default=None, help="training steps for trained methods")
@@ -54,8 +60,9 @@ def add_parser(sub) -> None:
     cu.add_argument("--out", required=True)
     cu.set_defaults(func=curve_cmd)
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
-                         epilog="example: m2iv bench many-shot sandbox --tasks sandbox-colour-nonce,sandbox-shape-nonce "
-                                "--window 512 --out benchmarks/many_shot/sandbox.json")
+                         epilog="example: m2iv bench many-shot sandbox --tasks "
+                                "sandbox-colour-nonce,sandbox-shape-nonce --window 512 "
+                                "--out benchmarks/many_shot/sandbox.json")
     add_model_args(ms)
     ms.add_argument("--tasks", required=True)
     ms.add_argument("--window", type=int, default=512, help="context window set for the experiment (tokens)")
@@ -91,7 +98,8 @@ def add_parser(sub) -> None:
     e.add_argument("--shots", type=int, default=16)
     e.add_argument("--n", type=int, default=30, help="timed queries per method (after one warm-up)")
     e.add_argument("--new-tokens", type=int, default=4,
-                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first answer token")
+                   help="tokens generated per query (min = max); 1 times the prompt's prefill and the first "
+                        "answer token")
     e.add_argument("--batch-size", type=int, default=1, help="queries per generate() call (latency is per query)")
     e.add_argument("--data-root", default=None)
     e.add_argument("--out", required=True)
@@ -100,7 +108,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2iv import __version__
-    from m2iv.evaluate.bench import compare_plan, run_plan, suite_plan, write_table
+    from m2iv.evaluate.bench import compare_plan, lr_grids, run_plan, suite_plan, write_table
 
     lm = load_from_args(args)
     tasks = [t for t in args.tasks.split(",") if t]
@@ -108,12 +116,13 @@ def run(args: argparse.Namespace) -> int:
     train = {k: v for k, v in (("steps", args.steps), ("batch_size", args.train_batch_size)) if v}
     t0 = time.time()
     overrides = {"n_train": args.train_queries} if args.train_queries else None
+    sweep = lr_grids(getattr(args, "lr_sweep", None), [c.method for c in plan])
     rows = run_plan(lm, tasks, plan, work=args.work or f"runs/bench/{args.kind}", shots=args.shots, n_test=args.n_test,
                     seed=args.seed, batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
-                    task_overrides=overrides)
+                    task_overrides=overrides, lr_sweep=sweep, n_val=getattr(args, "val_queries", 24))
     meta = {"command": "m2iv bench " + " ".join(_argv(args)), "model": args.model, "m2iv_version": __version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "wall_seconds": round(time.time() - t0, 1)}
+            "wall_seconds": round(time.time() - t0, 1), **({"lr_grids": sweep} if sweep else {})}
     write_table(rows, args.out, meta)
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
     return 0
@@ -205,6 +214,8 @@ def _argv(args) -> list[str]:
     out = [args.kind, args.model, "--tasks", args.tasks, "--shots", str(args.shots), "--n-test", str(args.n_test)]
     if args.kind == "compare":
         out += ["--methods", args.methods, "--budget", args.budget]
+        if args.lr_sweep:
+            out += ["--lr-sweep", args.lr_sweep, "--val-queries", str(args.val_queries)]
     if args.steps:
         out += ["--steps", str(args.steps)]
     if args.train_queries:
