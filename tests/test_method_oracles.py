@@ -142,16 +142,17 @@ def i2cl_setup(tmp_path_factory):
 def test_i2cl_context_vectors_are_the_mean_last_token_outputs_of_demos_run_alone(i2cl_setup):
     lm, builder, demos = i2cl_setup
     ours = extract_context_vectors(lm, builder, demos, ["attn", "mlp"], [0, 1])
-    latents = {"attn": [], "mlp": []}
+    latents: dict[str, list[torch.Tensor]] = {"attn": [], "mlp": []}
     for d in demos:  # extract_latent: one demonstration per forward, outputs[0] of tuples, [:, -1, :]
         batch = builder.encode([demo_prompt(builder, d)])
         batch.pop("query_start")
-        seen = {}
+        seen: dict[tuple[str, int], torch.Tensor] = {}
         with _Hooks() as hooks:
             for layer in (0, 1):
                 for site in ("attn", "mlp"):
-                    hooks.handles.append(lm.adapter.module(layer, site).register_forward_hook(
-                        lambda _m, _a, o, key=(site, layer), seen=seen: seen.__setitem__(key, _first(o)[:, -1].detach())))
+                    def grab(_m, _a, o, key=(site, layer), seen=seen):
+                        seen[key] = _first(o)[:, -1].detach()
+                    hooks.handles.append(lm.adapter.module(layer, site).register_forward_hook(grab))
             with torch.no_grad():
                 lm.model(**batch)
         for site in latents:
