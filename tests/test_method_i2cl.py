@@ -42,7 +42,8 @@ def test_context_vectors_are_mean_of_demos_run_alone_and_only_scalars_train(tmp_
     for d in demos:
         per = {"attn": {}, "mlp": {}}
         hooks = [lm.adapter.module(i, s).register_forward_hook(
-            lambda _m, _a, out, s=s, i=i: per[s].__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0, -1]))
+            lambda _m, _a, out, s=s, i=i, per=per: per[s].__setitem__(
+                i, (out[0] if isinstance(out, tuple) else out)[0, -1]))
             for s in per for i in range(lm.adapter.num_layers)]
         batch = builder.encode([demo_prompt(builder, d)])
         batch.pop("query_start")

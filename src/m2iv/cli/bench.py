@@ -63,6 +63,12 @@ def add_parser(sub) -> None:
                            help=f"comma-separated method names (default {ALL_METHODS})")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
+            q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...",
+                           help="train each trained method at several learning rates, keep the best on held-out "
+                                "train queries, test it once: 'default' (3 rates around each original, "
+                                "bench.LR_GRIDS) or one grid for all, e.g. 1e-3,1e-2,1e-1")
+            q.add_argument("--val-queries", type=positive_int, default=24,
+                           help="train queries held out to score the --lr-sweep rates (default 24)")
         q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
         _training(q, None, None, None)
         _common(q, f"runs/bench/{kind}")
@@ -132,20 +138,21 @@ def _before_loading(args: argparse.Namespace, tasks: list[str], methods: list[st
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
-    from m2iv.evaluate.bench import compare_plan, run_plan, suite_plan, write_table
+    from m2iv.evaluate.bench import compare_plan, lr_grids, run_plan, suite_plan, write_table
 
     _before_loading(args, args.task, args.method if args.kind == "compare" else None)
-    lm = load_from_args(args)
     plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.method, args.budget)
+    sweep = lr_grids(getattr(args, "lr_sweep", None), [c.method for c in plan])  # a bad grid fails before loading
+    lm = load_from_args(args)
     train = {k: v for k, v in (("steps", args.steps), ("batch_size", args.train_batch_size)) if v}
     t0 = time.time()
     overrides = {"n_train": args.train_queries} if args.train_queries else None
     rows = run_plan(lm, args.task, plan, work=args.work, shots=args.shots, n_test=args.n_test, seed=args.seed,
                     batch_size=args.batch_size, data_root=args.data_root, train_defaults=train,
-                    task_overrides=overrides)
+                    task_overrides=overrides, lr_sweep=sweep, n_val=getattr(args, "val_queries", 24))
     meta = {"command": "m2iv bench " + " ".join(_argv(args)), "model": args.model, "m2iv_version": __version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "wall_seconds": round(time.time() - t0, 1)}
+            "wall_seconds": round(time.time() - t0, 1), **({"lr_grids": sweep} if sweep else {})}
     write_table(rows, args.out, meta)
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
     return 0
@@ -249,6 +256,8 @@ def _argv(args) -> list[str]:
            str(args.n_test)]
     if args.kind == "compare":
         out += ["--method", ",".join(args.method), "--budget", args.budget]
+        if args.lr_sweep:
+            out += ["--lr-sweep", args.lr_sweep, "--val-queries", str(args.val_queries)]
     if args.steps:
         out += ["--steps", str(args.steps)]
     if args.train_queries:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -60,21 +60,154 @@ def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
     return cells
 
 
+# Learning-rate sweep (issue #14, a fair budget): where each trained method's rate lives and the grid tried
+# around its original value (one decade either way). LIVE's grid starts a decade above its original 1e-4: that
+# rate was set for Idefics2-8B, whose MLP outputs are small per coordinate, and a norm-preserving shift only acts
+# once |sigmoid(alpha) v| nears |h|; on the sandbox (MLP-output norms 16-580, D = 576) 1e-4 leaves v at its
+# init in 60 steps (0.00), 1e-2 gives KL 3.5 and constant answers (0.00), 1e-1 KL 0.87 and 0.56 in 30 steps.
+# The rate is a method setting (`method_config`) or a TrainConfig field (`train`); every field named is set.
+LR_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "m2iv": ("train", ("lr_vectors", "lr_scales")), "live": ("method_config", ("lr_vectors",)),
+    "mimic": ("method_config", ("lr",)), "i2cl": ("method_config", ("lr",)), "mtv": ("method_config", ("lr",))}
+LR_GRIDS: dict[str, list[float]] = {"m2iv": [1e-3, 1e-2, 1e-1], "live": [1e-3, 1e-2, 1e-1],
+                                    "mimic": [5e-4, 5e-3, 5e-2], "i2cl": [1e-3, 1e-2, 1e-1], "mtv": [1e-2, 1e-1, 1.0]}
+
+
+def lr_grids(spec: str | None, methods: list[str]) -> dict[str, list[float]]:
+    """`--lr-sweep`: "" / None -> no sweep; "default" -> LR_GRIDS; "1e-3,1e-2" -> that grid for every trained method."""
+    if not spec:
+        return {}
+    if spec == "default":
+        return {m: list(LR_GRIDS[m]) for m in methods if m in LR_GRIDS}
+    from m2iv.errors import M2IVError
+
+    try:
+        grid = sorted({float(x) for x in spec.split(",") if x.strip()})
+    except ValueError:
+        raise M2IVError(f"--lr-sweep {spec!r}: give 'default' or comma-separated rates such as 1e-3,1e-2") from None
+    if not grid or min(grid) <= 0:
+        raise M2IVError(f"--lr-sweep {spec!r}: rates must be positive numbers, e.g. 1e-3,1e-2,1e-1")
+    return {m: list(grid) for m in methods if m in LR_FIELDS}
+
+
+def with_lr(cell: Cell, lr: float) -> Cell:
+    """`cell` with its method's learning rate(s) set to `lr` (see LR_FIELDS)."""
+    where, names = LR_FIELDS[cell.method]
+    if where == "train":
+        return replace(cell, train={**cell.train, **dict.fromkeys(names, lr)})
+    mc = {**cell.options.get("method_config", {}), **dict.fromkeys(names, lr)}
+    return replace(cell, options={**cell.options, "method_config": mc})
+
+
+def pick_lr(grid: list[float], scores: list[float], original: float | None = None) -> float:
+    """The rate with the best validation score; ties go to the one nearest (in log) to the original rate, then to
+    the smaller one, so a flat validation curve keeps the method's own setting."""
+    import math
+
+    best = max(scores)
+    tied = [lr for lr, s in zip(grid, scores, strict=True) if s == best]
+    ref = original if original else tied[0]
+    return min(tied, key=lambda lr: (abs(math.log(lr / ref)), lr))
+
+
+def split_validation(splits: dict, n_val: int) -> tuple[dict, list]:
+    """Training splits with the last `n_val` train queries held out as the sweep's validation queries."""
+    train = list(splits["train"])
+    n_val = max(1, min(n_val, len(train) // 4))
+    return {**splits, "train": train[:-n_val], "test": train[-n_val:]}, train[-n_val:]
+
+
 def _slug(cell: Cell, shots: int) -> str:
     name = cell.method + (f"-{cell.variant}" if cell.variant else "")
     return f"{name}-{shots}shot" if cell.method not in ("zero-shot",) else name
 
 
-def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shots: int = 16, n_test: int = 100,
-             seed: int = 0, batch_size: int = 8, data_root: str | None = None, train_defaults: dict | None = None,
-             task_overrides: dict | None = None, log=print) -> list[dict]:
-    """One row per (task, cell); `task_overrides` replaces Task fields (e.g. n_train) for every task."""
-    from dataclasses import replace
-
-    from m2iv.evaluate.runner import EvalConfig, evaluate
-    from m2iv.evaluate.tasks import get_task
+def _cell_vectors(lm, task, cell: Cell, splits: dict, work: Path, shots: int, seed: int,
+                  train_defaults: dict | None, log, held_out: int = 0):
+    """The cell's method, ready to answer: a trained method is trained (or its earlier vectors reused) on `splits`.
+    Returns (method, vector dir, training info, seconds). `held_out` (validation queries kept out of training by
+    an lr sweep) is part of the folder name, so swept vectors never pass for full-data ones."""
     from m2iv.methods import get_method
     from m2iv.train.config import TeacherConfig, TrainConfig
+
+    slug = _slug(cell, shots)
+    base = {**(train_defaults or {}), **cell.train}
+    cfg = TrainConfig(**{k: v for k, v in base.items() if k != "teacher"},
+                      teacher=TeacherConfig(**{**base.get("teacher", {}), "shots": shots}))
+    # The recipe is part of the folder name: vectors are reused only for identical settings.
+    parts = [cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train]
+    recipe = json.dumps(parts + ([{"held_out": held_out}] if held_out else []), sort_keys=True)
+    vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+    # The comparison's budget (steps, batch size, ...) counts as set by the user: it wins over every
+    # method's own recipe defaults, which keep the fields the comparison leaves alone.
+    options = {"out": str(vec_dir), "train_config": dict(base),
+               "shots": shots, "seed": seed, "progress": False, **cell.options}
+    method = get_method(cell.method, options)
+    t0 = time.perf_counter()
+    info: dict = {}
+    if getattr(method, "trainable", False):
+        if (vec_dir / "m2iv_config.json").is_file():  # trained before: evaluate those vectors
+            method.options["vectors"] = str(vec_dir)
+            log(f"[{task.name}] {slug}: reusing {vec_dir}")
+        else:
+            log(f"[{task.name}] {slug}: training")
+            method.prepare(lm, task, splits)
+            info = getattr(method, "info", {})
+            method.options["vectors"] = str(vec_dir)
+    train_s = time.perf_counter() - t0
+    if method.uses_vectors:
+        cfg_json = json.loads((vec_dir / "m2iv_config.json").read_text())
+        info = info or cfg_json.get("training", {})
+    return method, vec_dir, info, train_s
+
+
+def sweep_lr(lm, task, cell: Cell, splits: dict, grid: list[float], work: Path, shots: int, seed: int,
+             batch_size: int, train_defaults: dict | None, n_val: int, log=print) -> tuple[Cell, dict, dict]:
+    """Train `cell` once per rate of `grid` on the train split minus `n_val` held-out train queries, score each on
+    those queries with the task's metric, and return (the cell at the best rate, the training splits, a record of
+    the grid, the scores and the choice). The test split is never looked at."""
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+
+    train_splits, val = split_validation(splits, n_val)
+    where, names = LR_FIELDS[cell.method]
+    scores = []
+    for lr in grid:
+        c = with_lr(cell, lr)
+        method, vec_dir, _, _ = _cell_vectors(lm, task, c, train_splits, work, shots, seed, train_defaults, log,
+                                              held_out=len(val))
+        summary = evaluate(lm, task, method, EvalConfig(shots=shots, limit=None, batch_size=batch_size, seed=seed),
+                           vec_dir.parent / f"val-{vec_dir.name[8:]}", splits=train_splits)
+        scores.append(round(float(summary["score"]), 4))
+        log(f"[{task.name}] {_slug(cell, shots)}: lr {lr:g} -> validation {summary['metric']} {scores[-1]}")
+    probe = get_method_defaults(cell.method)
+    original = probe.get(names[0]) if where == "method_config" else None
+    chosen = pick_lr(grid, scores, original)
+    record = {"fields": [f"{where}.{n}" for n in names], "grid": list(grid), "val_scores": scores,
+              "n_val": len(val), "chosen": chosen, "original": original}
+    return with_lr(cell, chosen), train_splits, record
+
+
+def get_method_defaults(name: str) -> dict:
+    """The default settings of a registered method (its original paper's), as a dict; {} without settings."""
+    from dataclasses import asdict
+
+    from m2iv.methods import METHODS
+
+    cls = getattr(METHODS.get(name), "config_cls", None)
+    return asdict(cls()) if cls is not None else {}
+
+
+def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shots: int = 16, n_test: int = 100,
+             seed: int = 0, batch_size: int = 8, data_root: str | None = None, train_defaults: dict | None = None,
+             task_overrides: dict | None = None, log=print, lr_sweep: dict[str, list[float]] | None = None,
+             n_val: int = 24) -> list[dict]:
+    """One row per (task, cell); `task_overrides` replaces Task fields (e.g. n_train) for every task.
+
+    With `lr_sweep` (method -> rates, see `lr_grids`) a listed trained method is first trained at every rate on
+    the train split minus `n_val` validation queries; the rate with the best validation score is kept, its vectors
+    are evaluated once on the test split and the row records the sweep (`lr_sweep`)."""
+    from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.evaluate.tasks import get_task
 
     rows: list[dict] = []
     work = Path(work)
@@ -84,34 +217,14 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
             task = replace(task, **task_overrides)
         splits = task.splits(data_root, seed=seed)
         for cell in plan:
+            train_splits, sweep, held_out = splits, None, 0
+            if lr_sweep and cell.method in lr_sweep:
+                cell, train_splits, sweep = sweep_lr(lm, task, cell, splits, lr_sweep[cell.method], work, shots,
+                                                     seed, batch_size, train_defaults, n_val, log)
+                held_out = sweep["n_val"]
             slug = _slug(cell, shots)
-            base = {**(train_defaults or {}), **cell.train}
-            cfg = TrainConfig(**{k: v for k, v in base.items() if k != "teacher"},
-                              teacher=TeacherConfig(**{**base.get("teacher", {}), "shots": shots}))
-            # The recipe is part of the folder name: vectors are reused only for identical settings.
-            recipe = json.dumps([cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train],
-                                sort_keys=True)
-            vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
-            # The comparison's budget (steps, batch size, ...) counts as set by the user: it wins over every
-            # method's own recipe defaults, which keep the fields the comparison leaves alone.
-            options = {"out": str(vec_dir), "train_config": dict(base),
-                       "shots": shots, "seed": seed, "progress": False, **cell.options}
-            method = get_method(cell.method, options)
-            t0 = time.perf_counter()
-            info: dict = {}
-            if getattr(method, "trainable", False):
-                if (vec_dir / "m2iv_config.json").is_file():  # trained before: evaluate those vectors
-                    method.options["vectors"] = str(vec_dir)
-                    log(f"[{task.name}] {slug}: reusing {vec_dir}")
-                else:
-                    log(f"[{task.name}] {slug}: training")
-                    method.prepare(lm, task, splits)
-                    info = getattr(method, "info", {})
-                    method.options["vectors"] = str(vec_dir)
-            train_s = time.perf_counter() - t0
-            if method.uses_vectors:
-                cfg_json = json.loads((vec_dir / "m2iv_config.json").read_text())
-                info = info or cfg_json.get("training", {})
+            method, vec_dir, info, train_s = _cell_vectors(lm, task, cell, train_splits, work, shots, seed,
+                                                           train_defaults, log, held_out=held_out)
             log(f"[{task.name}] {slug}: evaluating")
             summary = evaluate(lm, task, method, EvalConfig(shots=shots, limit=n_test, batch_size=batch_size,
                                                             seed=seed), vec_dir.parent / f"eval-{vec_dir.name[8:]}"
@@ -126,6 +239,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                                           if info else (round(train_s, 1) if method.uses_vectors else 0.0), 1)}
             if method.uses_vectors:
                 row["vectors"] = str(vec_dir)
+            if sweep is not None:
+                row["lr_sweep"] = sweep
             rows.append(row)
             teacher = (info or {}).get("teacher", {})
             if (cell.method == "m2iv" and cell.variant in ("", "all-losses")
@@ -256,5 +371,5 @@ def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) ->
     write_text_atomic(path.with_suffix(".md"), markdown(rows))
 
 
-__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "many_shot", "plot_curves", "markdown", "run_plan",
-           "suite_plan", "write_table"]
+__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "lr_grids", "many_shot", "plot_curves", "markdown",
+           "run_plan", "suite_plan", "sweep_lr", "write_table"]

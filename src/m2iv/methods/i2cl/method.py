@@ -36,6 +36,9 @@ Deviations from the original code, and why:
   (steps = epochs * (n_demos // batch_size), val_every = 0, w_ce = 1, w_mimicry = w_synergy = 0, ...);
   a field set to anything else (e.g. --steps 50) overrides it.
 - If |b| drops below 1e-4 the noise is skipped at that (layer, site) (k/b would be unbounded).
+- Kept as the original (checked by tests/test_method_oracles.py): the context vectors (mean last-token attn/mlp
+  outputs of demonstrations run alone), the linear injection at every position, and the calibration noise,
+  draw for draw.
 """
 
 from __future__ import annotations

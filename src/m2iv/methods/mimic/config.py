@@ -9,7 +9,11 @@ from dataclasses import dataclass
 class MimICConfig:
     vector_init_std: float = 1e-3  # attn_shift = randn * 0.001 in the original
     gate_init_std: float = 0.02  # MultiheadLinear weight ~ N(0, 0.02), bias 0
-    lr: float = 5e-3  # original lr; AdamW wd 1e-3, 10% warmup
+    lr: float = 5e-3  # original lr (config/peft/mimic.yaml)
+    weight_decay: float = 1e-3  # config/train.yaml
+    warmup: float = 0.1  # warmup_step: fraction of steps, then cosine
+    clip: float = 1.0  # grad_clip_val
+    val_every: int = 0  # 0: keep the last vectors, as the original (it saves the last epoch's); K: best of every K
     w_align: float = 1.0  # layer-wise MSE to the ICL teacher's hidden states
     w_ce: float = 0.5  # + 0.5 * LM loss
     token_policy: str = "all"

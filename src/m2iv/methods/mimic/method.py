@@ -13,7 +13,17 @@ Deviations from the original code, and why:
 - The gate reads q and K through a function registered with transformers' AttentionInterface instead
   of copied attention forwards, so it works on every family and transformers version (see vectors/gate.py).
 - Alignment targets are the teacher's decoder-layer outputs at the answer positions (cached once by the
-  shared teacher) rather than MLP outputs on every query token of a live teacher pass.
+  shared teacher) rather than MLP outputs (`ffn_strategy: RECORD_HIDDEN_STATES`) on every query + answer token
+  of a live teacher pass; the MSE is one mean over all answer tokens of the batch, not a per-sample mean
+  averaged over the batch (`calculate_layer_wise_loss`). Not reproduced: needs MLP-output caching in the
+  shared teacher (open).
+- The LM loss covers the answer tokens; the original's labels are the whole query + answer
+  (`labels=input_ids`). Weight decay also reaches the gate bias (the original exempts `bias`).
+- Kept as the original (checked by tests/test_method_oracles.py): the gate
+  mu = exp(logZ1 - logaddexp(logZ1, logZ2)) with logZ1 = MultiheadLinear(q) on post-RoPE queries, the
+  per-head shift before o_proj, the inits (shift randn * 1e-3, gate weight N(0, 0.02), bias 0), lr 5e-3,
+  AdamW wd 1e-3, 10% warmup then cosine, clip 1.0, and the LAST vectors kept (no validation-based choice:
+  `val_every = 0`; the shared trainer's default of keeping the best validation step was a deviation).
 """
 
 from __future__ import annotations
@@ -51,7 +61,8 @@ class MimIC(LoadedVectors):
         cfg: MimICConfig = self.method_config()
         train_cfg = self.recipe({"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align,
                                  "synergy": "none", "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
-                                 "teacher": {"hidden_states": True}})
+                                 "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip,
+                                 "val_every": cfg.val_every, "teacher": {"hidden_states": True}})
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
                                       method_config={"name": "mimic", **cfg.__dict__},
                                       show_progress=self.options.get("progress", True))
