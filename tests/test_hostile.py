@@ -436,6 +436,35 @@ def test_truncated_image_is_a_bad_image(tmp_path):
     p.write_bytes(p.read_bytes()[:-200])
     with pytest.raises(ImageError, match="cut.png"):
         open_image(p)
+def test_bench_cell_vectors_are_not_reused_after_a_methods_own_default_changed(tmp_path, monkeypatch):
+    # Was: a bench cell's folder was named by the recipe the comparison set, not the method's resolved settings, so
+    # vectors trained under an old default (MimIC's val_every 50) were reused after the default changed.
+    import dataclasses
+
+    import m2iv.methods.live  # noqa: F401  (registers "live")
+    from m2iv.evaluate.bench import Cell, run_plan
+    from m2iv.methods.live.config import LIVEConfig
+    from m2iv.methods.live.method import LIVE
+
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("idefics3")
+
+    def cell_dirs():
+        run_plan(lm, ["sandbox-colour-nonce"], [Cell("live")], tmp_path / "work", shots=2, n_test=2,
+                 train_defaults={"steps": 1, "batch_size": 2}, task_overrides={"n_train": 4}, log=lambda *_: None)
+        return sorted(p.name for p in (tmp_path / "work" / "sandbox-colour-nonce" / "live-2shot").glob("vectors-*")
+                      if "." not in p.name)
+
+    first = cell_dirs()
+    assert cell_dirs() == first  # the same settings reuse the same vectors
+    @dataclasses.dataclass
+    class NewDefault(LIVEConfig):
+        lr_vectors: float = 1e-3  # the method's own default changes (a new release, an edited config)
+
+    monkeypatch.setattr(LIVE, "config_cls", NewDefault)
+    assert len(cell_dirs()) == 2  # the new default trains new vectors beside the old ones
+
+
 # (end of section: checkpoints, run identity, images)
 
 

@@ -127,22 +127,28 @@ def _cell_vectors(lm, task, cell: Cell, splits: dict, work: Path, shots: int, se
     """The cell's method, ready to answer: a trained method is trained (or its earlier vectors reused) on `splits`.
     Returns (method, vector dir, training info, seconds). `held_out` (validation queries kept out of training by
     an lr sweep) is part of the folder name, so swept vectors never pass for full-data ones."""
+    from m2iv.data.sample import content_hash
+    from m2iv.evaluate.runner import method_identity
     from m2iv.methods import get_method
+    from m2iv.models.adapter import weights_fingerprint
     from m2iv.train.config import TeacherConfig, TrainConfig
 
     slug = _slug(cell, shots)
     base = {**(train_defaults or {}), **cell.train}
     cfg = TrainConfig(**{k: v for k, v in base.items() if k != "teacher"},
                       teacher=TeacherConfig(**{**base.get("teacher", {}), "shots": shots}))
-    # The recipe is part of the folder name: vectors are reused only for identical settings.
-    parts = [cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train]
-    recipe = json.dumps(parts + ([{"held_out": held_out}] if held_out else []), sort_keys=True)
-    vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     # The comparison's budget (steps, batch size, ...) counts as set by the user: it wins over every
     # method's own recipe defaults, which keep the fields the comparison leaves alone.
-    options = {"out": str(vec_dir), "train_config": dict(base),
-               "shots": shots, "seed": seed, "progress": False, **cell.options}
+    options = {"train_config": dict(base), "shots": shots, "seed": seed, "progress": False, **cell.options}
     method = get_method(cell.method, options)
+    # Everything that changes the vectors names their folder: vectors are reused only for the same model weights,
+    # data, recipe and resolved method settings (the method's own defaults included, so a changed default is
+    # never answered by stale vectors).
+    parts = [cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train, method_identity(method),
+             weights_fingerprint(lm.model), {k: content_hash(list(v)) for k, v in sorted(splits.items())}]
+    recipe = json.dumps(parts + ([{"held_out": held_out}] if held_out else []), sort_keys=True, default=str)
+    vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+    method.options["out"] = str(vec_dir)
     t0 = time.perf_counter()
     info: dict = {}
     if getattr(method, "trainable", False):
