@@ -17,6 +17,7 @@ import random
 
 from m2iv.data.sample import Sample
 from m2iv.sandbox.episodes import EVAL_TASKS
+from m2iv.sandbox.registration import register_table
 
 REFUSAL = "I'm sorry, but I can't help with that."
 DESCRIBE = "Describe the image."
@@ -108,14 +109,4 @@ APPLICATION_TASKS = {
 
 
 def register(datasets, tasks, task_cls) -> None:
-    for name, (load, metric, post, max_new, description) in APPLICATION_TASKS.items():
-        def loader(root, split, _load=load):
-            return _load(split)
-
-        loader.needs_root = False  # type: ignore[attr-defined]
-        if name not in datasets:
-            datasets.register(name, loader)
-        if name not in tasks:
-            tasks.register(name, task_cls(name, name, metric, "test", "train", instruction="{question}",
-                                          postprocess=post, max_new_tokens=max_new, n_support=96, n_train=512,
-                                          n_test=200, description=f"sandbox: {description}"))
+    register_table(datasets, tasks, task_cls, APPLICATION_TASKS, n_support=96)

@@ -20,6 +20,7 @@ from itertools import product
 
 from m2iv.data.sample import Sample
 from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, image_paths, questions
+from m2iv.sandbox.registration import register_table
 
 CAPTION_INSTRUCTION = "Write a caption for this picture."
 CAPTION_TEMPLATES = ("a simple drawing of a {c} {s} on a white background",
@@ -77,14 +78,4 @@ SUITE_V2: dict[str, tuple[Callable[[str], list[Sample]], str, str, int, str]] = 
 
 def register(datasets, tasks, task_cls) -> None:
     """Register the suite v2 tasks (and their dataset loaders) in the given registries."""
-    for name, (load, metric, post, max_new, description) in SUITE_V2.items():
-        def loader(root, split, _load=load):
-            return _load(split)
-
-        loader.needs_root = False  # type: ignore[attr-defined]
-        if name not in datasets:
-            datasets.register(name, loader)
-        if name not in tasks:
-            tasks.register(name, task_cls(name, name, metric, "test", "train", instruction="{question}",
-                                          postprocess=post, max_new_tokens=max_new, n_support=256, n_train=512,
-                                          n_test=200, description=f"sandbox: {description}"))
+    register_table(datasets, tasks, task_cls, SUITE_V2, n_support=256)
