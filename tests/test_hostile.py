@@ -237,6 +237,18 @@ def test_a_corrupt_page_of_the_index_skips_its_rows_in_list_and_repair_restores_
         assert {x.id: x.to_json() for x in lib.entries()} == before
 
 
+def test_library_export_over_a_folder_of_user_files_is_refused_and_keeps_them(tmp_path):
+    # Was: `m2iv library export E DIR` renamed DIR aside and rmtree'd it with the user's files in it.
+    root, _ = _filled_library(tmp_path)
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc, _, err = _library_cli(root, "export", "e1", str(out))
+    assert rc == 2 and "is not a vector directory" in err and err.count("\n") == 1
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert _library_cli(root, "export", "e1", str(tmp_path / "fresh"))[0] == 0  # an empty or new folder is fine
+
+
 # (end of section: library)
 
 
