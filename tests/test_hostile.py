@@ -733,4 +733,26 @@ def test_python_m_m2iv_sandbox_is_the_m2iv_cli():
     assert out.returncode == 0 and "usage: m2iv sandbox build" in out.stdout and "--meta-steps" in out.stdout
 
 
+def test_the_sandbox_build_directory_is_never_written_over_a_users_files(tmp_path):
+    # Was: `m2iv sandbox build --out DIR` renamed an existing DIR aside and rmtree'd it, whatever it held.
+    from m2iv.files import fill_dir_atomic
+
+    out = tmp_path / "sandbox"
+    out.mkdir()
+    (out / "my-notes.txt").write_text("mine")
+
+    def save_pretrained(tmp):  # what the build writes (a model directory)
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"x")
+
+    with pytest.raises(M2IVError, match="did not write"):
+        fill_dir_atomic(out, save_pretrained)
+    assert (out / "my-notes.txt").read_text() == "mine"
+    (out / "my-notes.txt").unlink()
+    fill_dir_atomic(out, save_pretrained)  # an earlier build (or an empty folder) is replaced whole
+    fill_dir_atomic(out, save_pretrained)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sandbox"]  # no temp or old folder left behind
+
+
 # (end of section: sandbox)

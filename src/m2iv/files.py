@@ -75,26 +75,38 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> Path:
     return write_text_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 
-def write_dir_atomic(directory: str | Path, files: dict[str, Callable[[Path], None]]) -> None:
-    """Write files (name -> callable(path)) into a temp dir next to `directory`, then rename it into place;
-    readers see the old directory or the new one, never a half-written mix. A directory holding files m2iv
-    did not write is refused and kept."""
+def write_dir_atomic(directory: str | Path, files: dict[str, Callable[[Path], object]]) -> None:
+    """Write files (name -> callable(path)) as one directory, atomically (see fill_dir_atomic)."""
+
+    def fill(tmp: Path) -> None:
+        for name, writer in files.items():
+            writer(tmp / name)
+
+    fill_dir_atomic(directory, fill)
+
+
+def fill_dir_atomic(directory: str | Path, fill: Callable[[Path], object]) -> None:
+    """Let `fill(tmp)` populate a temp dir next to `directory`, fsync it, then rename it into place; readers see
+    the old directory or the new one, never a half-written mix. An existing directory holding names the new one
+    does not (a user's files) is refused and kept."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for name, writer in files.items():
-            writer(tmp / name)
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+        fill(tmp)
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         fsync_dir(tmp)
         old = None
         if directory.exists():
             if not directory.is_dir():
                 raise M2IVError(f"{directory} exists and is not a directory; choose another output path")
-            foreign = sorted(p.name for p in directory.iterdir() if p.name not in files)
-            if foreign:  # replacing would delete a user's files along with the old vectors
+            written = {p.name for p in tmp.iterdir()}
+            foreign = sorted(p.name for p in directory.iterdir() if p.name not in written)
+            if foreign:  # replacing would delete a user's files along with the old output
                 raise M2IVError(f"{directory} holds files m2iv did not write ({', '.join(foreign[:3])}"
                                 f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new directory")
             old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"

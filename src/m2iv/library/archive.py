@@ -10,13 +10,11 @@ is larger than a vector set can be.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
-import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from m2iv.errors import M2IVError
-from m2iv.files import fsync_dir
+from m2iv.files import write_file_atomic
 
 MAX_ARCHIVE_BYTES = 8 << 30  # a vector set is megabytes; refuse to unpack anything absurd
 MAX_MEMBER_BYTES = 4 << 30  # the largest file: tensors of 1024 layers x 65536 wide, all sites, float32
@@ -31,25 +29,18 @@ def write_tar(out: str | Path, files: dict[str, bytes], folder: str, mtime: floa
     out = Path(out)
     if out.exists() and not out.is_file():
         raise M2IVError(f"{out} exists and is not a file; choose another .tar path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name in sorted(files):
-                    data = files[name]
-                    info = tarfile.TarInfo(f"{folder}/{name}")
-                    info.type, info.size, info.mode, info.mtime = tarfile.REGTYPE, len(data), 0o644, int(mtime)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+
+    def write(tmp: Path) -> None:
+        with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(files):
+                data = files[name]
+                info = tarfile.TarInfo(f"{folder}/{name}")
+                info.type, info.size, info.mode, info.mtime = tarfile.REGTYPE, len(data), 0o644, int(mtime)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+
+    return write_file_atomic(out, write)
 
 
 def _unsafe(member: tarfile.TarInfo) -> str | None:

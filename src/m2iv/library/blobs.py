@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from m2iv.errors import M2IVError
-from m2iv.files import fsync_dir, write_json_atomic
+from m2iv.files import write_file_atomic, write_json_atomic
 from m2iv.library.entry import Entry, entry_record
 
 MAX_SIDECAR_BYTES = 256 << 20
@@ -47,19 +46,12 @@ class Blobs:
                 return path
         except OSError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{sha}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+
+        def write(tmp: Path) -> None:
+            tmp.write_bytes(data)
             os.chmod(tmp, 0o444)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+
+        return write_file_atomic(path, write)
 
     def read(self, entry: Entry) -> bytes:
         """The entry's tensor file, verified against its sha256 (never returned when it changed)."""

@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from m2iv.errors import M2IVError
+from m2iv.files import fill_dir_atomic
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "weights.safetensors"
@@ -230,24 +230,15 @@ def assemble(out: str | Path, weights: str | Path = WEIGHTS, manifest: str | Pat
     model, proc = build_base(progress, smollm2=smollm2)
     progress(f"applying {weights.name} ({weights.stat().st_size / 1e6:.1f} MB)")
     counts = apply_weights(model, load_file(str(weights)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     progress(f"saving to {out}")
-    try:
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         proc.save_pretrained(tmp)
         (tmp / STAMP).write_text(json.dumps({"weights_sha256": info["sha256"], "applied": counts,
                                              "image_seq_len": IMAGE_SEQ_LEN, "built_in_s": round(time.time() - t0, 1)},
                                             indent=1))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    fill_dir_atomic(out, fill)
     progress(f"sandbox built in {time.time() - t0:.0f} s: {out}")
     return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
 from m2iv.errors import M2IVError
+from m2iv.files import write_file_atomic
 from m2iv.train.config import TeacherConfig
 
 SHARD = 64  # (query, draw) items per shard file
@@ -124,9 +124,7 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
                 path.unlink(missing_ok=True)
         if data is None:
             data = _compute_shard(lm, builder, shard, selector, cfg, seed, batch_size, bar)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file(data, str(tmp), metadata={"ids": json.dumps([q.id for q, _ in shard])})
-            os.replace(tmp, path)
+            _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard])})
         else:
             bar.update(len(shard))
         loaded.append(data)
@@ -152,6 +150,10 @@ def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) ->
         if draw:
             random.Random(f"{seed}:{q.id}:{draw}").shuffle(pool)
     return [pool[i * cfg.shots:(i + 1) * cfg.shots] for i in range(cfg.ensemble)]
+
+
+def _write_shard(path: Path, data: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    write_file_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
 
 
 @torch.no_grad()
