@@ -72,3 +72,24 @@ def test_sweep_trains_each_rate_keeps_the_best_on_validation_and_tests_it_once(t
     live_dirs = sorted(p.name for p in (tmp_path / "work" / "sandbox-colour-nonce" / "live-2shot").iterdir())
     assert sum(n.startswith("vectors-") and "." not in n for n in live_dirs) == 2  # one per rate; the best reused
     assert sum(n.startswith("val-") for n in live_dirs) == 2 and sum(n.startswith("eval-") for n in live_dirs) == 1
+
+
+def test_every_method_with_a_learning_rate_is_swept_at_its_own_field():
+    """A method that trains by gradient (it has a rate setting) gets a grid, or the comparison would tune its
+    rivals and leave it at its default (HiFICL was missing)."""
+    from dataclasses import fields
+
+    from m2iv.methods import METHODS
+
+    for name in METHODS:
+        cls = METHODS.get(name)
+        cfg = getattr(cls, "config_cls", None)
+        names = {f.name for f in fields(cfg)} if cfg is not None else set()
+        if names & {"lr", "lr_vectors"}:
+            assert name in bench.LR_GRIDS and name in bench.LR_FIELDS, name
+    for name, (where, keys) in bench.LR_FIELDS.items():
+        if where == "method_config":
+            defaults = bench.get_method_defaults(name)
+            assert all(k in defaults for k in keys), name
+            if name != "live":  # LIVE's grid starts above its 1e-4 on purpose (see bench.LR_FIELDS)
+                assert min(bench.LR_GRIDS[name]) <= defaults[keys[0]] <= max(bench.LR_GRIDS[name]), name

@@ -68,9 +68,11 @@ def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
 # The rate is a method setting (`method_config`) or a TrainConfig field (`train`); every field named is set.
 LR_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "m2iv": ("train", ("lr_vectors", "lr_scales")), "live": ("method_config", ("lr_vectors",)),
-    "mimic": ("method_config", ("lr",)), "i2cl": ("method_config", ("lr",)), "mtv": ("method_config", ("lr",))}
+    "mimic": ("method_config", ("lr",)), "i2cl": ("method_config", ("lr",)), "mtv": ("method_config", ("lr",)),
+    "hificl": ("method_config", ("lr",))}
 LR_GRIDS: dict[str, list[float]] = {"m2iv": [1e-3, 1e-2, 1e-1], "live": [1e-3, 1e-2, 1e-1],
-                                    "mimic": [5e-4, 5e-3, 5e-2], "i2cl": [1e-3, 1e-2, 1e-1], "mtv": [1e-2, 1e-1, 1.0]}
+                                    "mimic": [5e-4, 5e-3, 5e-2], "i2cl": [1e-3, 1e-2, 1e-1], "mtv": [1e-2, 1e-1, 1.0],
+                                    "hificl": [5e-4, 5e-3, 5e-2]}
 
 
 def lr_grids(spec: str | None, methods: list[str]) -> dict[str, list[float]]:
