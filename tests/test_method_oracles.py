@@ -112,6 +112,29 @@ def test_live_kl_matches_the_original_formula(temperature):
     torch.testing.assert_close(ours, original, rtol=1e-4, atol=1e-5)
 
 
+def test_live_kl_with_the_originals_eps_matches_it_where_probabilities_are_tiny():
+    """`kl_eps=1e-6` is the original's calculate_kl_divergence where eps matters (p_s << 1e-6); 0 is exact."""
+    g = torch.Generator().manual_seed(1)
+    stu, tea = torch.randn(2, 3, 40, generator=g) * 30, torch.randn(2, 3, 40, generator=g) * 30
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)
+    s, t = stu[mask], tea[mask]
+    eps = 1e-6
+    original = (t.softmax(1) * ((t.softmax(1) + eps).log() - (s.softmax(1) + eps).log())).sum(1).mean()
+    ours = losses.mimicry(stu, F.log_softmax(tea, -1), None, mask, 1.0, eps=eps)
+    torch.testing.assert_close(ours, original, rtol=1e-4, atol=1e-5)
+    exact = losses.mimicry(stu, F.log_softmax(tea, -1), None, mask, 1.0)
+    assert float(exact) > float(original) + 1.0  # the eps caps log p_s: the default (exact) KL is much larger here
+
+
+def test_live_kl_positions_switch_is_the_originals_masks():
+    """The original's masks keep the logits AT the answer tokens: the predictions of the 2nd answer token onward
+    (left-padded rows; the prediction after EOS is not in m2iv's teacher cache)."""
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
+    original = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(losses.kl_positions(mask, skip_first=True), original)
+    assert torch.equal(losses.kl_positions(mask), mask)
+
+
 # -- I2CL ------------------------------------------------------------------------------------------
 def i2cl_original(lm, cv: dict, coef: dict, noise_scale: float = 0.0) -> _Hooks:
     """inject_hook_func('linear', inject_pos='all'): o' = b*o + a*cv; in train mode o' += randn * |o'| * scale."""

@@ -146,3 +146,13 @@ def test_layout_flags_reach_m2iv(tmp_path, captured):
     _train(tmp_path, "m2iv", "--sites", "mlp", "--operator", "additive", "--token-policy", "text", "--shots", "2")
     mc = captured["method_config"]
     assert (mc["sites"], mc["operator"], mc["token_policy"]) == (["mlp"], "additive", "text")
+
+
+def test_live_kl_switches_reach_the_trainer(tmp_path, captured):
+    """The original LIVE's KL (eps 1e-6 in the logs, first answer prediction left out) is a setting away."""
+    _train(tmp_path, "live", "--method-config", "kl_eps=1e-6", "--method-config", "kl_skip_first=true",
+           "--shots", "2", "--steps", "3")
+    r = captured["recipe"]
+    assert (r.kl_eps, r.kl_skip_first) == (1e-6, True)
+    _train(tmp_path, "live", "--shots", "2", "--steps", "3")
+    assert (captured["recipe"].kl_eps, captured["recipe"].kl_skip_first) == (0.0, False)

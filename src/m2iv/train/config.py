@@ -42,6 +42,8 @@ class TrainConfig:
     w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
     w_align: float = 0.0  # layer-wise MSE to the teacher's hidden states (MimIC); needs teacher.hidden_states
     temperature: float = 1.0
+    kl_eps: float = 0.0  # eps inside the KL's logs (LIVE's original: 1e-6); 0: the exact KL
+    kl_skip_first: bool = False  # leave the first answer token's prediction out of the KL (LIVE's original masks)
     synergy: str = "decorrelation"  # decorrelation | barlow | none (see losses.py)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
@@ -54,6 +56,8 @@ class TrainConfig:
             raise M2IVError("w_align > 0 needs the teacher's hidden states (teacher.hidden_states=True)")
         if self.w_mimicry == self.w_ce == self.w_synergy == self.w_align == 0:
             raise M2IVError("every loss weight is 0: nothing to train")
+        if not 0 <= self.kl_eps < 1:
+            raise M2IVError(f"kl_eps must be in [0, 1); got {self.kl_eps}")
         if self.synergy not in ("decorrelation", "barlow", "none"):
             raise M2IVError(f"unknown synergistic loss {self.synergy!r}; use decorrelation, barlow or none")
 

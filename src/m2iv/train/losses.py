@@ -10,20 +10,30 @@ import torch.nn.functional as F
 
 
 def mimicry(student_logits: torch.Tensor, teacher_values: torch.Tensor, teacher_index: torch.Tensor | None,
-            mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+            mask: torch.Tensor, temperature: float = 1.0, eps: float = 0.0) -> torch.Tensor:
     """KL(teacher || student) per answer token, averaged over real tokens.
 
     With top-k teacher logits (values, index: (B, A, k)) the teacher distribution is renormalised over its
-    top k and the student's log-probabilities are read at the same k tokens (of its full softmax).
+    top k and the student's log-probabilities are read at the same k tokens (of its full softmax). `eps` > 0
+    puts eps inside both logs, as LIVE's original does (1e-6): it caps a student log-probability at log(eps)
+    and so damps the gradient of tokens the student deems impossible; 0 is the exact KL.
     """
     s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (B, A, V)
     if teacher_index is not None:
         s_logp = s_logp.gather(-1, teacher_index)  # (B, A, k)
     t_logp = F.log_softmax(teacher_values.float() / temperature, dim=-1)  # (B, A, k|V)
     p = t_logp.exp()
+    if eps:
+        s_logp, t_logp = (s_logp.exp() + eps).log(), (p + eps).log()
     kl = torch.where(p > 0, p * (t_logp - s_logp), torch.zeros_like(p)).sum(-1)  # (B, A); 0 log 0 = 0
     m = mask.float()
     return (kl * m).sum() / m.sum().clamp_min(1) * temperature**2
+
+
+def kl_positions(mask: torch.Tensor, skip_first: bool = False) -> torch.Tensor:
+    """The answer predictions the KL covers: all of them, or (LIVE's original masks, which keep the logits AT the
+    answer tokens) all but the first answer token's prediction. mask: (B, A), left-padded."""
+    return mask & (mask.cumsum(1) > 1) if skip_first else mask
 
 
 def supervised(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -125,7 +125,8 @@ class VectorTrainer:
                                 f"{teacher.key} under the teacher cache and rerun")
             vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
             idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
-            parts["mimicry"] = losses.mimicry(logits, vals, idx, mask, cfg.temperature)
+            parts["mimicry"] = losses.mimicry(logits, vals, idx, losses.kl_positions(mask, cfg.kl_skip_first),
+                                              cfg.temperature, cfg.kl_eps)
         if align:
             assert teacher is not None and teacher.hidden is not None and hidden is not None  # `align` says so
             n = labels.shape[1]

@@ -20,6 +20,10 @@ class LIVEConfig:
     warmup: float = 0.1  # warm_steps: fraction of steps, then cosine
     w_ce: float = 0.0  # hard_loss_weight: CE next to the KL (0 in the original)
     temperature: float = 1.0  # init_temperature (not learned, no decay)
+    # Deviations kept as switches (see method.py): the original's eps inside the KL's logs (1e-6) and its masks,
+    # which leave the first answer token's prediction out of the KL. m2iv's defaults: the exact KL on every one.
+    kl_eps: float = 0.0
+    kl_skip_first: bool = False
 
     def __post_init__(self) -> None:
         if self.site not in ("mlp", "layer"):

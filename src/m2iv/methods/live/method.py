@@ -28,10 +28,11 @@ Deviations from the original code, and why:
   logits AT the answer tokens, i.e. the predictions of the second answer token onward and of the token after
   EOS, so the first answer token's prediction is outside its KL (an apparent off-by-one; one-word VQA answers
   are then distilled only through the EOS prediction). m2iv distils the predictions OF every answer token
-  (first one included); not reproduced.
+  (first one included) by default; `kl_skip_first=True` applies the original's masks to the cached answer
+  predictions (the one after EOS is not in the teacher cache, so it stays out).
 - The original's KL has eps 1e-6 inside both logs, which caps a student log-probability at log(1e-6) and damps
   the gradient of tokens the student deems impossible (p_s << 1e-6: a zero-shot student on unseen words);
-  m2iv's KL is exact.
+  m2iv's KL is exact by default; `kl_eps=1e-6` is the original's.
 - The lr 1e-4 on the vectors is the original's and stays the default. It was set for Idefics2-8B, whose
   hidden states are small per coordinate; at the same rate a vector moves by about lr per Adam step and
   coordinate, and the norm-preserving shift acts only once |sigmoid(alpha) v| nears |h|. On the sandbox
@@ -81,7 +82,8 @@ class LIVE(LoadedVectors):
         recipe = self.recipe({
             "lr_vectors": cfg.lr_vectors, "lr_scales": cfg.lr_alpha, "weight_decay": cfg.weight_decay,
             "warmup": cfg.warmup, "clip": 1.0, "w_mimicry": 1.0, "w_synergy": 0.0, "synergy": "none",
-            "w_ce": cfg.w_ce, "w_align": 0.0, "temperature": cfg.temperature, "val_every": 0})
+            "w_ce": cfg.w_ce, "w_align": 0.0, "temperature": cfg.temperature, "kl_eps": cfg.kl_eps,
+            "kl_skip_first": cfg.kl_skip_first, "val_every": 0})
         vectors = self.make_vectors(lm, cfg, seed=recipe.seed)
         best, info = train_vectors(lm, task, splits, vectors, recipe, out, method_config=asdict(cfg),
                                    show_progress=self.options.get("progress", True))
