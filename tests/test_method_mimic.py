@@ -49,3 +49,62 @@ def test_mimic_recipe_is_the_originals_and_keeps_the_last_vectors(tmp_path, monk
     cfg = seen["cfg"]
     assert cfg.val_every == 0 and cfg.steps == 60 and cfg.w_align == 1.0 and cfg.w_ce == 0.5
     assert (cfg.lr_vectors, cfg.lr_scales, cfg.weight_decay, cfg.warmup, cfg.clip) == (5e-3, 5e-3, 1e-3, 0.1, 1.0)
+
+
+def _mlp_outputs(lm, batch: dict) -> list[torch.Tensor]:
+    """The original's RECORD_HIDDEN_STATES on the FFN: every layer's MLP output over the whole sequence."""
+    seen: list[torch.Tensor] = []
+    hooks = [lm.adapter.module(layer, "mlp").register_forward_hook(
+        lambda _m, _a, out: seen.append(out[0] if isinstance(out, tuple) else out))
+        for layer in range(lm.adapter.num_layers)]
+    try:
+        with torch.no_grad():
+            lm.model(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_mimic_original_alignment_targets_are_mlp_outputs_at_every_query_and_answer_token(tmp_path, monkeypatch):
+    """`align_site="mlp", align_span="query"`: the teacher's MLP outputs at the query + answer tokens of its N-shot
+    sequence, against the student's at the same tokens of its zero-shot one, as the original records them."""
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.data.selection import SELECTORS
+    from m2iv.train.config import TeacherConfig
+    from m2iv.train.teacher import _answer_logits, _demo_sets, compute_teacher, query_span, student_batch
+
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("idefics2")
+    splits = method_splits(tmp_path / "d", 3)
+    builder = PromptBuilder(lm, "")
+    cfg = TeacherConfig(shots=2, topk=8, hidden_states=True, hidden_site="mlp", hidden_span="query")
+    tt = compute_teacher(lm, builder, splits["train"], splits["support"], cfg, "fixture", show_progress=False)
+    selector = SELECTORS.get("random")(splits["support"], seed=0)
+    for i, q in enumerate(splits["train"]):
+        demos = _demo_sets(selector, q, 0, cfg, 0)[0]
+        t_batch, _, t_start = student_batch(builder, [q], [demos])
+        s_batch, s_labels, s_start = student_batch(builder, [q])
+        n_t, n_s = t_batch["input_ids"].shape[1] - int(t_start[0]), s_batch["input_ids"].shape[1] - int(s_start[0])
+        assert n_t == n_s == int(tt.hidden_len[i])  # the query + answer tokens, the same in both sequences
+        original = torch.stack([h[0, int(t_start[0]):] for h in _mlp_outputs(lm, t_batch)])  # (L, S, D)
+        torch.testing.assert_close(tt.hidden[i, :, -n_t:].float(), original, rtol=1e-2, atol=1e-2)  # cached in fp16
+        span, _ = query_span(s_batch, s_start)
+        _, student = _answer_logits(lm, s_batch, s_labels.shape[1], True, "mlp", span)
+        original = torch.stack([h[0, int(s_start[0]):] for h in _mlp_outputs(lm, s_batch)])
+        torch.testing.assert_close(student[0], original)
+
+
+def test_mimic_trains_with_the_original_alignment_targets(tmp_path, monkeypatch):
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    lm = tiny("qwen2_vl")
+    splits = for_model(lm, method_splits(tmp_path / "d", 6))
+    cfg = {"steps": 3, "batch_size": 3, "val_every": 0, "teacher": {"shots": 2, "topk": 8}}
+    m = get_method("mimic", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False,
+                             "method_config": {"align_site": "mlp", "align_span": "query"}})
+    m.prepare(lm, TASK, splits)
+    log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["align"] > 0 for r in log)
+    config = json.loads((tmp_path / "v" / "m2iv_config.json").read_text())
+    teacher = config["recipe"]["teacher"]
+    assert (teacher["hidden_site"], teacher["hidden_span"]) == ("mlp", "query")

@@ -17,8 +17,18 @@ class TeacherConfig:
     draws: int = 1  # demonstration sets per training query (shuffles / different draws)
     topk: int | None = 64  # teacher logits kept per answer token; None keeps the full distribution
     hidden_states: bool = False  # also cache per-layer hidden states (alignment losses, e.g. MimIC)
+    hidden_site: str = "layer"  # whose states: "layer" (decoder-layer outputs) or "mlp" (MLP outputs, MimIC's original)
+    # where: "answer" (the positions predicting the answer tokens) or "query" (every token of the query and answer,
+    # MimIC's original; the student's sequence, right-aligned in both)
+    hidden_span: str = "answer"
     context_window: int | None = None  # limit shots to what fits (None: the model's own window)
     ensemble: int = 1  # >1: product of experts over this many disjoint contexts (many-shot past the window)
+
+    def __post_init__(self) -> None:
+        if self.hidden_site not in ("layer", "mlp"):
+            raise M2IVError(f"teacher hidden_site must be 'layer' or 'mlp'; got {self.hidden_site!r}")
+        if self.hidden_span not in ("answer", "query"):
+            raise M2IVError(f"teacher hidden_span must be 'answer' or 'query'; got {self.hidden_span!r}")
 
 
 @dataclass

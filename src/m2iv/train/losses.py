@@ -42,7 +42,7 @@ def supervised(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def alignment(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Layer-wise MSE between student and teacher hidden states (B, L, A, D) at real answer positions (MimIC)."""
+    """Layer-wise MSE between student and teacher hidden states (B, L, P, D) at the real positions (MimIC)."""
     m = mask[:, None, :, None].float()  # (B, 1, A, 1)
     se = (student_hidden.float() - teacher_hidden.float()).pow(2) * m
     return se.sum() / (m.sum() * student_hidden.shape[1] * student_hidden.shape[-1]).clamp_min(1)

@@ -42,9 +42,10 @@ class TeacherTargets:
     labels: torch.Tensor  # (N, A) answer token ids, -100 on left padding
     values: torch.Tensor  # (N, A, k) top-k logits, or (N, A, V) full
     index: torch.Tensor | None  # (N, A, k) vocabulary ids of `values`; None for the full distribution
-    hidden: torch.Tensor | None  # (N, L, A, D) per-layer hidden states at the answer positions
-    prompt_tokens: float  # mean teacher prompt length (the cost vectors save)
-    key: str
+    hidden: torch.Tensor | None  # (N, L, A, D) per-layer hidden states at the answer positions ((N, L, S, D): query)
+    hidden_len: torch.Tensor | None = None  # (N,) query + answer tokens per item (hidden_span "query")
+    prompt_tokens: float = 0.0  # mean teacher prompt length (the cost vectors save)
+    key: str = ""
 
     @property
     def accuracy(self) -> float:
@@ -55,13 +56,34 @@ class TeacherTargets:
         return float(((pred == self.labels) | ~mask).all(-1).float().mean())
 
 
-def _answer_logits(lm, batch: dict, n: int, hidden: bool):
-    out = lm.model(**batch, logits_to_keep=n + 1, output_hidden_states=hidden)
+def _answer_logits(lm, batch: dict, n: int, hidden: bool, site: str = "layer", span: int | None = None):
+    """Logits predicting the n answer tokens (B, A, V) and, with `hidden`, per-layer states (B, L, P, D) of `site`
+    ("layer": decoder-layer outputs, "mlp": MLP outputs) at those A positions, or with `span` S at the last S
+    positions (the query's and answer's own tokens, MimIC's original alignment span)."""
+    caught: list[torch.Tensor] = []
+    handles = []
+    if hidden and site == "mlp":
+        for layer in range(lm.adapter.num_layers):
+            handles.append(lm.adapter.module(layer, "mlp").register_forward_hook(
+                lambda _m, _a, out: caught.append(out[0] if isinstance(out, tuple) else out)))
+    try:
+        out = lm.model(**batch, logits_to_keep=n + 1, output_hidden_states=hidden and site == "layer")
+    finally:
+        for h in handles:
+            h.remove()
     logits = out.logits[:, -(n + 1):-1]  # (B, A, V): position t predicts token t+1
     hs = None
     if hidden:
-        hs = torch.stack([h[:, -(n + 1):-1] for h in out.hidden_states[1:]], dim=1)  # (B, L, A, D)
+        states = caught if site == "mlp" else out.hidden_states[1:]
+        cols = slice(-span, None) if span else slice(-(n + 1), -1)
+        hs = torch.stack([h[:, cols] for h in states], dim=1)  # (B, L, P, D)
     return logits, hs
+
+
+def query_span(batch: dict, query_start: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(S, lengths): the query + answer tokens per row of a left-padded batch (T - query_start) and their max."""
+    lengths = batch["input_ids"].shape[1] - query_start
+    return int(lengths.max()), lengths
 
 
 def student_batch(builder: PromptBuilder, queries: list[Sample], demos: list[list[Sample]] | None = None):
@@ -134,9 +156,15 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
     return TeacherTargets(
         ids=[q.id for q, _ in items], draws=[d for _, d in items], labels=cat("labels", -100),
         values=cat("values", 0.0), index=cat("index", 0) if "index" in loaded[0] else None,
-        hidden=torch.cat([_pad_left(d["hidden"].transpose(1, 2), n, 0.0) for d in loaded]).transpose(1, 2)
-        if "hidden" in loaded[0] else None,
+        hidden=_cat_hidden([d["hidden"] for d in loaded]) if "hidden" in loaded[0] else None,
+        hidden_len=torch.cat([d["hidden_len"] for d in loaded]) if "hidden_len" in loaded[0] else None,
         prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key)
+
+
+def _cat_hidden(parts: list[torch.Tensor]) -> torch.Tensor:
+    """(N_i, L, P_i, D) shards, left-padded along the positions to the longest P_i, as one (N, L, P, D)."""
+    p = max(t.shape[2] for t in parts)
+    return torch.cat([_pad_left(t.transpose(1, 2), p, 0.0) for t in parts]).transpose(1, 2)
 
 
 def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) -> list[list[Sample]]:
@@ -158,17 +186,22 @@ def _write_shard(path: Path, data: dict[str, torch.Tensor], metadata: dict[str, 
 
 @torch.no_grad()
 def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch_size, bar) -> dict:
-    labels_all, values_all, index_all, hidden_all, ptoks = [], [], [], [], []
+    labels_all, values_all, index_all, hidden_all, ptoks, spans = [], [], [], [], [], []
     for i in range(0, len(shard), batch_size):
         chunk = shard[i:i + batch_size]
         sets = [_demo_sets(selector, q, d, cfg, seed) for q, d in chunk]
         logps: torch.Tensor | None = None
         hs_sum: torch.Tensor | None = None
         for e in range(cfg.ensemble):
-            batch, labels, _ = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
+            batch, labels, query_start = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
             ptoks.append(batch["attention_mask"].sum(1) - (labels != -100).sum(1))
+            span = None
+            if cfg.hidden_states and cfg.hidden_span == "query":
+                span, lengths = query_span(batch, query_start)
+                if e == 0:
+                    spans.append(lengths)
             batch = {k: v.to(lm.model.device) for k, v in batch.items()}
-            logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states)
+            logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states, cfg.hidden_site, span)
             lp = F.log_softmax(logits.float(), dim=-1).cpu()
             logps = lp if logps is None else logps + lp
             if hs is not None:
@@ -192,5 +225,7 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
     if index_all:
         out["index"] = torch.cat([_pad_left(t, n, 0) for t in index_all]).long()
     if hidden_all:
-        out["hidden"] = torch.cat([_pad_left(t.transpose(1, 2), n, 0.0) for t in hidden_all]).transpose(1, 2)
+        out["hidden"] = _cat_hidden(hidden_all)  # positions: the answer's A, or the query span's S
+    if spans:
+        out["hidden_len"] = torch.cat(spans)
     return {k: v.contiguous() for k, v in out.items()}

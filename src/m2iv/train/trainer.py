@@ -32,7 +32,7 @@ from m2iv.files import write_dir_atomic
 from m2iv.identity import identity_diff, jsonable
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
-from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, student_batch
+from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, query_span, student_batch
 from m2iv.vectors.inject import inject
 from m2iv.vectors.vector import InContextVectors
 
@@ -110,8 +110,9 @@ class VectorTrainer:
         batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
         amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
-        with amp:
-            logits, hidden = _answer_logits(self.lm, batch, labels.shape[1], align)  # (B, A, V), (B, L, A, D)
+        span, lengths = query_span(batch, query_start) if align and cfg.teacher.hidden_span == "query" else (None, None)
+        with amp:  # (B, A, V), (B, L, A|S, D)
+            logits, hidden = _answer_logits(self.lm, batch, labels.shape[1], align, cfg.teacher.hidden_site, span)
         labels = labels.to(logits.device)
         mask = labels != -100
         parts: dict[str, torch.Tensor] = {}
@@ -129,9 +130,16 @@ class VectorTrainer:
                                               cfg.temperature, cfg.kl_eps)
         if align:
             assert teacher is not None and teacher.hidden is not None and hidden is not None  # `align` says so
-            n = labels.shape[1]
+            n, amask = labels.shape[1], mask
+            if span is not None:  # every query + answer token, right-aligned in teacher and student
+                assert lengths is not None
+                if teacher.hidden_len is None or not torch.equal(teacher.hidden_len[rows], lengths):
+                    raise M2IVError("teacher and student query spans differ; the teacher cache is stale — delete "
+                                    f"{teacher.key} under the teacher cache and rerun")
+                n = span
+                amask = (torch.arange(n)[None, :] >= (n - lengths)[:, None]).to(hidden.device)
             target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
-            parts["align"] = losses.alignment(hidden, target, mask)
+            parts["align"] = losses.alignment(hidden, target, amask)
         if cfg.w_synergy:
             syn = losses.synergy(cfg.synergy, self._site("attn"), self._site("mlp"))
             if syn is not None:

@@ -16,4 +16,9 @@ class MimICConfig:
     val_every: int = 0  # 0: keep the last vectors, as the original (it saves the last epoch's); K: best of every K
     w_align: float = 1.0  # layer-wise MSE to the ICL teacher's hidden states
     w_ce: float = 0.5  # + 0.5 * LM loss
+    # What the MSE aligns (deviations kept as switches, see method.py): m2iv's default is the teacher's decoder-layer
+    # outputs at the answer positions; the original's is the MLP outputs ("mlp") at every query + answer token
+    # ("query").
+    align_site: str = "layer"
+    align_span: str = "answer"
     token_policy: str = "all"

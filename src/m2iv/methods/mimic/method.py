@@ -15,8 +15,9 @@ Deviations from the original code, and why:
 - Alignment targets are the teacher's decoder-layer outputs at the answer positions (cached once by the
   shared teacher) rather than MLP outputs (`ffn_strategy: RECORD_HIDDEN_STATES`) on every query + answer token
   of a live teacher pass; the MSE is one mean over all answer tokens of the batch, not a per-sample mean
-  averaged over the batch (`calculate_layer_wise_loss`). Not reproduced: needs MLP-output caching in the
-  shared teacher (open).
+  averaged over the batch (`calculate_layer_wise_loss`). `align_site="mlp"` and `align_span="query"` give the
+  original's targets (the teacher's MLP outputs at every query + answer token, the student's at the same tokens
+  of its own sequence); the single mean over tokens stays.
 - The LM loss covers the answer tokens; the original's labels are the whole query + answer
   (`labels=input_ids`). Weight decay also reaches the gate bias (the original exempts `bias`).
 - Kept as the original (checked by tests/test_method_oracles.py): the gate
@@ -62,7 +63,9 @@ class MimIC(LoadedVectors):
         train_cfg = self.recipe({"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align,
                                  "synergy": "none", "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
                                  "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip,
-                                 "val_every": cfg.val_every, "teacher": {"hidden_states": True}})
+                                 "val_every": cfg.val_every,
+                                 "teacher": {"hidden_states": True, "hidden_site": cfg.align_site,
+                                             "hidden_span": cfg.align_span}})
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
                                       method_config={"name": "mimic", **cfg.__dict__},
                                       show_progress=self.options.get("progress", True))
