@@ -108,3 +108,50 @@ def test_mimic_trains_with_the_original_alignment_targets(tmp_path, monkeypatch)
     config = json.loads((tmp_path / "v" / "m2iv_config.json").read_text())
     teacher = config["recipe"]["teacher"]
     assert (teacher["hidden_site"], teacher["hidden_span"]) == ("mlp", "query")
+
+
+def test_mimic_sequence_lm_loss_is_the_originals_labels_input_ids(tmp_path):
+    """`ce_span="sequence"`: the LM loss of HF's `model(**inputs, labels=input_ids)` on the student's zero-shot
+    query + answer (with the vectors injected), as the original computes it; "answer" is the answer tokens only."""
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.train.config import TrainConfig
+    from m2iv.train.teacher import student_batch
+    from m2iv.train.trainer import VectorTrainer
+    from m2iv.vectors.inject import inject
+
+    lm = tiny("qwen2_vl")
+    q = method_splits(tmp_path / "d", 1)["train"]
+    builder = PromptBuilder(lm, "")
+    vec = get_method("mimic", {}).make_vectors(lm)
+    with torch.no_grad():
+        vec.vector("attn_head").normal_(0, 0.5)  # a visible shift, so the loss is the injected model's
+        vec.params["attn_head__gate_b"].fill_(2.0)
+    losses = {}
+    for span in ("sequence", "answer"):
+        cfg = TrainConfig(steps=1, w_mimicry=0.0, w_synergy=0.0, synergy="none", w_ce=1.0, ce_span=span)
+        trainer = VectorTrainer(lm, vec, cfg, tmp_path / span, show_progress=False)
+        with inject(lm.model, vec, lm.adapter) as handle, torch.no_grad():
+            losses[span] = trainer._loss(builder, q, None, [0], handle)[1]["ce"]
+            batch, labels, start = student_batch(builder, q)
+            handle.set_query_start(start)
+            original = lm.model(**batch, labels=batch["input_ids"]).loss
+            answer_only = lm.model(**batch, labels=torch.cat([torch.full_like(batch["input_ids"][:, :-labels.shape[1]],
+                                                                              -100), labels], 1)).loss
+    assert losses["sequence"] == pytest.approx(float(original), rel=1e-5)
+    assert losses["answer"] == pytest.approx(float(answer_only), rel=1e-5)
+    assert abs(losses["sequence"] - losses["answer"]) > 1e-3
+
+
+def test_mimic_gate_bias_decay_switch_is_the_originals_param_groups(tmp_path):
+    """`decay_gate_bias=False`: AdamW without weight decay on the gate bias (the original exempts biases)."""
+    from m2iv.train.config import TrainConfig
+    from m2iv.train.trainer import VectorTrainer
+
+    lm = tiny("qwen2")
+    vec = get_method("mimic", {}).make_vectors(lm)
+    for no_decay, exempt in (([], set()), (["gate_b"], {"attn_head__gate_b"})):
+        cfg = TrainConfig(steps=1, w_mimicry=0.0, synergy="none", w_synergy=0.0, w_ce=1.0, no_decay=no_decay)
+        opt = VectorTrainer(lm, vec, cfg, tmp_path / str(no_decay), show_progress=False).opt
+        names = {id(p): n for n, p in vec.params.items()}
+        got = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+        assert got == exempt

@@ -156,3 +156,16 @@ def test_live_kl_switches_reach_the_trainer(tmp_path, captured):
     assert (r.kl_eps, r.kl_skip_first) == (1e-6, True)
     _train(tmp_path, "live", "--shots", "2", "--steps", "3")
     assert (captured["recipe"].kl_eps, captured["recipe"].kl_skip_first) == (0.0, False)
+
+
+def test_mimic_original_switches_reach_the_trainer(tmp_path, captured):
+    """MimIC's original targets, LM-loss span and bias decay are settings away from m2iv's defaults."""
+    _train(tmp_path, "mimic", *[x for kv in ("align_site=mlp", "align_span=query", "ce_span=sequence",
+                                             "decay_gate_bias=false") for x in ("--method-config", kv)],
+           "--shots", "2", "--steps", "3")
+    r = captured["recipe"]
+    assert (r.teacher.hidden_site, r.teacher.hidden_span, r.ce_span, r.no_decay) == ("mlp", "query", "sequence",
+                                                                                     ["gate_b"])
+    _train(tmp_path, "mimic", "--shots", "2", "--steps", "3")
+    r = captured["recipe"]
+    assert (r.teacher.hidden_site, r.teacher.hidden_span, r.ce_span, r.no_decay) == ("layer", "answer", "answer", [])

@@ -39,6 +39,7 @@ class TrainConfig:
     lr_vectors: float = 1e-2  # vectors move far from zero; the paper's rates are unknown
     lr_scales: float = 1e-2  # weight factors (alpha / beta)
     weight_decay: float = 1e-3  # as I2CL / LIVE / MimIC
+    no_decay: list[str] = field(default_factory=list)  # parameter names (after "site__") without weight decay
     warmup: float = 0.1  # fraction of steps with linear warmup, then cosine to 0
     clip: float = 1.0
     bf16: bool = False  # bf16 autocast (CPU and CUDA)
@@ -50,6 +51,7 @@ class TrainConfig:
     w_mimicry: float = 1.0
     w_synergy: float = 0.1
     w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
+    ce_span: str = "answer"  # CE on the answer tokens, or "sequence": every token of the student's sequence (MimIC's)
     w_align: float = 0.0  # layer-wise MSE to the teacher's hidden states (MimIC); needs teacher.hidden_states
     temperature: float = 1.0
     kl_eps: float = 0.0  # eps inside the KL's logs (LIVE's original: 1e-6); 0: the exact KL
@@ -66,6 +68,8 @@ class TrainConfig:
             raise M2IVError("w_align > 0 needs the teacher's hidden states (teacher.hidden_states=True)")
         if self.w_mimicry == self.w_ce == self.w_synergy == self.w_align == 0:
             raise M2IVError("every loss weight is 0: nothing to train")
+        if self.ce_span not in ("answer", "sequence"):
+            raise M2IVError(f"ce_span must be 'answer' or 'sequence'; got {self.ce_span!r}")
         if not 0 <= self.kl_eps < 1:
             raise M2IVError(f"kl_eps must be in [0, 1); got {self.kl_eps}")
         if self.synergy not in ("decorrelation", "barlow", "none"):

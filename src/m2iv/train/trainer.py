@@ -70,12 +70,15 @@ class VectorTrainer:
         self.workdir = Path(workdir)
         self.show_progress = show_progress
         self.dist, self.world, self.rank = _dist()
-        # Parameters with requires_grad=False stay fixed (e.g. I2CL trains only the scales of extracted vectors).
-        groups: list[dict[str, Any]] = [
-                  {"params": [p for n, p in vectors.params.items() if n.endswith("__vector") and p.requires_grad],
-                   "lr": cfg.lr_vectors},
-                  {"params": [p for n, p in vectors.params.items() if not n.endswith("__vector") and p.requires_grad],
-                   "lr": cfg.lr_scales}]
+        # Parameters with requires_grad=False stay fixed (e.g. I2CL trains only the scales of extracted vectors);
+        # those named in `no_decay` (MimIC's original exempts its gate bias) get no weight decay.
+        def group(vector: bool, decay: bool) -> dict[str, Any]:
+            ps = [p for n, p in vectors.params.items() if n.endswith("__vector") == vector and p.requires_grad
+                  and (n.split("__", 1)[1] not in cfg.no_decay) == decay]
+            return {"params": ps, "lr": cfg.lr_vectors if vector else cfg.lr_scales,
+                    **({} if decay else {"weight_decay": 0.0})}
+
+        groups = [group(True, True), group(False, True), group(True, False), group(False, False)]
         self.trainable = [p for g in groups for p in g["params"]]
         if not self.trainable:
             raise M2IVError("no vector parameter requires a gradient: nothing to train")
@@ -111,12 +114,20 @@ class VectorTrainer:
         amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
         span, lengths = query_span(batch, query_start) if align and cfg.teacher.hidden_span == "query" else (None, None)
-        with amp:  # (B, A, V), (B, L, A|S, D)
-            logits, hidden = _answer_logits(self.lm, batch, labels.shape[1], align, cfg.teacher.hidden_site, span)
+        n_ans = labels.shape[1]
+        # CE over the whole sequence (MimIC's labels=input_ids) needs the logits of every position, not the answer's.
+        n_keep = batch["input_ids"].shape[1] - 1 if cfg.w_ce and cfg.ce_span == "sequence" else n_ans
+        with amp:  # (B, n_keep, V), (B, L, A|S|n_keep, D)
+            logits, hidden = _answer_logits(self.lm, batch, n_keep, align, cfg.teacher.hidden_site, span)
+        parts: dict[str, torch.Tensor] = {}
+        if n_keep != n_ans:
+            seq_labels = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            parts["ce"] = losses.supervised(logits, seq_labels.to(logits.device))
+            logits = logits[:, -n_ans:]
+            hidden = hidden[:, :, -n_ans:] if hidden is not None and span is None else hidden
         labels = labels.to(logits.device)
         mask = labels != -100
-        parts: dict[str, torch.Tensor] = {}
-        if cfg.w_ce:
+        if cfg.w_ce and "ce" not in parts:
             parts["ce"] = losses.supervised(logits, labels)
         if cfg.w_mimicry and teacher is not None:
             n = labels.shape[1]

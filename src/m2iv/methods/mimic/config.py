@@ -21,4 +21,6 @@ class MimICConfig:
     # ("query").
     align_site: str = "layer"
     align_span: str = "answer"
+    ce_span: str = "answer"  # the LM loss on the answer tokens; the original's labels=input_ids: "sequence"
+    decay_gate_bias: bool = True  # weight decay on the gate bias too; the original's AdamW exempts biases: False
     token_policy: str = "all"

@@ -19,7 +19,8 @@ Deviations from the original code, and why:
   original's targets (the teacher's MLP outputs at every query + answer token, the student's at the same tokens
   of its own sequence); the single mean over tokens stays.
 - The LM loss covers the answer tokens; the original's labels are the whole query + answer
-  (`labels=input_ids`). Weight decay also reaches the gate bias (the original exempts `bias`).
+  (`labels=input_ids`): `ce_span="sequence"` (padding excluded, which the original's pad-token labels
+  include). Weight decay also reaches the gate bias; `decay_gate_bias=False` exempts it, as the original.
 - Kept as the original (checked by tests/test_method_oracles.py): the gate
   mu = exp(logZ1 - logaddexp(logZ1, logZ2)) with logZ1 = MultiheadLinear(q) on post-RoPE queries, the
   per-head shift before o_proj, the inits (shift randn * 1e-3, gate weight N(0, 0.02), bias 0), lr 5e-3,
@@ -63,7 +64,8 @@ class MimIC(LoadedVectors):
         train_cfg = self.recipe({"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align,
                                  "synergy": "none", "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
                                  "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip,
-                                 "val_every": cfg.val_every,
+                                 "val_every": cfg.val_every, "ce_span": cfg.ce_span,
+                                 "no_decay": [] if cfg.decay_gate_bias else ["gate_b"],
                                  "teacher": {"hidden_states": True, "hidden_site": cfg.align_site,
                                              "hidden_span": cfg.align_span}})
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
