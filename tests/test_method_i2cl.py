@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import m2iv.methods.i2cl  # noqa: F401  (registers "i2cl")
-from conftest import fixture_task, for_model, method_splits, tiny, write_colour_jsonl
+from conftest import fixture_task, for_model, method_splits, random_vectors, tiny, write_colour_jsonl
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods import get_method
 from m2iv.methods.i2cl import I2CLConfig
@@ -141,3 +141,36 @@ def test_recipe_precedence_method_defaults_unless_the_user_set_a_field():
     # A value the user set equal to the shared default still wins over the method's default.
     r = recipe(mine, {"steps": TrainConfig().steps}, {})
     assert r.steps == TrainConfig().steps
+
+
+def test_i2cl_first_token_calibration_loss_is_the_originals(tmp_path):
+    """`ce_span="first"`: the original's calibration CE on the label word's first token only; the default CE covers
+    every answer token and the end of turn."""
+    import torch.nn.functional as F
+
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.train.config import TrainConfig
+    from m2iv.train.teacher import student_batch
+    from m2iv.train.trainer import VectorTrainer
+    from m2iv.vectors.inject import inject
+
+    lm = tiny("qwen2")
+    q = for_model(lm, method_splits(tmp_path / "d", 2))["train"]
+    builder = PromptBuilder(lm, "")
+    vec = random_vectors(lm)
+    got = {}
+    for span in ("first", "answer"):
+        cfg = TrainConfig(steps=1, w_mimicry=0.0, w_synergy=0.0, synergy="none", w_ce=1.0, ce_span=span)
+        with inject(lm.model, vec, lm.adapter) as handle, torch.no_grad():
+            got[span] = VectorTrainer(lm, vec, cfg, tmp_path / span, show_progress=False)._loss(
+                builder, q, None, [0, 1], handle)[1]["ce"]
+            batch, labels, start = student_batch(builder, q)
+            handle.set_query_start(start)
+            logits = lm.model(**batch).logits
+    n_real = (labels != -100).sum(1)  # left-padded answers: the first real one sits at column A - n_real
+    a = labels.shape[1]
+    rows = torch.arange(len(q))
+    first_pred = logits[rows, logits.shape[1] - 1 - n_real]  # the position that predicts the first answer token
+    first_tok = labels[rows, a - n_real]
+    assert got["first"] == pytest.approx(float(F.cross_entropy(first_pred, first_tok)), rel=1e-5)
+    assert abs(got["first"] - got["answer"]) > 1e-4

@@ -169,3 +169,8 @@ def test_mimic_original_switches_reach_the_trainer(tmp_path, captured):
     _train(tmp_path, "mimic", "--shots", "2", "--steps", "3")
     r = captured["recipe"]
     assert (r.teacher.hidden_site, r.teacher.hidden_span, r.ce_span, r.no_decay) == ("layer", "answer", "answer", [])
+
+
+def test_i2cl_first_token_loss_switch_reaches_the_trainer(tmp_path, captured):
+    _train(tmp_path, "i2cl", "--method-config", "ce_span=first", "--shots", "2", "--steps", "3")
+    assert captured["recipe"].ce_span == "first"

@@ -51,7 +51,9 @@ class TrainConfig:
     w_mimicry: float = 1.0
     w_synergy: float = 0.1
     w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
-    ce_span: str = "answer"  # CE on the answer tokens, or "sequence": every token of the student's sequence (MimIC's)
+    # CE on the answer tokens, "first": the first answer token only (I2CL's original), or "sequence": every token of
+    # the student's sequence (MimIC's original labels=input_ids)
+    ce_span: str = "answer"
     w_align: float = 0.0  # layer-wise MSE to the teacher's hidden states (MimIC); needs teacher.hidden_states
     temperature: float = 1.0
     kl_eps: float = 0.0  # eps inside the KL's logs (LIVE's original: 1e-6); 0: the exact KL
@@ -68,8 +70,8 @@ class TrainConfig:
             raise M2IVError("w_align > 0 needs the teacher's hidden states (teacher.hidden_states=True)")
         if self.w_mimicry == self.w_ce == self.w_synergy == self.w_align == 0:
             raise M2IVError("every loss weight is 0: nothing to train")
-        if self.ce_span not in ("answer", "sequence"):
-            raise M2IVError(f"ce_span must be 'answer' or 'sequence'; got {self.ce_span!r}")
+        if self.ce_span not in ("answer", "first", "sequence"):
+            raise M2IVError(f"ce_span must be 'answer', 'first' or 'sequence'; got {self.ce_span!r}")
         if not 0 <= self.kl_eps < 1:
             raise M2IVError(f"kl_eps must be in [0, 1); got {self.kl_eps}")
         if self.synergy not in ("decorrelation", "barlow", "none"):

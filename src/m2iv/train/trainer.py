@@ -128,7 +128,9 @@ class VectorTrainer:
         labels = labels.to(logits.device)
         mask = labels != -100
         if cfg.w_ce and "ce" not in parts:
-            parts["ce"] = losses.supervised(logits, labels)
+            first_only = losses.kl_positions(mask, skip_first=True) | ~mask  # I2CL's original: the label's 1st token
+            parts["ce"] = losses.supervised(logits, labels.masked_fill(first_only, -100) if cfg.ce_span == "first"
+                                            else labels)
         if cfg.w_mimicry and teacher is not None:
             n = labels.shape[1]
             t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]

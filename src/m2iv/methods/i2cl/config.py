@@ -20,6 +20,7 @@ class I2CLConfig:
     lr: float = 1e-2  # AdamW on the scalars (original lr)
     weight_decay: float = 1e-3  # original wd
     warmup: float = 0.05  # original: 5% of the epochs of linear warmup, then cosine
+    ce_span: str = "answer"  # calibration CE on every answer token + end of turn; the original's: "first" (label word)
 
     def __post_init__(self) -> None:
         if not self.sites or not set(self.sites) <= {"attn", "mlp", "layer"}:

@@ -27,8 +27,9 @@ Deviations from the original code, and why:
   assistant turn with its answer), so its last token is the end-of-turn/newline after the answer, the
   counterpart of the original's trailing separator '\\n'.
 - Calibration loss: the trainer's cross-entropy on every answer token of the target (answer plus the
-  end-of-turn marker) instead of the first token of the label word only; batches are consecutive slices
-  of seeded per-epoch permutations instead of independent random batches.
+  end-of-turn marker) instead of the first token of the label word only (`ce_span="first"` is the
+  original's); batches are consecutive slices of seeded per-epoch permutations instead of independent
+  random batches.
 - Schedule: the trainer's linear warmup then cosine over the remaining steps (the original multiplies
   its warmup ramp into a cosine over all steps); no gradient clipping (clip=1e6), as the original.
 - One run per call; the original repeats 5 runs with different demonstrations and averages results.
@@ -159,7 +160,8 @@ class I2CL(LoadedVectors):
         recipe = self.recipe({
             "steps": max(1, cfg.epochs * (len(demos) // bs)), "batch_size": cfg.batch_size,
             "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": 1e6,
-            "val_every": 0, "w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": 1.0, "synergy": "none"})
+            "val_every": 0, "w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": 1.0, "synergy": "none",
+            "ce_span": cfg.ce_span})
         with training_noise(lm, vectors, cfg.noise_scale):
             best, info = train_vectors(lm, task, {"train": demos, "support": splits.get("support", [])}, vectors,
                                        recipe, out, method_config={**asdict(cfg), "demo_ids": [d.id for d in demos]},
