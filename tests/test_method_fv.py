@@ -48,7 +48,7 @@ def test_fv_is_sum_of_top_heads_through_w_o_added_at_last_token(family, splits):
 
     # oracle: mean o_proj input per head at the last token, each clean prompt run alone
     builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
-    clean, demos, queries = method.prompts(builder, sp["support"], list(sp["train"]), 2, CFG, 0)
+    clean, demos, queries, _, _ = method.prompts(builder, sp["support"], list(sp["train"]), 2, CFG, 0)
     assert all(p.answer is None for p in clean) and len(clean) == CFG.n_mean_prompts
     acts = {i: [] for i in range(ad.num_layers)}
     hooks = [ad.module(i, "attn_head").register_forward_pre_hook(
@@ -115,3 +115,26 @@ def test_fv_head_ranking_follows_a_planted_indirect_effect(splits):
     assert len(ranked) == ad.num_layers * ad.num_heads  # k capped by the heads the model has
     assert ranked[0][:2] == (1, 2) and ie[1, 2] > 10 * ie.flatten()[torch.arange(8) != 6].abs().max()
     assert top_heads(ie, 3, [0])[0][0] == 0  # ie_layers restricts the candidates
+
+
+def test_fv_icl_filter_keeps_the_prompts_the_model_answers_right(splits, monkeypatch):
+    """`icl_filter=True` (the original's filter_set): the mean is taken over the clean prompts whose next-token
+    argmax, each prompt run alone, is the first token of its answer; none right is a one-line error."""
+    import m2iv.methods.fv.method as fvm
+    from m2iv.errors import M2IVError
+
+    lm = tiny("qwen2_vl")
+    sp = for_model(lm, splits)
+    builder = PromptBuilder(lm, TASK.instruction, TASK.answer_template)
+    cfg = replace(CFG, n_mean_prompts=6, icl_filter=True)
+    method = get_method("fv", {"shots": 2, "seed": 0, "method_config": cfg})
+    clean, _, _, c_demos, c_queries = method.prompts(builder, sp["support"], list(sp["train"]), 2, cfg, 0)
+    with torch.no_grad():
+        alone = [int(lm.model(**_single(builder, p)).logits[0, -1].argmax()) for p in clean]
+    # pretend the answers of prompts 0, 2 and 4 are what the model predicts there, the others something else
+    fake = torch.tensor([a if i % 2 == 0 else a + 1 for i, a in enumerate(alone)])
+    monkeypatch.setattr(fvm, "answer_first_ids", lambda *a, **k: fake)
+    assert fvm.icl_correct(lm, builder, clean, c_demos, c_queries, batch_size=4) == clean[0::2]
+    monkeypatch.setattr(fvm, "answer_first_ids", lambda *a, **k: torch.tensor(alone) + 1)
+    with pytest.raises(M2IVError, match="icl_filter"):
+        fvm.icl_correct(lm, builder, clean, c_demos, c_queries, batch_size=4)

@@ -19,6 +19,9 @@ class FVConfig:
     layers: list[int] | None = None  # candidate edit layers of the sweep; None: every layer
     dev_size: int = 32  # held-out training queries that score each candidate edit layer (sweep only)
     batch_size: int = 4  # prompts per forward pass
+    # Keep only the clean prompts whose answer's first token the model predicts (the original's `filter_set` of
+    # queries answered correctly with ICL); off by default, so the mean sees the same data on every model.
+    icl_filter: bool = False
 
     def __post_init__(self) -> None:
         for name in ("shots", "n_mean_prompts", "n_ie_prompts", "n_top_heads", "dev_size", "batch_size"):

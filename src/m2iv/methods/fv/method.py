@@ -19,9 +19,11 @@ Deviations, and why:
 - Edit layer: the original script sweeps every layer by default (`--edit_layer -1`) and reports per layer; the
   paper uses ~L/3. Here ℓ = num_layers // 3 unless `sweep` picks it by dev first-token accuracy (ties broken by
   the correct token's mean log-probability) on held-out training queries, or `edit_layer` fixes it.
-- No ICL-correctness filter: the original draws queries only from those the model answers correctly with
-  ICL (`filter_set`); here queries are any training queries (the filter needs ICL accuracy the tiny and
-  small models may not have, and would change which data the vector sees).
+- No ICL-correctness filter by default: the original draws queries only from those the model answers correctly
+  with ICL (`filter_set`); here queries are any training queries (the filter needs ICL accuracy the tiny and
+  small models may not have, and would change which data the vector sees). `icl_filter=True` keeps only the
+  clean prompts whose first answer token the model predicts (per prompt, with its own demonstrations, rather
+  than per query over one ICL run).
 - Prompts are the task's chat-template prompts (images included) instead of `Q: x\\nA: y` lines; multi-token
   word averaging (`idx_avg`) does not arise because only the last token is used.
 - Heads are patched in a batch of prompts at once instead of one prompt at a time, and each patched run
@@ -71,6 +73,20 @@ def _patch_head(head: int, head_dim: int, value: torch.Tensor):
         return (x, *args[1:])
 
     return hook
+
+
+@torch.no_grad()
+def icl_correct(lm, builder: PromptBuilder, prompts: list[Prompt], demos: list[list[Sample]], queries: list[Sample],
+                batch_size: int) -> list[Prompt]:
+    """The prompts whose next-token argmax is the first token of their query's answer (the original's filter)."""
+    targets = answer_first_ids(builder, demos, queries)
+    preds = torch.cat([lm.model(**b).logits[:, -1].argmax(-1).cpu()
+                       for b in model_batches(lm, builder, prompts, batch_size)])
+    keep = [p for p, ok in zip(prompts, (preds == targets).tolist(), strict=True) if ok]
+    if not keep:
+        raise M2IVError(f"fv icl_filter: the model answers none of its {len(prompts)} ICL prompts right, so there is "
+                        "nothing to average; set icl_filter=false or use more shots")
+    return keep
 
 
 @torch.no_grad()
@@ -137,19 +153,22 @@ class FunctionVectors(LoadedVectors):
         return vec.to(lm.model.device).requires_grad_(False)
 
     def prompts(self, builder: PromptBuilder, support: list[Sample], pool: list[Sample], shots: int, cfg: FVConfig,
-                seed: int) -> tuple[list[Prompt], list[list[Sample]], list[Sample]]:
-        """(clean prompts for the mean, shuffled-label demonstrations and queries for the indirect effect)."""
+                seed: int) -> tuple[list[Prompt], list[list[Sample]], list[Sample], list[list[Sample]], list[Sample]]:
+        """(clean prompts for the mean, shuffled-label demonstrations and queries for the indirect effect, and the
+        clean prompts' demonstrations and queries)."""
         rng = random.Random(f"{seed}:fv")
-        clean = []
+        clean, clean_demos, clean_queries = [], [], []
         for _ in range(cfg.n_mean_prompts):
             q = rng.choice(pool)
-            clean.append(builder.build(sample_demos(rng, support, shots, [q], "fv"), q))
+            clean_queries.append(q)
+            clean_demos.append(sample_demos(rng, support, shots, [q], "fv"))
+            clean.append(builder.build(clean_demos[-1], q))
         queries, demos = [], []
         for _ in range(cfg.n_ie_prompts):
             q = rng.choice(pool)
             queries.append(q)
             demos.append(shuffle_labels(rng, sample_demos(rng, support, shots, [q], "fv")))
-        return clean, demos, queries
+        return clean, demos, queries, clean_demos, clean_queries
 
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()
@@ -162,7 +181,11 @@ class FunctionVectors(LoadedVectors):
             dev, pool = [], list(splits["train"])
         if not pool:
             raise M2IVError("fv needs training queries; the task's train split is empty")
-        clean, demos, queries = self.prompts(builder, splits["support"], pool, shots, cfg, seed)
+        clean, demos, queries, clean_demos, clean_queries = self.prompts(builder, splits["support"], pool, shots,
+                                                                         cfg, seed)
+        n_clean = len(clean)
+        if cfg.icl_filter:
+            clean = icl_correct(lm, builder, clean, clean_demos, clean_queries, cfg.batch_size)
         # 1. mean head outputs over clean ICL prompts
         mean = record_last(lm, builder, clean, "attn_head", cfg.batch_size).mean(0)  # (L, H, Dh)
         # 2. indirect effect of each head on shuffled-label prompts
@@ -181,7 +204,8 @@ class FunctionVectors(LoadedVectors):
         else:
             layer = check_layers([L // 3 if cfg.edit_layer is None else cfg.edit_layer], L, "fv")[0]
         info = {"edit_layer": layer, "shots": shots, "top_heads": [list(h) for h in heads],
-                "indirect_effect": ie.tolist(), "n_mean_prompts": len(clean), "n_ie_prompts": len(queries),
+                "indirect_effect": ie.tolist(), "n_mean_prompts": len(clean), "n_clean_sampled": n_clean,
+                "n_ie_prompts": len(queries),
                 "fv_norm": float(fv.norm()), "dev_by_layer": {str(k): v for k, v in scores.items()},
                 "metrics": {"dev_first_token_accuracy": scores[layer]["accuracy"]} if scores else {},
                 "train_seconds": round(time.perf_counter() - t0, 3)}
