@@ -275,6 +275,31 @@ def test_mimic_gated_head_shift_matches_the_original_at_the_last_position():
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+def test_mimic_all_keys_normaliser_is_the_original_at_every_position():
+    """`normaliser="all_keys"`: logZ2 over every key of the sequence, future ones included, as the original; then
+    every position's logits agree with its hooks, not only the last one's."""
+    lm = tiny("idefics3")
+    L, H, Dh = lm.adapter.num_layers, lm.adapter.num_heads, lm.adapter.head_dim
+    g = torch.Generator().manual_seed(0)
+    v, w, b = torch.randn(H, Dh, generator=g) * 2, torch.randn(H, Dh, generator=g) * 0.3, torch.randn(H, generator=g)
+    vec = get_method("mimic", {"method_config": {"normaliser": "all_keys"}}).make_vectors(lm)
+    with torch.no_grad():
+        vec.params["attn_head__vector"].zero_()  # no shift before the last layer
+        vec.params["attn_head__vector"][L - 1].copy_(v)
+        vec.params["attn_head__gate_w"][L - 1].copy_(w)
+        vec.params["attn_head__gate_b"][L - 1].copy_(b)
+    inputs = make_inputs(lm, ["What colour is it?"])
+    ours = _logits(lm, inputs, apply(lm.model, vec, lm.adapter))
+    theirs = _logits(lm, inputs, mimic_original(lm, L - 1, v, w, b))
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    masked = get_method("mimic", {}).make_vectors(lm)  # zero shifts before the last layer, as above
+    with torch.no_grad():
+        for k, p in vec.params.items():
+            masked.params[k].copy_(p)
+    assert not torch.allclose(_logits(lm, inputs, apply(lm.model, masked, lm.adapter))[:, :-1], theirs[:, :-1],
+                              atol=1e-3)  # the default (masked) differs from the original before the last position
+
+
 def test_mimic_initialisation_is_the_originals():
     lm = tiny("idefics3")
     vec = get_method("mimic", {}).make_vectors(lm, seed=0)

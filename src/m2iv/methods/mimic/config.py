@@ -24,3 +24,4 @@ class MimICConfig:
     ce_span: str = "answer"  # the LM loss on the answer tokens; the original's labels=input_ids: "sequence"
     decay_gate_bias: bool = True  # weight decay on the gate bias too; the original's AdamW exempts biases: False
     token_policy: str = "all"
+    normaliser: str = "masked"  # logZ2 over the keys a query may see; the original's over every key: "all_keys"

@@ -9,7 +9,7 @@ head's own attention normaliser. Trained with layer-wise MSE to the N-shot ICL t
 Deviations from the original code, and why:
 - logZ2 is taken over the keys the query may attend to (causal and padding masks applied); the original
   sums over every key of the sequence, future ones included, which leaks the answer into the gate and
-  makes cached and uncached generation disagree.
+  makes cached and uncached generation disagree; `normaliser="all_keys"` restores it.
 - The gate reads q and K through a function registered with transformers' AttentionInterface instead
   of copied attention forwards, so it works on every family and transformers version (see vectors/gate.py).
 - Alignment targets are the teacher's decoder-layer outputs at the answer positions (cached once by the
@@ -46,7 +46,8 @@ class MimIC(LoadedVectors):
         cfg: MimICConfig = self.method_config()
         a = lm.adapter
         vec = InContextVectors(num_layers=a.num_layers, hidden_size=a.hidden_size, num_heads=a.num_heads,
-                               head_dim=a.head_dim, sites={"attn_head": SiteSpec("gated", list(range(a.num_layers)))},
+                               head_dim=a.head_dim, sites={"attn_head": SiteSpec("gated", list(range(a.num_layers)),
+                                                                normaliser=cfg.normaliser)},
                                token_policy=cfg.token_policy, method=self.name)
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
