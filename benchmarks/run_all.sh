@@ -2,7 +2,8 @@
 # Reproduce every committed benchmark on the sandbox LVLM (2-core CPU; see benchmarks/README.md for times).
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
-# (compare-long, LIVE and MimIC at 300 steps, is not in the default list: run it by name.)
+# (compare-long, LIVE and MimIC at 300 steps, compare-v2 and many-shot-v2 are not in the default list: run them by
+# name.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -29,6 +30,13 @@ for step in $steps; do
                   $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n-test 48 --new-tokens $1 \
                     --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
                 done ;;
+    compare-v2) for t in sandbox-vqa sandbox-caption; do  # suite v2, every rate-bearing method swept (issue 14)
+             $M2IV bench compare sandbox --task $t --budget cpu $RECIPE --lr-sweep default --work runs/bench/v2 \
+               --out benchmarks/compare/$t.json
+           done ;;
+    many-shot-v2) $M2IV bench many-shot sandbox --task sandbox-pair-nonce --window 512 --icl-shots 0,4,8,16,32,64 \
+             --m2iv-shots 16,32,64,128 --n-test 100 --steps 60 --train-queries 96 --work runs/bench/many-shot-v2 \
+             --out benchmarks/many_shot/pair_nonce.json ;;
     many-shot) $M2IV bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;

@@ -95,6 +95,9 @@ def add_parser(sub) -> None:
     ms.add_argument("--m2iv-shots", type=shots_list, default="16,32,64,128")
     ms.add_argument("--steps", type=positive_int, default=60, help="M²IV training steps (default 60)")
     ms.add_argument("--train-queries", type=positive_int, default=96, help="cap on each task's training queries")
+    ms.add_argument("--ensemble", choices=("product", "mixture"), default="product",
+                    help="how the teacher combines its contexts: mean log-probability (product of experts, default) "
+                         "or mean probability (mixture)")
     _common(ms, "runs/bench/many-shot")
     ms.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     ms.set_defaults(func=many_shot_cmd)
@@ -190,10 +193,11 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
     rows = many_shot(lm, args.task, args.window, args.icl_shots, args.m2iv_shots, work=args.work, n_test=args.n_test,
                      seed=args.seed, batch_size=args.batch_size,
                      train_defaults={"steps": args.steps, "batch_size": 16, "val_every": 20, "val_size": 32},
-                     task_overrides={"n_train": args.train_queries})
+                     task_overrides={"n_train": args.train_queries}, ensemble_mode=args.ensemble)
     meta = {"command": f"m2iv bench many-shot {args.model} --task {','.join(args.task)} --window {args.window} "
                        f"--icl-shots {_ints(args.icl_shots)} --m2iv-shots {_ints(args.m2iv_shots)} "
                        f"--n-test {args.n_test} --steps {args.steps} --train-queries {args.train_queries} "
+                       f"--ensemble {args.ensemble} "
                        f"--out {args.out}",
             "m2iv_version": __version__, "wall_seconds": round(time.time() - t0, 1)}
     write_table(rows, args.out, meta)

@@ -305,12 +305,13 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
 
 def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv_shots: list[int],
               work: str | Path, n_test: int = 100, seed: int = 0, batch_size: int = 8,
-              train_defaults: dict | None = None, task_overrides: dict | None = None, log=print) -> list[dict]:
+              train_defaults: dict | None = None, task_overrides: dict | None = None, ensemble_mode: str = "product",
+              log=print) -> list[dict]:
     """ICL limited by a context `window` against M²IV distilled from more demonstrations than fit.
 
-    ICL rows beyond the window are recorded with `fits: false` and no score. M²IV at N shots uses a
-    product-of-experts teacher over E = ceil(N / fit) disjoint contexts of ceil(N / E) shots each (N = 128
-    with 17 fitting: 8 contexts of 16).
+    ICL rows beyond the window are recorded with `fits: false` and no score. M²IV at N shots uses a teacher over
+    E = ceil(N / fit) disjoint contexts of ceil(N / E) shots each (N = 128 with 17 fitting: 8 contexts of 16),
+    combined as a product of experts or a mixture (`ensemble_mode`, TeacherConfig).
     """
     from dataclasses import replace
 
@@ -341,10 +342,15 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
             experts = -(-k // fit)  # fewest contexts that hold k shots, then k spread evenly over them
             chunk = -(-k // experts)
             teacher = {**(train_defaults or {}).get("teacher", {}), "ensemble": experts}
-            cell = Cell("m2iv", f"{experts}x{chunk}", {**(train_defaults or {}), "teacher": teacher})
+            variant = f"{experts}x{chunk}"
+            if ensemble_mode != "product":  # the product's names and cells stay as they were
+                teacher["ensemble_mode"] = ensemble_mode
+                variant += f"-{ensemble_mode}"
+            cell = Cell("m2iv", variant, {**(train_defaults or {}), "teacher": teacher})
             r = run_plan(lm, [name], [cell], work, shots=chunk, n_test=n_test, seed=seed, batch_size=batch_size,
                          task_overrides=task_overrides, log=log)[0]
-            rows.append({**r, "shots": experts * chunk, "fits": experts == 1, "teacher_contexts": experts})
+            rows.append({**r, "shots": experts * chunk, "fits": experts == 1, "teacher_contexts": experts,
+                         "ensemble_mode": ensemble_mode})
     return rows
 
 

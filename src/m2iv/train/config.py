@@ -22,9 +22,14 @@ class TeacherConfig:
     # MimIC's original; the student's sequence, right-aligned in both)
     hidden_span: str = "answer"
     context_window: int | None = None  # limit shots to what fits (None: the model's own window)
-    ensemble: int = 1  # >1: product of experts over this many disjoint contexts (many-shot past the window)
+    ensemble: int = 1  # >1: this many disjoint contexts per query, combined by `ensemble_mode` (many-shot)
+    # "product": the contexts' answer log-probabilities averaged (a product of experts, Parallel-ICL); "mixture":
+    # their probabilities averaged, so a context that shows the query's class is not vetoed by those that do not
+    ensemble_mode: str = "product"
 
     def __post_init__(self) -> None:
+        if self.ensemble_mode not in ("product", "mixture"):
+            raise M2IVError(f"teacher ensemble_mode must be 'product' or 'mixture'; got {self.ensemble_mode!r}")
         if self.hidden_site not in ("layer", "mlp"):
             raise M2IVError(f"teacher hidden_site must be 'layer' or 'mlp'; got {self.hidden_site!r}")
         if self.hidden_span not in ("answer", "query"):

@@ -8,14 +8,15 @@ per-layer hidden states there. Shards are safetensors files under
 support sets, shots, selection, draws and seed; a rerun loads them, an interrupted run fills the gaps.
 
 With `ensemble = E > 1` each draw reads E disjoint demonstration sets in separate contexts and their
-answer log-probabilities are averaged (a product of experts, renormalised): demonstrations beyond one
-context window still shape one target (Parallel-ICL style).
+answer log-probabilities are averaged (a product of experts, renormalised; Parallel-ICL style) or, with
+`ensemble_mode="mixture"`, their probabilities: demonstrations beyond one context window still shape one target.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,11 +204,16 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
             batch = {k: v.to(lm.model.device) for k, v in batch.items()}
             logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states, cfg.hidden_site, span)
             lp = F.log_softmax(logits.float(), dim=-1).cpu()
-            logps = lp if logps is None else logps + lp
+            if logps is None:
+                logps = lp
+            else:
+                logps = torch.logaddexp(logps, lp) if cfg.ensemble_mode == "mixture" else logps + lp
             if hs is not None:
                 hs_sum = hs.float().cpu() if hs_sum is None else hs_sum + hs.float().cpu()
         assert logps is not None  # ensemble >= 1
-        logps = (logps / cfg.ensemble).clamp_min(-1e4)  # product of experts; finite in fp16
+        # product of experts: the mean log-probability; mixture: log of the mean probability. Finite in fp16.
+        logps = (logps - math.log(cfg.ensemble) if cfg.ensemble_mode == "mixture" else logps / cfg.ensemble)
+        logps = logps.clamp_min(-1e4)
         if cfg.topk:
             v, ix = logps.topk(min(cfg.topk, logps.shape[-1]), dim=-1)
             values_all.append(v.half())
