@@ -95,7 +95,8 @@ def _run_hub(tmp_path, *argv, **env):
 def test_unknown_hub_id_without_network_fails_in_seconds_with_one_line(tmp_path):
     # Was: ~27 s of huggingface_hub retries, a logged warning, then a message without the fix.
     rc, seconds, err = _run_hub(tmp_path, "inspect", "someorg/somemodel")
-    assert rc == 2 and seconds < 5, (seconds, err)
+    # The retry path takes 25 s or more; 15 s leaves room for imports on a loaded machine (5 s failed under load).
+    assert rc == 2 and seconds < 15, (seconds, err)
     assert len(err) == 1, err
     assert "not in the Hugging Face cache" in err[0] and "hf download someorg/somemodel" in err[0]
 
@@ -116,7 +117,7 @@ def test_cached_hub_id_loads_from_the_cache_without_network(tmp_path):
     (snap.parents[1] / "refs").mkdir()
     (snap.parents[1] / "refs" / "main").write_text("0" * 40)
     rc, seconds, err = _run_hub(tmp_path, "inspect", "someorg/tinyllama", WARM_UP=str(snap))
-    assert rc == 0 and seconds < 5, (seconds, err)
+    assert rc == 0 and seconds < 15, (seconds, err)  # the retry path: 25 s or more (see above)
 
 
 def test_hub_probe_is_bounded_even_when_nothing_answers():
