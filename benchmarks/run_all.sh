@@ -2,8 +2,8 @@
 # Reproduce every committed benchmark on the sandbox LVLM (2-core CPU; see benchmarks/README.md for times).
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
-# (compare-long, LIVE and MimIC at 300 steps, compare-v2 and many-shot-v2 are not in the default list: run them by
-# name.)
+# (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v2 and many-shot-v2 are not in the default list: run
+# them by name; compare-v2's caption runs are merged into benchmarks/compare/sandbox-caption.json.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -30,10 +30,19 @@ for step in $steps; do
                   $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n-test 48 --new-tokens $1 \
                     --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
                 done ;;
-    compare-v2) for t in sandbox-vqa sandbox-caption; do  # suite v2, every rate-bearing method swept (issue 14)
-             $M2IV bench compare sandbox --task $t --budget cpu $RECIPE --lr-sweep default --work runs/bench/v2 \
-               --out benchmarks/compare/$t.json
+    sweep) for m in live mimic i2cl; do  # issue 14: each baseline's rate on colour-nonce (3 rates, 24 val queries)
+             $M2IV bench compare sandbox --task sandbox-colour-nonce --method $m --budget cpu $RECIPE --lr-sweep default \
+               --work runs/bench/v14 --out runs/v14/sweep_$m.json
            done ;;
+    compare-v2) V2="bench compare sandbox --budget cpu $RECIPE --work runs/bench/v2"  # issue 14, suite v2
+           # sandbox-vqa at the originals' rates; sandbox-caption: M²IV swept, each baseline at its colour-nonce rate
+           $M2IV $V2 --task sandbox-vqa --method zero-shot,icl,m2iv,live,mimic,i2cl,hificl,tv,icv \
+             --out benchmarks/compare/sandbox-vqa.json
+           $M2IV $V2 --task sandbox-caption --method zero-shot,icl,m2iv --lr-sweep default --out runs/v14/cap-base.json
+           for mr in live:0.1 mimic:0.05 hificl:0.005 i2cl:0.1 i2cl:0.01; do
+             $M2IV $V2 --task sandbox-caption --method ${mr%:*} --lr-sweep ${mr#*:} --out runs/v14/cap-${mr/:/-}.json
+           done
+           $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json ;;
     many-shot-v2) $M2IV bench many-shot sandbox --task sandbox-pair-nonce --window 512 --icl-shots 0,4,8,16,32,64 \
              --m2iv-shots 16,32,64,128 --n-test 100 --steps 60 --train-queries 96 --work runs/bench/many-shot-v2 \
              --out benchmarks/many_shot/pair_nonce.json ;;
