@@ -43,9 +43,14 @@ for step in $steps; do
              $M2IV $V2 --task sandbox-caption --method ${mr%:*} --lr-sweep ${mr#*:} --out runs/v14/cap-${mr/:/-}.json
            done
            $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json ;;
-    many-shot-v2) $M2IV bench many-shot sandbox --task sandbox-pair-nonce --window 512 --icl-shots 0,4,8,16,32,64 \
-             --m2iv-shots 16,32,64,128 --n-test 100 --steps 60 --train-queries 96 --work runs/bench/many-shot-v2 \
-             --out benchmarks/many_shot/pair_nonce.json ;;
+    many-shot-v2) MS="bench many-shot sandbox --task sandbox-pair-nonce --window 512 --n-test 100 --train-queries 96 \
+             --work runs/bench/many-shot-v2"
+           $M2IV $MS --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --steps 60 --out benchmarks/many_shot/pair_nonce.json
+           $M2IV $MS --icl-shots 0,4,8,16,32,64 --m2iv-shots 128 --ensemble mixture --steps 60 \
+             --out benchmarks/many_shot/pair_nonce_mixture.json
+           for e in "16 product" "32 product" "128 product" "128 mixture"; do set -- $e  # merged: pair_nonce_180steps.json
+             $M2IV $MS --icl-shots 16 --m2iv-shots $1 --ensemble $2 --steps 180 --out runs/v14/ms180-$1-$2.json
+           done ;;
     many-shot) $M2IV bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;
