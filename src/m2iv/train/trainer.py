@@ -128,9 +128,10 @@ class VectorTrainer:
         labels = labels.to(logits.device)
         mask = labels != -100
         if cfg.w_ce and "ce" not in parts:
-            first_only = losses.kl_positions(mask, skip_first=True) | ~mask  # I2CL's original: the label's 1st token
-            parts["ce"] = losses.supervised(logits, labels.masked_fill(first_only, -100) if cfg.ce_span == "first"
-                                            else labels)
+            ce_labels = labels
+            if cfg.ce_span == "first":  # I2CL's original: the label's first token only
+                ce_labels = labels.masked_fill(losses.kl_positions(mask, skip_first=True) | ~mask, -100)
+            parts["ce"] = losses.supervised(logits, ce_labels)
         if cfg.w_mimicry and teacher is not None:
             n = labels.shape[1]
             t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]
