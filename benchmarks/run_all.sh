@@ -2,8 +2,8 @@
 # Reproduce every committed benchmark on the sandbox LVLM (2-core CPU; see benchmarks/README.md for times).
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
-# (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v2 and many-shot-v2 are not in the default list: run
-# them by name; compare-v2's caption runs are merged into benchmarks/compare/sandbox-caption.json.)
+# (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v1, compare-v2 and many-shot-v2 are not in the default
+# list: run them by name after `compare`; they merge their runs into the committed tables with `m2iv bench merge`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -42,15 +42,26 @@ for step in $steps; do
            for mr in live:0.1 mimic:0.05 hificl:0.005 i2cl:0.1 i2cl:0.01; do
              $M2IV $V2 --task sandbox-caption --method ${mr%:*} --lr-sweep ${mr#*:} --out runs/v14/cap-${mr/:/-}.json
            done
-           $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json ;;
+           $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json
+           $M2IV bench merge runs/v14/cap-base.json runs/v14/cap-{live-0.1,mimic-0.05,hificl-0.005,i2cl-0.1,i2cl-0.01}.json \
+             runs/v14/cap-tv-icv.json --out benchmarks/compare/sandbox-caption.json ;;
+    compare-v1) for mr in live:0.1 mimic:0.05 i2cl:0.1 hificl:0.005; do  # issue 14: the colour-nonce sweep's rates
+             $M2IV bench compare sandbox --task ${SUITE#*,} --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
+               --work runs/bench/v14 --out runs/v14/v1-${mr%:*}.json
+           done
+           $M2IV bench merge benchmarks/compare/sandbox.json benchmarks/compare/sweep_colour_nonce.json \
+             runs/v14/v1-{live,mimic,i2cl,hificl}.json --out benchmarks/compare/sandbox.json ;;
     many-shot-v2) MS="bench many-shot sandbox --task sandbox-pair-nonce --window 512 --n-test 100 --train-queries 96 \
              --work runs/bench/many-shot-v2"
            $M2IV $MS --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --steps 60 --out benchmarks/many_shot/pair_nonce.json
            $M2IV $MS --icl-shots 0,4,8,16,32,64 --m2iv-shots 128 --ensemble mixture --steps 60 \
              --out benchmarks/many_shot/pair_nonce_mixture.json
-           for e in "16 product" "32 product" "128 product" "128 mixture"; do set -- $e  # merged: pair_nonce_180steps.json
-             $M2IV $MS --icl-shots 16 --m2iv-shots $1 --ensemble $2 --steps 180 --out runs/v14/ms180-$1-$2.json
-           done ;;
+           E180="16-product 32-product 64-product 128-product 32-mixture 64-mixture 128-mixture"
+           for e in $E180; do
+             $M2IV $MS --icl-shots 16 --m2iv-shots ${e%-*} --ensemble ${e#*-} --steps 180 --out runs/v14/ms180-$e.json
+           done
+           $M2IV bench merge $(for e in $E180; do echo runs/v14/ms180-$e.json; done) \
+             --out benchmarks/many_shot/pair_nonce_180steps.json --plot "M²IV at 180 steps vs ICL in a 512-token window" ;;
     many-shot) $M2IV bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;

@@ -69,6 +69,7 @@ def test_sweep_trains_each_rate_keeps_the_best_on_validation_and_tests_it_once(t
     cfg = json.loads((Path(row["vectors"]) / "m2iv_config.json").read_text())
     assert cfg["recipe"]["lr_vectors"] == 1e-1 and cfg["training"]["n_train"] == 6  # 8 train queries - 2 held out
     assert row["n"] == 2  # the test split, once, with the chosen vectors
+    assert row["variant"] == "lr=0.1"  # tables keep it apart from the method at its original rate
     live_dirs = sorted(p.name for p in (tmp_path / "work" / "sandbox-colour-nonce" / "live-2shot").iterdir())
     assert sum(n.startswith("vectors-") and "." not in n for n in live_dirs) == 2  # one per rate; the best reused
     assert sum(n.startswith("val-") for n in live_dirs) == 2 and sum(n.startswith("eval-") for n in live_dirs) == 1

@@ -131,8 +131,10 @@ def test_live_kl_positions_switch_is_the_originals_masks():
     (left-padded rows; the prediction after EOS is not in m2iv's teacher cache)."""
     mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
     original = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
-    assert torch.equal(losses.kl_positions(mask, skip_first=True), original)
-    assert torch.equal(losses.kl_positions(mask), mask)
+    assert torch.equal(losses.answer_positions(mask, skip_first=True), original)
+    assert torch.equal(losses.answer_positions(mask), mask)
+    first = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(losses.first_answer_position(mask), first)  # I2CL's ce_span=first
 
 
 # -- I2CL ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`m2iv bench suite|compare|icl-curve|many-shot|library|efficiency`: benchmarks whose results are written to
+"""`m2iv bench suite|compare|icl-curve|many-shot|merge|library|efficiency`: benchmarks whose results are written to
 files (JSON, plus Markdown or PNG where a table or curve reads better)."""
 
 from __future__ import annotations
@@ -101,6 +101,14 @@ def add_parser(sub) -> None:
     _common(ms, "runs/bench/many-shot")
     ms.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     ms.set_defaults(func=many_shot_cmd)
+    mg = bsub.add_parser("merge", help="several bench tables in one (a rerun's rows replace the same cells)",
+                         epilog="example: m2iv bench merge benchmarks/compare/sandbox.json runs/live-tuned.json "
+                                "--out benchmarks/compare/sandbox.json")
+    mg.add_argument("tables", nargs="+", metavar="TABLE.json", help="JSON files written by `m2iv bench`, in order")
+    mg.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it; it may be "
+                                                 "one of the inputs)")
+    mg.add_argument("--plot", default=None, metavar="TITLE", help="also draw score against shots to a .png")
+    mg.set_defaults(func=merge_cmd)
     lb = bsub.add_parser("library", help="VLibrary applications: alignment, style vectors and their composition, "
                          "safety with negation, search by example and routing",
                          epilog="example: m2iv bench library sandbox --work runs/bench/shared "
@@ -204,6 +212,19 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
     plot_curves(rows, Path(args.out).with_suffix(".png"),
                 f"{args.model}: ICL within a {args.window}-token window vs M²IV from more demonstrations")
     print(json.dumps({"out": args.out, "rows": len(rows)}, indent=2))
+    return 0
+
+
+def merge_cmd(args: argparse.Namespace) -> int:
+    from m2iv.evaluate.bench import merge_tables, plot_curves, write_table
+
+    check_out(args.out, folder=False)
+    rows, meta = merge_tables(args.tables)
+    meta["command"] = f"m2iv bench merge {' '.join(args.tables)} --out {args.out}"
+    write_table(rows, args.out, meta)
+    if args.plot:
+        plot_curves(rows, Path(args.out).with_suffix(".png"), args.plot)
+    print(json.dumps({"out": args.out, "rows": len(rows), "commands": len(meta["commands"])}, indent=2))
     return 0
 
 

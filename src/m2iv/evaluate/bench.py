@@ -249,7 +249,7 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                 row["vectors"] = str(vec_dir)
             if sweep is not None:
                 row["lr_sweep"] = sweep
-            rows.append(row)
+            rows.append(label_rate(row))
             teacher = (info or {}).get("teacher", {})
             if (cell.method == "m2iv" and cell.variant in ("", "all-losses")
                     and teacher.get("accuracy_train") is not None):
@@ -260,6 +260,62 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                              "mean_latency_ms": None, "parameters": 0, "train_seconds": 0.0})
             log(f"[{task.name}] {slug}: {row['metric']} = {row['score']}")
     return rows
+
+
+def label_rate(row: dict) -> dict:
+    """A row whose rate `--lr-sweep` set (chosen from a grid, or one rate given in advance) names it in its variant
+    ("lr=0.1"), so a table that also holds the method at its original rate keeps both rows apart, and the averages
+    never mix the two."""
+    chosen = (row.get("lr_sweep") or {}).get("chosen")
+    if chosen is not None and f"lr={chosen:g}" not in (row.get("variant") or ""):
+        row = {**row, "variant": ",".join(filter(None, [row.get("variant"), f"lr={chosen:g}"]))}
+    return row
+
+
+def row_key(row: dict) -> tuple:
+    """What a row measures: the same key in two tables is the same cell (a rerun replaces it)."""
+    return row["task"], row["method"], row.get("variant") or "", row.get("shots")
+
+
+def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
+    """Rows of several bench tables in one, and a meta that lists every command that made them.
+
+    A row whose key (`row_key`) an earlier table already holds replaces that row in place, so merging a rerun
+    over a committed table updates its cells and repeated rows (the ICL baseline of every many-shot run) appear
+    once. Tables made before rows named their rate are labelled here as `run_plan` labels them now."""
+    from m2iv.errors import M2IVError
+
+    rows: dict[tuple, dict] = {}
+    meta: dict = {"commands": [], "wall_seconds": 0.0}
+    for path in map(Path, paths):
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise M2IVError(f"{path}: no such file; give the JSON tables written by `m2iv bench`") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise M2IVError(f"{path}: not a readable JSON bench table ({e}); give a file written by `m2iv bench`") \
+                from None
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise M2IVError(f"{path}: not a bench table (no 'rows' list); give a file written by `m2iv bench "
+                            "suite|compare|icl-curve|many-shot`")
+        for i, r in enumerate(data["rows"]):
+            if not isinstance(r, dict) or not all(k in r for k in ("task", "method", "score")):
+                raise M2IVError(f"{path}: row {i} lacks task, method or score; the file is not a bench table or "
+                                "was edited by hand; regenerate it with `m2iv bench`")
+            r = label_rate(r)
+            rows[row_key(r)] = r  # a dict keeps the first position of a key and the last value
+        m = data.get("meta") or {}
+        meta["commands"] += m.get("commands") or ([m["command"]] if m.get("command") else [])
+        meta["wall_seconds"] += float(m.get("wall_seconds") or 0.0)
+        for k, v in m.items():
+            if k == "lr_grids":
+                grids = meta.setdefault("lr_grids", {})
+                for method, grid in v.items():
+                    grids[method] = sorted({*grids.get(method, []), *grid})
+            elif k not in ("command", "commands", "wall_seconds"):
+                meta.setdefault(k, v)
+    meta["wall_seconds"] = round(meta["wall_seconds"], 1)
+    return list(rows.values()), meta
 
 
 def icl_curve(lm, task_names: list[str], shots: list[int], work: str | Path, n_test: int = 100, seed: int = 0,
@@ -281,7 +337,10 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    method = lambda r: "icl" if r["method"] == "zero-shot" else r["method"]  # noqa: E731 - 0 shots is ICL's start
+    def method(r: dict) -> str:  # 0 shots is ICL's start; a mixture teacher's students are a line of their own
+        m = "icl" if r["method"] == "zero-shot" else r["method"]
+        return m + (f" ({r['ensemble_mode']})" if r.get("ensemble_mode", "product") != "product" else "")
+
     several = len({method(r) for r in rows}) > 1
     for t, m in dict.fromkeys((r["task"], method(r)) for r in rows):
         pts = sorted((r["shots"], r["score"]) for r in rows
@@ -385,5 +444,5 @@ def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) ->
     write_text_atomic(path.with_suffix(".md"), markdown(rows))
 
 
-__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "lr_grids", "many_shot", "plot_curves", "markdown",
-           "run_plan", "suite_plan", "sweep_lr", "write_table"]
+__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "label_rate", "lr_grids", "many_shot", "markdown",
+           "merge_tables", "plot_curves", "row_key", "run_plan", "suite_plan", "sweep_lr", "write_table"]

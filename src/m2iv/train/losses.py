@@ -30,10 +30,15 @@ def mimicry(student_logits: torch.Tensor, teacher_values: torch.Tensor, teacher_
     return (kl * m).sum() / m.sum().clamp_min(1) * temperature**2
 
 
-def kl_positions(mask: torch.Tensor, skip_first: bool = False) -> torch.Tensor:
-    """The answer predictions the KL covers: all of them, or (LIVE's original masks, which keep the logits AT the
-    answer tokens) all but the first answer token's prediction. mask: (B, A), left-padded."""
+def answer_positions(mask: torch.Tensor, skip_first: bool = False) -> torch.Tensor:
+    """The answer predictions a loss covers: all of them, or (LIVE's original KL masks, which keep the logits AT
+    the answer tokens) all but the first answer token's prediction. mask: (B, A), left-padded."""
     return mask & (mask.cumsum(1) > 1) if skip_first else mask
+
+
+def first_answer_position(mask: torch.Tensor) -> torch.Tensor:
+    """The prediction of each label's first token only (I2CL's calibration CE). mask: (B, A), left-padded."""
+    return mask & (mask.cumsum(1) == 1)
 
 
 def supervised(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,7 @@ class VectorTrainer:
 
     # -- one loss evaluation --------------------------------------------------------------------------
     def _loss(self, builder, queries: list[Sample], teacher: TeacherTargets | None, rows: list[int], handle):
+        """One forward pass with the vectors injected, then each weighted loss the recipe turns on."""
         cfg = self.cfg
         batch, labels, query_start = student_batch(builder, queries)
         handle.set_query_start(query_start)
@@ -119,41 +120,17 @@ class VectorTrainer:
         n_keep = batch["input_ids"].shape[1] - 1 if cfg.w_ce and cfg.ce_span == "sequence" else n_ans
         with amp:  # (B, n_keep, V), (B, L, A|S|n_keep, D)
             logits, hidden = _answer_logits(self.lm, batch, n_keep, align, cfg.teacher.hidden_site, span)
-        parts: dict[str, torch.Tensor] = {}
-        if n_keep != n_ans:
-            seq_labels = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
-            parts["ce"] = losses.supervised(logits, seq_labels.to(logits.device))
-            logits = logits[:, -n_ans:]
-            hidden = hidden[:, :, -n_ans:] if hidden is not None and span is None else hidden
         labels = labels.to(logits.device)
-        mask = labels != -100
-        if cfg.w_ce and "ce" not in parts:
-            ce_labels = labels
-            if cfg.ce_span == "first":  # I2CL's original: the label's first token only
-                ce_labels = labels.masked_fill(losses.kl_positions(mask, skip_first=True) | ~mask, -100)
-            parts["ce"] = losses.supervised(logits, ce_labels)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.w_ce:
+            parts["ce"] = self._ce(logits, labels, batch)
+        logits = logits[:, -n_ans:]  # from here on: the answer positions only
         if cfg.w_mimicry and teacher is not None:
-            n = labels.shape[1]
-            t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]
-            if not torch.equal(t_lab.to(labels.device), labels):
-                raise M2IVError("teacher and student answer tokens differ; the teacher cache is stale — delete "
-                                f"{teacher.key} under the teacher cache and rerun")
-            vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
-            idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
-            parts["mimicry"] = losses.mimicry(logits, vals, idx, losses.kl_positions(mask, cfg.kl_skip_first),
-                                              cfg.temperature, cfg.kl_eps)
+            parts["mimicry"] = self._mimicry(logits, labels, teacher, rows)
         if align:
-            assert teacher is not None and teacher.hidden is not None and hidden is not None  # `align` says so
-            n, amask = labels.shape[1], mask
-            if span is not None:  # every query + answer token, right-aligned in teacher and student
-                assert lengths is not None
-                if teacher.hidden_len is None or not torch.equal(teacher.hidden_len[rows], lengths):
-                    raise M2IVError("teacher and student query spans differ; the teacher cache is stale — delete "
-                                    f"{teacher.key} under the teacher cache and rerun")
-                n = span
-                amask = (torch.arange(n)[None, :] >= (n - lengths)[:, None]).to(hidden.device)
-            target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
-            parts["align"] = losses.alignment(hidden, target, amask)
+            assert teacher is not None and hidden is not None  # `align` says so
+            parts["align"] = self._align(hidden if span is not None else hidden[:, :, -n_ans:], labels, teacher, rows,
+                                         lengths)
         if cfg.w_synergy:
             syn = losses.synergy(cfg.synergy, self._site("attn"), self._site("mlp"))
             if syn is not None:
@@ -161,6 +138,44 @@ class VectorTrainer:
         weights = {"ce": cfg.w_ce, "mimicry": cfg.w_mimicry, "synergy": cfg.w_synergy, "align": cfg.w_align}
         total = sum(weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _ce(self, logits: torch.Tensor, labels: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Supervised CE on the answer tokens (M²IV); on the label's first token only (I2CL's original); or over the
+        whole sequence, prompt included (MimIC's `labels=input_ids`), where `logits` holds every position."""
+        if self.cfg.ce_span == "sequence":
+            seq = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
+            return losses.supervised(logits, seq.to(logits.device))
+        logits = logits[:, -labels.shape[1]:]
+        if self.cfg.ce_span == "first":
+            labels = labels.masked_fill(~losses.first_answer_position(labels != -100), -100)
+        return losses.supervised(logits, labels)
+
+    def _mimicry(self, logits: torch.Tensor, labels: torch.Tensor, teacher: TeacherTargets, rows: list[int]):
+        """KL to the cached teacher distributions at the answer positions (LIVE's original: all but the first)."""
+        n = labels.shape[1]
+        t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]
+        if not torch.equal(t_lab.to(labels.device), labels):
+            raise M2IVError("teacher and student answer tokens differ; the teacher cache is stale — delete "
+                            f"{teacher.key} under the teacher cache and rerun")
+        vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
+        idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
+        positions = losses.answer_positions(labels != -100, self.cfg.kl_skip_first)
+        return losses.mimicry(logits, vals, idx, positions, self.cfg.temperature, self.cfg.kl_eps)
+
+    def _align(self, hidden: torch.Tensor, labels: torch.Tensor, teacher: TeacherTargets, rows: list[int],
+               lengths: torch.Tensor | None) -> torch.Tensor:
+        """MimIC's MSE to the teacher's per-layer states: at the answer tokens, or (`lengths` given, hidden_span=query)
+        at every query + answer token, right-aligned in teacher and student."""
+        assert teacher.hidden is not None
+        n, mask = labels.shape[1], labels != -100
+        if lengths is not None:
+            if teacher.hidden_len is None or not torch.equal(teacher.hidden_len[rows], lengths):
+                raise M2IVError("teacher and student query spans differ; the teacher cache is stale — delete "
+                                f"{teacher.key} under the teacher cache and rerun")
+            n = hidden.shape[2]
+            mask = (torch.arange(n)[None, :] >= (n - lengths)[:, None]).to(hidden.device)
+        target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
+        return losses.alignment(hidden, target, mask)
 
     def _site(self, site: str) -> torch.Tensor | None:
         return self.vectors.vector(site) if site in self.vectors.sites else None
