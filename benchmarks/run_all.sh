@@ -46,7 +46,8 @@ for step in $steps; do
            $M2IV bench merge runs/v14/cap-base.json runs/v14/cap-{live-0.1,mimic-0.05,hificl-0.005,i2cl-0.1,i2cl-0.01}.json \
              runs/v14/cap-tv-icv.json --out benchmarks/compare/sandbox-caption.json ;;
     compare-v1) for mr in live:0.1 mimic:0.05 i2cl:0.1 hificl:0.005; do  # issue 14: the colour-nonce sweep's rates
-             $M2IV bench compare sandbox --task ${SUITE#*,} --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
+             tasks=${SUITE#*,}; [ ${mr%:*} = hificl ] && tasks=$SUITE  # HiFICL's original rate, on every task
+             $M2IV bench compare sandbox --task $tasks --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
                --work runs/bench/v14 --out runs/v14/v1-${mr%:*}.json
            done
            $M2IV bench merge benchmarks/compare/sandbox.json benchmarks/compare/sweep_colour_nonce.json \
