@@ -3,7 +3,7 @@
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
 # (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v1, compare-v2 and many-shot-v2 are not in the default
-# list: run them by name after `compare`; they merge their runs into the committed tables with `m2iv bench merge`.)
+# list: run them by name after `compare` (compare-v1 after sweep); they merge their runs into the committed tables with `m2iv bench merge`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -33,7 +33,11 @@ for step in $steps; do
     sweep) for m in live mimic i2cl; do  # issue 14: each baseline's rate on colour-nonce (3 rates, 24 val queries)
              $M2IV bench compare sandbox --task sandbox-colour-nonce --method $m --budget cpu $RECIPE --lr-sweep default \
                --work runs/bench/v14 --out runs/v14/sweep_$m.json
-           done ;;
+           done
+           $M2IV bench compare sandbox --task sandbox-colour-nonce --method hificl --budget cpu $RECIPE --work runs/bench/v14 \
+             --out runs/v14/hificl60.json
+           $M2IV bench merge runs/v14/sweep_{live,mimic,i2cl}.json runs/v14/hificl60.json \
+             --out benchmarks/compare/sweep_colour_nonce.json ;;
     compare-v2) V2="bench compare sandbox --budget cpu $RECIPE --work runs/bench/v2"  # issue 14, suite v2
            # sandbox-vqa at the originals' rates; sandbox-caption: M²IV swept, each baseline at its colour-nonce rate
            $M2IV $V2 --task sandbox-vqa --method zero-shot,icl,m2iv,live,mimic,i2cl,hificl,tv,icv \
@@ -50,7 +54,7 @@ for step in $steps; do
              $M2IV bench compare sandbox --task $tasks --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
                --work runs/bench/v14 --out runs/v14/v1-${mr%:*}.json
            done
-           $M2IV bench merge benchmarks/compare/sandbox.json benchmarks/compare/sweep_colour_nonce.json \
+           $M2IV bench merge benchmarks/compare/sandbox.json runs/v14/sweep_{live,mimic,i2cl}.json \
              runs/v14/v1-{live,mimic,i2cl,hificl}.json --out benchmarks/compare/sandbox.json ;;
     many-shot-v2) MS="bench many-shot sandbox --task sandbox-pair-nonce --window 512 --n-test 100 --train-queries 96 \
              --work runs/bench/many-shot-v2"
