@@ -149,7 +149,8 @@ def _before_loading(args: argparse.Namespace, tasks: list[str], methods: list[st
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
-    from m2iv.evaluate.bench import compare_plan, lr_grids, run_plan, suite_plan, write_table
+    from m2iv.evaluate.bench import compare_plan, lr_grids, run_plan, suite_plan
+    from m2iv.evaluate.tables import write_table
 
     _before_loading(args, args.task, args.method if args.kind == "compare" else None)
     plan = suite_plan(args.shots) if args.kind == "suite" else compare_plan(args.method, args.budget)
@@ -175,7 +176,8 @@ def _ints(values: list[int]) -> str:
 
 def curve_cmd(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
-    from m2iv.evaluate.bench import icl_curve, plot_curves, write_table
+    from m2iv.evaluate.bench import icl_curve
+    from m2iv.evaluate.tables import plot_curves, write_table
 
     _before_loading(args, args.task)
     lm = load_from_args(args)
@@ -193,7 +195,8 @@ def curve_cmd(args: argparse.Namespace) -> int:
 
 def many_shot_cmd(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
-    from m2iv.evaluate.bench import many_shot, plot_curves, write_table
+    from m2iv.evaluate.bench import many_shot
+    from m2iv.evaluate.tables import plot_curves, write_table
 
     _before_loading(args, args.task)
     lm = load_from_args(args)
@@ -216,7 +219,7 @@ def many_shot_cmd(args: argparse.Namespace) -> int:
 
 
 def merge_cmd(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.bench import merge_tables, plot_curves, write_table
+    from m2iv.evaluate.tables import merge_tables, plot_curves, write_table
 
     check_out(args.out, folder=False)
     rows, meta = merge_tables(args.tables)

@@ -75,7 +75,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.bench import Cell, averages, markdown, run_plan, write_table
+    from m2iv.evaluate.bench import Cell, run_plan
+    from m2iv.evaluate.tables import averages, markdown, write_table
     from m2iv.sandbox import build, is_built
 
     t0 = time.perf_counter()

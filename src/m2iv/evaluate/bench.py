@@ -215,6 +215,7 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     the train split minus `n_val` validation queries; the rate with the best validation score is kept, its vectors
     are evaluated once on the test split and the row records the sweep (`lr_sweep`)."""
     from m2iv.evaluate.runner import EvalConfig, evaluate
+    from m2iv.evaluate.tables import label_rate
     from m2iv.evaluate.tasks import get_task
 
     rows: list[dict] = []
@@ -262,62 +263,6 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     return rows
 
 
-def label_rate(row: dict) -> dict:
-    """A row whose rate `--lr-sweep` set (chosen from a grid, or one rate given in advance) names it in its variant
-    ("lr=0.1"), so a table that also holds the method at its original rate keeps both rows apart, and the averages
-    never mix the two."""
-    chosen = (row.get("lr_sweep") or {}).get("chosen")
-    if chosen is not None and f"lr={chosen:g}" not in (row.get("variant") or ""):
-        row = {**row, "variant": ",".join(filter(None, [row.get("variant"), f"lr={chosen:g}"]))}
-    return row
-
-
-def row_key(row: dict) -> tuple:
-    """What a row measures: the same key in two tables is the same cell (a rerun replaces it)."""
-    return row["task"], row["method"], row.get("variant") or "", row.get("shots")
-
-
-def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
-    """Rows of several bench tables in one, and a meta that lists every command that made them.
-
-    A row whose key (`row_key`) an earlier table already holds replaces that row in place, so merging a rerun
-    over a committed table updates its cells and repeated rows (the ICL baseline of every many-shot run) appear
-    once. Tables made before rows named their rate are labelled here as `run_plan` labels them now."""
-    from m2iv.errors import M2IVError
-
-    rows: dict[tuple, dict] = {}
-    meta: dict = {"commands": [], "wall_seconds": 0.0}
-    for path in map(Path, paths):
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise M2IVError(f"{path}: no such file; give the JSON tables written by `m2iv bench`") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise M2IVError(f"{path}: not a readable JSON bench table ({e}); give a file written by `m2iv bench`") \
-                from None
-        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-            raise M2IVError(f"{path}: not a bench table (no 'rows' list); give a file written by `m2iv bench "
-                            "suite|compare|icl-curve|many-shot`")
-        for i, r in enumerate(data["rows"]):
-            if not isinstance(r, dict) or not all(k in r for k in ("task", "method", "score")):
-                raise M2IVError(f"{path}: row {i} lacks task, method or score; the file is not a bench table or "
-                                "was edited by hand; regenerate it with `m2iv bench`")
-            r = label_rate(r)
-            rows[row_key(r)] = r  # a dict keeps the first position of a key and the last value
-        m = data.get("meta") or {}
-        meta["commands"] += m.get("commands") or ([m["command"]] if m.get("command") else [])
-        meta["wall_seconds"] += float(m.get("wall_seconds") or 0.0)
-        for k, v in m.items():
-            if k == "lr_grids":
-                grids = meta.setdefault("lr_grids", {})
-                for method, grid in v.items():
-                    grids[method] = sorted({*grids.get(method, []), *grid})
-            elif k not in ("command", "commands", "wall_seconds"):
-                meta.setdefault(k, v)
-    meta["wall_seconds"] = round(meta["wall_seconds"], 1)
-    return list(rows.values()), meta
-
-
 def icl_curve(lm, task_names: list[str], shots: list[int], work: str | Path, n_test: int = 100, seed: int = 0,
               batch_size: int = 8, log=print) -> list[dict]:
     """Accuracy against the number of demonstrations (0 = zero-shot) for each task."""
@@ -328,38 +273,6 @@ def icl_curve(lm, task_names: list[str], shots: list[int], work: str | Path, n_t
             rows += run_plan(lm, [name], [cell], work, shots=k, n_test=n_test, seed=seed, batch_size=batch_size,
                              log=log)
     return rows
-
-
-def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    def method(r: dict) -> str:  # 0 shots is ICL's start; a mixture teacher's students are a line of their own
-        m = "icl" if r["method"] == "zero-shot" else r["method"]
-        return m + (f" ({r['ensemble_mode']})" if r.get("ensemble_mode", "product") != "product" else "")
-
-    several = len({method(r) for r in rows}) > 1
-    for t, m in dict.fromkeys((r["task"], method(r)) for r in rows):
-        pts = sorted((r["shots"], r["score"]) for r in rows
-                     if r["task"] == t and method(r) == m and r.get("score") is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="-" if m == "icl" else "--",
-                label=f"{t}: {m}" if several else t)
-    beyond = sorted({r["shots"] for r in rows if r.get("fits") is False and r.get("score") is None})
-    if beyond:  # ICL prompts that exceed the context window: no score exists
-        ax.scatter(beyond, [0.0] * len(beyond), marker="x", color="red", zorder=3,
-                   label="ICL does not fit the window")
-    ax.set_xscale("symlog", base=2)
-    ax.set_xlabel("shots")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv_shots: list[int],
@@ -413,36 +326,4 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
     return rows
 
 
-def averages(rows: list[dict]) -> dict[str, float]:
-    out: dict[str, list[float]] = {}
-    for r in rows:
-        if r["method"] == "icl-teacher":
-            continue
-        key = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
-        if r.get("score") is not None:
-            out.setdefault(key, []).append(r["score"])
-    return {k: round(sum(v) / len(v), 4) for k, v in out.items()}
-
-
-def markdown(rows: list[dict]) -> str:
-    cols = ["task", "method", "variant", "shots", "score", "n", "mean_prompt_tokens", "mean_latency_ms", "parameters",
-            "train_seconds"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(("does not fit" if c == "score" and r.get("fits") is False else "")
-                                if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
-    lines += ["", "| method | mean score over tasks |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in averages(rows).items()]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(rows: list[dict], path: str | Path, meta: dict | None = None) -> None:
-    from m2iv.files import write_text_atomic
-
-    path = Path(path)
-    payload = {"meta": meta or {}, "averages": averages(rows), "rows": rows}
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-    write_text_atomic(path.with_suffix(".md"), markdown(rows))
-
-
-__all__ = ["Cell", "averages", "compare_plan", "icl_curve", "label_rate", "lr_grids", "many_shot", "markdown",
-           "merge_tables", "plot_curves", "row_key", "run_plan", "suite_plan", "sweep_lr", "write_table"]
+__all__ = ["Cell", "compare_plan", "icl_curve", "lr_grids", "many_shot", "run_plan", "suite_plan", "sweep_lr"]

@@ -7,7 +7,7 @@ import pytest
 
 from m2iv.cli.main import main
 from m2iv.errors import M2IVError
-from m2iv.evaluate.bench import label_rate, merge_tables, write_table
+from m2iv.evaluate.tables import label_rate, merge_tables, write_table
 
 
 def _row(task, method, score, variant="", shots=16, **extra):
