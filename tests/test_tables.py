@@ -28,7 +28,7 @@ def test_a_row_trained_at_a_swept_or_given_rate_names_it_once():
     assert given["variant"] == "1x16,lr=0.05"
 
 
-def test_merge_keeps_order_replaces_reruns_and_lists_every_command(tmp_path):
+def test_merge_groups_tasks_replaces_reruns_and_lists_every_command(tmp_path):
     a = _table(tmp_path / "a.json", [_row("t1", "icl", 0.8), _row("t1", "live", 0.0), _row("t2", "icl", 0.7)],
                "m2iv bench compare A", lr_grids={"m2iv": [0.01]})
     tuned = _row("t1", "live", 0.9, lr_sweep={"grid": [0.1], "chosen": 0.1})
@@ -36,7 +36,7 @@ def test_merge_keeps_order_replaces_reruns_and_lists_every_command(tmp_path):
                "m2iv bench compare B", lr_grids={"m2iv": [0.1], "live": [0.1]})
     rows, meta = merge_tables([a, b])
     assert [(r["task"], r["method"], r["variant"], r["score"]) for r in rows] == [
-        ("t1", "icl", "", 0.85), ("t1", "live", "", 0.0), ("t2", "icl", "", 0.7), ("t1", "live", "lr=0.1", 0.9)]
+        ("t1", "icl", "", 0.85), ("t1", "live", "", 0.0), ("t1", "live", "lr=0.1", 0.9), ("t2", "icl", "", 0.7)]
     assert meta["commands"] == ["m2iv bench compare A", "m2iv bench compare B"] and meta["wall_seconds"] == 20.0
     assert meta["lr_grids"] == {"m2iv": [0.01, 0.1], "live": [0.1]}
     # a merged table merges again with its commands kept, and may be written over one of its inputs

@@ -62,7 +62,7 @@ def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
 
     A row whose key (`row_key`) an earlier table already holds replaces that row in place, so merging a rerun
     over a committed table updates its cells and repeated rows (the ICL baseline of every many-shot run) appear
-    once. Tables made before rows named their rate are labelled here as `run_plan` labels them now."""
+    once; new rows join their task's rows, tasks in the order they first appear. Tables made before rows named their rate are labelled here as `run_plan` labels them now."""
     from m2iv.errors import M2IVError
 
     rows: dict[tuple, dict] = {}
@@ -95,7 +95,8 @@ def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
             elif k not in ("command", "commands", "wall_seconds"):
                 meta.setdefault(k, v)
     meta["wall_seconds"] = round(meta["wall_seconds"], 1)
-    return list(rows.values()), meta
+    order = {t: i for i, t in enumerate(dict.fromkeys(r["task"] for r in rows.values()))}
+    return sorted(rows.values(), key=lambda r: order[r["task"]]), meta  # stable: each task's rows together
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
