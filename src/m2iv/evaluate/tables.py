@@ -62,7 +62,8 @@ def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
 
     A row whose key (`row_key`) an earlier table already holds replaces that row in place, so merging a rerun
     over a committed table updates its cells and repeated rows (the ICL baseline of every many-shot run) appear
-    once; new rows join their task's rows, tasks in the order they first appear. Tables made before rows named their rate are labelled here as `run_plan` labels them now."""
+    once; new rows join their task's rows, tasks in the order they first appear. Tables made before rows named
+    their rate are labelled here as `run_plan` labels them now."""
     from m2iv.errors import M2IVError
 
     rows: dict[tuple, dict] = {}
