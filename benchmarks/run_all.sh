@@ -40,15 +40,17 @@ for step in $steps; do
              --out benchmarks/compare/sweep_colour_nonce.json ;;
     compare-v2) V2="bench compare sandbox --budget cpu $RECIPE --work runs/bench/v2"  # issue 14, suite v2
            # sandbox-vqa at the originals' rates; sandbox-caption: M²IV swept, each baseline at its colour-nonce rate
-           $M2IV $V2 --task sandbox-vqa --method zero-shot,icl,m2iv,live,mimic,i2cl,hificl,tv,icv \
-             --out benchmarks/compare/sandbox-vqa.json
+           $M2IV $V2 --task sandbox-vqa --method zero-shot,icl,m2iv,live,mimic,i2cl,hificl,tv,icv --out runs/v14/vqa-all.json
+           $M2IV $V2 --task sandbox-vqa --method fv,mtv --out runs/v14/vqa-fv-mtv.json
+           $M2IV bench merge runs/v14/vqa-all.json runs/v14/vqa-fv-mtv.json --out benchmarks/compare/sandbox-vqa.json
            $M2IV $V2 --task sandbox-caption --method zero-shot,icl,m2iv --lr-sweep default --out runs/v14/cap-base.json
            for mr in live:0.1 mimic:0.05 hificl:0.005 i2cl:0.1 i2cl:0.01; do
              $M2IV $V2 --task sandbox-caption --method ${mr%:*} --lr-sweep ${mr#*:} --out runs/v14/cap-${mr/:/-}.json
            done
            $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json
+           $M2IV $V2 --task sandbox-caption --method fv,mtv --out runs/v14/cap-fv-mtv.json
            $M2IV bench merge runs/v14/cap-base.json runs/v14/cap-{live-0.1,mimic-0.05,hificl-0.005,i2cl-0.1,i2cl-0.01}.json \
-             runs/v14/cap-tv-icv.json --out benchmarks/compare/sandbox-caption.json ;;
+             runs/v14/cap-{tv-icv,fv-mtv}.json --out benchmarks/compare/sandbox-caption.json ;;
     compare-v1) for mr in live:0.1 mimic:0.05 i2cl:0.1; do  # issue 14: the rate each chose on colour-nonce
              $M2IV bench compare sandbox --task ${SUITE#*,} --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
                --work runs/bench/v14 --out runs/v14/v1-${mr%:*}.json
