@@ -50,7 +50,16 @@ for step in $steps; do
            $M2IV $V2 --task sandbox-caption --method tv,icv --out runs/v14/cap-tv-icv.json
            $M2IV $V2 --task sandbox-caption --method fv,mtv --out runs/v14/cap-fv-mtv.json
            $M2IV bench merge runs/v14/cap-base.json runs/v14/cap-{live-0.1,mimic-0.05,hificl-0.005,i2cl-0.1,i2cl-0.01}.json \
-             runs/v14/cap-{tv-icv,fv-mtv}.json --out benchmarks/compare/sandbox-caption.json ;;
+             runs/v14/cap-{tv-icv,fv-mtv}.json --out benchmarks/compare/sandbox-caption.json
+           C="$V2 --task sandbox-colour-caps"  # every method; the trained baselines at their colour-nonce rates
+           $M2IV $C --method zero-shot,icl,m2iv,tv,icv --out runs/v14/caps-base.json
+           for mr in live:0.1 mimic:0.05 i2cl:0.1; do
+             $M2IV $C --method ${mr%:*} --lr-sweep ${mr#*:} --out runs/v14/caps-${mr/:/-}.json
+           done
+           $M2IV $C --method hificl --out runs/v14/caps-hificl.json
+           $M2IV $C --method fv,mtv --out runs/v14/caps-fv-mtv.json
+           $M2IV bench merge runs/v14/caps-{base,live-0.1,mimic-0.05,i2cl-0.1,hificl,fv-mtv}.json \
+             --out benchmarks/compare/sandbox-colour-caps.json ;;
     compare-v1) for mr in live:0.1 mimic:0.05 i2cl:0.1; do  # issue 14: the rate each chose on colour-nonce
              $M2IV bench compare sandbox --task ${SUITE#*,} --method ${mr%:*} --budget cpu $RECIPE --lr-sweep ${mr#*:} \
                --work runs/bench/v14 --out runs/v14/v1-${mr%:*}.json
