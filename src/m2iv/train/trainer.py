@@ -59,6 +59,11 @@ def _dist():
     return None, 1, 0
 
 
+def _stale(teacher: TeacherTargets, what: str) -> M2IVError:
+    return M2IVError(f"teacher and student {what} differ; the teacher cache is stale — delete {teacher.key} under "
+                     "the teacher cache and rerun")
+
+
 class VectorTrainer:
     def __init__(self, lm, vectors: InContextVectors, cfg: TrainConfig, workdir: str | Path,
                  show_progress: bool = True, identity: dict | None = None) -> None:
@@ -150,13 +155,13 @@ class VectorTrainer:
             labels = labels.masked_fill(~losses.first_answer_position(labels != -100), -100)
         return losses.supervised(logits, labels)
 
-    def _mimicry(self, logits: torch.Tensor, labels: torch.Tensor, teacher: TeacherTargets, rows: list[int]):
+    def _mimicry(self, logits: torch.Tensor, labels: torch.Tensor, teacher: TeacherTargets,
+                 rows: list[int]) -> torch.Tensor:
         """KL to the cached teacher distributions at the answer positions (LIVE's original: all but the first)."""
         n = labels.shape[1]
         t_lab = _pad_left(teacher.labels[rows], n, -100)[:, -n:]
         if not torch.equal(t_lab.to(labels.device), labels):
-            raise M2IVError("teacher and student answer tokens differ; the teacher cache is stale — delete "
-                            f"{teacher.key} under the teacher cache and rerun")
+            raise _stale(teacher, "answer tokens")
         vals = _pad_left(teacher.values[rows], n, 0.0)[:, -n:].to(logits.device)
         idx = None if teacher.index is None else _pad_left(teacher.index[rows], n, 0)[:, -n:].to(logits.device)
         positions = losses.answer_positions(labels != -100, self.cfg.kl_skip_first)
@@ -170,8 +175,7 @@ class VectorTrainer:
         n, mask = labels.shape[1], labels != -100
         if lengths is not None:
             if teacher.hidden_len is None or not torch.equal(teacher.hidden_len[rows], lengths):
-                raise M2IVError("teacher and student query spans differ; the teacher cache is stale — delete "
-                                f"{teacher.key} under the teacher cache and rerun")
+                raise _stale(teacher, "query spans")
             n = hidden.shape[2]
             mask = (torch.arange(n)[None, :] >= (n - lengths)[:, None]).to(hidden.device)
         target = _pad_left(teacher.hidden[rows].transpose(1, 2), n, 0.0).transpose(1, 2).to(hidden.device)
