@@ -9,7 +9,7 @@ __version__ = "0.1.0"  # the one place the version lives; m2iv.__version__ re-ex
 
 CONFIG_NAME = "m2iv_config.json"
 VECTORS_NAME = "vectors.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an optional `condition` (vectors/condition.py); 1 still loads, with none
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}

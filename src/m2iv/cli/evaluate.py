@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--vectors", default=None,
                    help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
+    p.add_argument("--ignore-condition", action="store_true",
+                   help="apply vectors that carry a condition to every query (what the condition adds, measured)")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate the first N test queries (default all)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="queries per forward pass (default 4)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="split and demonstration seed (default 0)")
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     options = {"vectors": args.vectors, "strict": not args.no_strict}
+    if args.ignore_condition:  # absent otherwise, so runs without the flag keep their identity
+        options["condition"] = False
     if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default
         options["shots"] = args.shots
     method = get_method(args.method, options)

@@ -29,6 +29,7 @@ SUB_EXAMPLES = {
     "remove": "example:\n  m2iv library remove vqa-idefics2",
     "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
                "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
+    "condition": "example:\n  m2iv library condition safety sandbox --task sandbox-safety --name safety-gated",
     "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
     "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
              "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
@@ -111,10 +112,26 @@ def add_parser(sub) -> None:
     q.add_argument("--name", required=True, help="name of the new entry")
     q.add_argument("expression", nargs="+", metavar="EXPR",
                    help="like 0.5*a + 1.0*b - c (quote it when a term starts with '-')")
+    q.add_argument("--operator", default=None, choices=["sum", "stack", "partition"],
+                   help="sum the shifts, stack the entries' maps in order, or partition the layers (terms written "
+                        "name@LAYERS); default: the library's default operator")
     q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
     q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
     _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
     q.add_argument("--description", default=None)
+
+    q = sp("condition", "add a copy of an entry that acts only on prompts firing a condition fitted on a task",
+           run_condition)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("--task", required=True, help="task whose training queries the condition is fitted on")
+    q.add_argument("--name", required=True, help="name of the new entry")
+    q.add_argument("--data-root", default=None, help="benchmark data folder (or $M2IV_DATA)")
+    q.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    _tag_arg(q, "tag the new entry (default: the source's tags)")
+    _model_args(q, help="model the condition reads (default: the entry's base model)")
+    from m2iv.cli.train import add_condition_args
+
+    add_condition_args(q)
 
     q = sp("resolve", "print the verified vector directory of library:<id-or-name>", run_resolve)
     q.add_argument("ref", metavar="SPEC", help="library:<id-or-name> or an id/name")
@@ -267,8 +284,23 @@ def run_remove(args) -> int:
 def run_compose(args) -> int:
     with _lib(args) as lib:
         e = lib.compose(args.name, " ".join(args.expression), layers=args.layers, sites=args.sites,
-                        tags=_tags(args.tag), description=args.description)
+                        tags=_tags(args.tag), description=args.description, operator=args.operator)
         print(f"composed {e.name} ({e.id}) = {e.provenance['expression']}; use it as library:{e.name}")
+    return 0
+
+
+def run_condition(args) -> int:
+    from m2iv.cli.train import fit_condition_from_args
+    from m2iv.evaluate.tasks import get_task
+
+    task = get_task(args.task)
+    with _lib(args) as lib:
+        src = lib.get(args.ref)
+        lm = _load_model(args.model or src.base_model, args.dtype, args.device)
+        cond = fit_condition_from_args(args, lm, task, task.splits(args.data_root, seed=args.seed))
+        e = lib.with_condition(src.id, cond, name=args.name, adapter=lm.adapter, tags=_tags(args.tag))
+        print(f"added {e.name} ({e.id}): {src.name} gated at layer {cond.layer} (held-out balanced accuracy "
+              f"{cond.fit['heldout_balanced_accuracy']}); use it as library:{e.name}")
     return 0
 
 

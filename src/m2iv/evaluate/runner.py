@@ -255,10 +255,11 @@ class _Answerer:
         ms = (time.perf_counter() - t0) * 1000 / len(prompts)
         texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         n_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        fired = getattr(handle, "fired", None) or [None] * len(prompts)  # per row: did the vectors' condition fire
         return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
                  "demos": [d.id for d in demos], "prompt_tokens": int(n), "latency_ms": round(ms, 3),
-                 **({"route": key} if key is not None else {})}
-                for (q, demos, _), raw, n in zip(prompts, texts, n_tokens, strict=True)]
+                 **({"route": key} if key is not None else {}), **({"condition_fired": f} if f is not None else {})}
+                for (q, demos, _), raw, n, f in zip(prompts, texts, n_tokens, fired, strict=True)]
 
 
 def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,

@@ -45,7 +45,7 @@ from m2iv.library.entry import (
 from m2iv.library.index import Index
 from m2iv.library.transfer import entry_files, export, file_writer, import_path, read_vector_dir, vectors_from_bytes
 from m2iv.vectors.compat import compat_reason
-from m2iv.vectors.format import save_vectors
+from m2iv.vectors.format import resave, save_vectors
 
 
 def check_entry(entry: Entry, adapter, strict: bool = True) -> None:
@@ -269,11 +269,28 @@ class Library:
         return import_path(self, path, name)
 
     # -- composition, search, routing (see compose.py and search.py) -------------------------------
-    def compose(self, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None
-                ) -> Entry:
-        from m2iv.library.compose import compose
+    def compose(self, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
+                operator: str | None = None) -> Entry:
+        from m2iv.library.compose import DEFAULT_OPERATOR, compose
 
-        return compose(self, name, expression, layers=layers, sites=sites, tags=tags, description=description)
+        return compose(self, name, expression, layers=layers, sites=sites, tags=tags, description=description,
+                       operator=operator or DEFAULT_OPERATOR)
+
+    def with_condition(self, ref: str, condition, *, name: str, adapter, tags=(), description: str | None = None
+                       ) -> Entry:
+        """Add a copy of entry `ref` that acts only on prompts firing `condition` (a vectors.condition.Condition
+        fitted by m2iv.train.condition); the source entry stays as it is. Prototype and tags are carried over."""
+        src = self.get(ref)
+        vectors, config = self.load(src.id, adapter=adapter)
+        provenance = {"kind": "conditioned", "source": {"id": src.id, "name": src.name, "sha256": src.sha256},
+                      "condition": condition.to_json()}
+        with self.scratch() as tmp:
+            d = resave(tmp, vectors.with_condition(condition), config, adapter=adapter, out=tmp / "conditioned")
+            return self.add(d, name=name, tags=tuple(tags) or tuple(src.tags), task=src.task, method=src.method,
+                            shots=src.shots, metrics=src.metrics, provenance=provenance,
+                            description=description if description is not None else
+                            f"{src.name}, acting only where its condition fires (layer {condition.layer})",
+                            prototype=src.prototype, prototype_info=src.prototype_info)
 
     def search(self, **kw):
         from m2iv.library.search import search

@@ -144,8 +144,10 @@ class LoadedVectors(Method):
         vectors = self.routed[key] if key is not None else self.vectors
         if vectors is None:
             raise M2IVError(f"--method {self.name}: no vectors prepared; prepare() loads or fits them first")
-        # Answering trains nothing, so the base weights keep their requires_grad (see `inject`).
-        with apply(lm.model, vectors, lm.adapter, freeze_base=False) as handle:
+        # Answering trains nothing, so the base weights keep their requires_grad (see `inject`). A condition the
+        # vectors carry gates them unless the run asks for the vectors everywhere (`condition: False`).
+        with apply(lm.model, vectors, lm.adapter, freeze_base=False,
+                   condition=self.options.get("condition", True)) as handle:
             yield handle
 
     def require_out(self) -> str:

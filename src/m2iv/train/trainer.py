@@ -332,7 +332,7 @@ class VectorTrainer:
         finally:
             handle.remove()
             bar.close()
-        best = InContextVectors.from_spec(self.vectors.spec())
+        best = InContextVectors.from_spec(self.vectors.spec()).with_condition(self.vectors.condition)
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}
         with torch.no_grad():

@@ -117,3 +117,19 @@ def vectors_from_tensors(tensors: dict[str, torch.Tensor], config: dict, where: 
     vectors = InContextVectors.from_spec(config, dtype=dtype)
     vectors.load_tensors(tensors)
     return vectors
+
+
+# Config keys save_vectors writes itself; everything else in a config (training record, provenance) is carried over.
+_OWN_KEYS = {"format_version", "m2iv_version", "method", "token_policy", "num_layers", "hidden_size", "num_heads",
+             "head_dim", "sites", "condition", "base_model", "model_type", "fingerprint", "layers_path", "dtype",
+             "num_parameters", "recipe", "metrics", "method_config", "sha256"}
+
+
+def resave(directory: str | Path, vectors: InContextVectors, config: dict, *, adapter: ModelAdapter,
+           out: str | Path | None = None) -> Path:
+    """Save `vectors` (e.g. given a condition) with the rest of `config` (their directory's) kept, to `out` or back
+    in place (atomically)."""
+    return save_vectors(vectors, out or directory, adapter=adapter, base_model=config.get("base_model", ""),
+                        recipe=config.get("recipe"), metrics=config.get("metrics"),
+                        method_config=config.get("method_config"),
+                        extra={k: v for k, v in config.items() if k not in _OWN_KEYS})
