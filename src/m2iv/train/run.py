@@ -38,7 +38,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.model.device)
+    vectors = vectors.to(lm.device)
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
     if len(train) < 2:
