@@ -1,5 +1,6 @@
 """`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
-remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
+push, pull, remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library;
+--root overrides."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ EXAMPLES = """examples:
   m2iv library search tiny:idefics2 --image cat.png --question "What colour is it?" --top 3
   m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
   m2iv library export mix mix.tar && m2iv library import mix.tar
+  m2iv library push mix me/mix-vectors && m2iv library pull me/mix-vectors --name mix2   # via the Hub
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
   m2iv library check --repair                                       # rebuild a damaged index from the sidecars
 """
@@ -26,6 +28,8 @@ SUB_EXAMPLES = {
               "  m2iv library search tiny:idefics2 --image cat.png --question 'What colour is it?'",
     "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
     "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
+    "push": "example:\n  m2iv library push vqa-idefics2 me/vqa-idefics2-vectors --private",
+    "pull": "examples:\n  m2iv library pull me/vqa-idefics2-vectors\n  m2iv library pull hf://me/vqa@v1 --name vqa-v1",
     "remove": "example:\n  m2iv library remove vqa-idefics2",
     "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
                "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
@@ -104,6 +108,17 @@ def add_parser(sub) -> None:
     q = sp("import", "add an exported directory or .tar", run_import)
     q.add_argument("path", metavar="PATH")
     q.add_argument("--name", default=None, help="store under this name instead of the exported one")
+
+    q = sp("push", "upload an entry to a Hugging Face Hub repository (with a model card)", run_push)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("repo", metavar="REPO", help="org/name on the Hub (HF_ENDPOINT and HF_TOKEN are honoured)")
+    q.add_argument("--private", action="store_true", help="create the repository private")
+    q.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    q.add_argument("--message", default=None, help="commit message")
+
+    q = sp("pull", "add the vectors of a Hub repository (downloaded, or from the local HF cache offline)", run_pull)
+    q.add_argument("repo", metavar="REPO", help="org/name, org/name@revision or hf://org/name[@revision]")
+    q.add_argument("--name", default=None, help="store under this name (default: the pushed name, else the repo's)")
 
     q = sp("remove", "delete an entry", run_remove)
     q.add_argument("ref", metavar="ID_OR_NAME")
@@ -271,6 +286,25 @@ def run_import(args) -> int:
     with _lib(args) as lib:
         e = lib.import_path(args.path, name=args.name)
         print(f"imported {e.name} ({e.id}) for {e.base_model}; use it as library:{e.name}")
+    return 0
+
+
+def run_push(args) -> int:
+    from m2iv.library.remote import push
+
+    with _lib(args) as lib:
+        url = push(lib, args.ref, args.repo, private=args.private or None, revision=args.revision,
+                   commit_message=args.message)
+        print(f"pushed {lib.get(args.ref).name} to {args.repo}: {url}")
+    return 0
+
+
+def run_pull(args) -> int:
+    from m2iv.library.remote import pull
+
+    with _lib(args) as lib:
+        e = pull(lib, args.repo, name=args.name)
+        print(f"pulled {e.name} ({e.id}) for {e.base_model} from {args.repo}; use it as library:{e.name}")
     return 0
 
 

@@ -248,7 +248,7 @@ class _Answerer:
         query_start = batch.pop("query_start")
         if handle is not None and hasattr(handle, "set_query_start"):
             handle.set_query_start(query_start)
-        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        batch = {k: v.to(lm.device) for k, v in batch.items()}
         t0 = time.perf_counter()
         gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
                                 eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
@@ -358,7 +358,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     mean = lambda key: sum(r[key] for r in scored) / len(scored) if scored else 0.0  # noqa: E731
     summary = {**run, "n": len(scored), "metric": task.metric, "score": score,
                "mean_prompt_tokens": mean("prompt_tokens"), "mean_latency_ms": mean("latency_ms"),
-               "peak_memory_mb": round(peak_memory_mb(lm.model.device), 1),
+               "peak_memory_mb": round(peak_memory_mb(lm.device), 1),
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
                "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__}

@@ -103,7 +103,10 @@ def _read_meta(directory: Path, source: Path, sha: str) -> dict:
     return meta
 
 
-def _import_dir(lib: Library, directory: Path, name: str | None, source: Path) -> Entry:
+def _import_dir(lib: Library, directory: Path, name: str | None, source: Path, origin: str | None = None,
+                derived_name: str | None = None) -> Entry:
+    """`origin` (e.g. hf://org/name@commit) and `derived_name` replace the folder's path and name where the folder
+    is a download's snapshot, named by a commit hash."""
     config, config_text, data = read_vector_dir(directory)
     meta = _read_meta(directory, source, config["sha256"])
     eid = meta.get("id") if isinstance(meta.get("id"), str) and ID_RE.match(meta["id"]) else None
@@ -124,14 +127,14 @@ def _import_dir(lib: Library, directory: Path, name: str | None, source: Path) -
         fields["tags"] = []
     src_name = name or (meta.get("name") if isinstance(meta.get("name"), str) else None)
     return lib.insert(
-        config, config_text, data, name=src_name, derived_name=directory.resolve().name,
+        config, config_text, data, name=src_name, derived_name=derived_name or directory.resolve().name,
         tags=[str(t) for t in fields["tags"] or []], description=str(fields["description"] or ""),
         task=fields["task"] if isinstance(fields["task"], str) else dig(config, "method_config", "task"),
         method=fields["method"] if isinstance(fields["method"], str) else config["method"],
         shots=fields["shots"] if isinstance(fields["shots"], int) else None,
         metrics=fields["metrics"] if isinstance(fields["metrics"], dict) else config.get("metrics") or {},
         provenance=fields["provenance"] if isinstance(fields["provenance"], dict) else
-        {"kind": "imported", "from": str(source)},
+        {"kind": "imported", "from": origin or str(source)},
         prototype=proto, prototype_info=pinfo, entry_id=eid,
         created_at=fields["created_at"] if isinstance(fields["created_at"], str) else None)
 

@@ -60,7 +60,7 @@ def pooled_states(lm, builder: PromptBuilder, samples: list[Sample], layers: lis
         for i in range(0, len(samples), batch_size):
             batch = builder.encode([builder.build([], q) for q in samples[i:i + batch_size]])
             batch.pop("query_start", None)
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             mask["m"] = batch.get("attention_mask")
             lm.model(**batch)
             out.append(torch.stack([caught[layer] for layer in layers], dim=1))

@@ -30,7 +30,7 @@ def _frozen_under(lm, base: InContextVectors | None) -> Iterator[None]:
     if base is None:
         yield
         return
-    base = base.to(lm.model.device)
+    base = base.to(lm.device)
     for p in base.parameters():
         p.requires_grad_(False)
     with apply(lm.model, base, lm.adapter, freeze_base=False, condition=False):
@@ -60,7 +60,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.model.device)
+    vectors = vectors.to(lm.device)
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
     if cfg.teacher.negatives == "zero-shot":

@@ -116,8 +116,8 @@ class VectorTrainer:
         cfg = self.cfg
         batch, labels, query_start = student_batch(builder, queries)
         handle.set_query_start(query_start)
-        batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
-        amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+        amp = torch.autocast(self.lm.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
         span, lengths = query_span(batch, query_start) if align and cfg.teacher.hidden_span == "query" else (None, None)
         n_ans = labels.shape[1]
@@ -193,7 +193,7 @@ class VectorTrainer:
         for i in range(0, len(queries), batch_size):
             batch, labels, query_start = student_batch(builder, queries[i:i + batch_size])
             handle.set_query_start(query_start)
-            batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(self.lm.device) for k, v in batch.items()}
             logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)
             labels = labels.to(logits.device)
             ok = (logits.argmax(-1) == labels) | (labels == -100)
