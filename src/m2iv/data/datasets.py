@@ -135,8 +135,8 @@ def _hf_image(value: Any, target: Path, base: Path, where: str) -> str:
             from m2iv.data.images import pixel_limit
 
             try:
-                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as im:
-                    im = im if im.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA") else im.convert("RGB")
+                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as src:
+                    im = src if src.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA") else src.convert("RGB")
                     # atomic: a concurrent or killed run never leaves half a PNG
                     write_file_atomic(target, lambda tmp: im.save(tmp, format="PNG"))
             except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

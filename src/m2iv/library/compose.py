@@ -179,8 +179,9 @@ def adapter_from_config(config: dict):
                         fingerprint=config["fingerprint"])
 
 
-def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None):
-    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+def combine(lib, expression, layers=None, sites=None) -> tuple[InContextVectors, dict, list]:
+    """(the composed vectors, their provenance, the source entries), in memory: nothing is written. `lib` needs
+    `get(ref)` and `load(ref)`; `compose` stores the result, `m2iv library serve` answers with it unsaved."""
 
     terms = parse_expression(expression)
     entries = [lib.get(t.ref) for t in terms]
@@ -202,11 +203,18 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
     for i, (t, e) in enumerate(zip(terms, entries, strict=True)):
         sign = ("-" if t.weight < 0 else "") if i == 0 else ("- " if t.weight < 0 else "+ ")
         parts.append(f"{sign}{abs(t.weight)!r}*{e.name}")
-    expr = " ".join(parts)
-    provenance = {"kind": "composed", "expression": expr,
+    provenance = {"kind": "composed", "expression": " ".join(parts),
                   "terms": [{"id": e.id, "name": e.name, "sha256": e.sha256, "weight": t.weight,
                              "negated": t.weight < 0} for t, e in zip(terms, entries, strict=True)],
                   "layers": layer_mask, "sites": site_mask}
+    return combined, provenance, entries
+
+
+def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None):
+    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+
+    combined, provenance, entries = combine(lib, expression, layers, sites)
+    first, expr = entries[0], provenance["expression"]
     tasks = {e.task for e in entries}
     with lib.scratch() as tmp:
         d = save_vectors(combined, tmp / "composed", adapter=adapter_from_config(first.config),

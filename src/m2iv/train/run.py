@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from m2iv.constants import TRAIN_DIR_SUFFIX
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
@@ -53,7 +54,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
                                   show_progress=show_progress and state.is_main_process)
     t_teacher = time.perf_counter() - t0
     identity = training_identity(lm, task, train, val, splits["support"], method_config)
-    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}.train",
+    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}",
                             show_progress=show_progress and state.is_main_process, identity=identity)
     best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
     info: dict[str, Any] = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
