@@ -153,8 +153,7 @@ def accuracy_vs_cost(rows: list[dict], title: str = "") -> Figure | None:
     ax.set_title(title, fontsize=10)
     task_handles = [Line2D([], [], color="grey", marker=marker(i), linestyle="", label=_short(t))
                     for i, t in enumerate(tasks)]
-    ax.add_artist(ax.legend(handles=task_handles, fontsize=7, title="task", loc="upper left",
-                            bbox_to_anchor=(1.01, 1.0)))
+    fig.legend(handles=task_handles, loc="outside lower center", ncol=min(5, len(tasks)), fontsize=7, title="task")
     _method_legend(fig, [r["label"] for r in scored])
     return fig
 
@@ -175,7 +174,8 @@ def per_task(rows: list[dict], title: str = "") -> Figure | None:
     for ax, task in zip(axes, tasks, strict=False):
         bars = sorted((r for r in scored if r["task"] == task), key=lambda r: (r["label"], r["shots"]))
         names = [r["label"] + (f", {r['shots']}-shot" if (task, r["label"]) in several_shots else "") for r in bars]
-        ax.barh(range(len(bars)), [r["score"] for r in bars], color=[method_colour(r["label"]) for r in bars])
+        drawn = ax.barh(range(len(bars)), [r["score"] for r in bars], color=[method_colour(r["label"]) for r in bars])
+        ax.bar_label(drawn, fmt="%.2f", fontsize=6, padding=2)  # a score of 0 is a label, not a missing bar
         ax.set_yticks(range(len(bars)), names, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(_short(task), fontsize=9)
