@@ -250,3 +250,17 @@ def test_serve_command_line(capsys):
     assert "--model is now the positional MODEL" in capsys.readouterr().err
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_a_library_committed_under_benchmarks_is_not_read_as_tables(tmp_path, library):
+    import shutil
+
+    bench = tmp_path / "benchmarks"
+    (bench / "compare").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "compare" / "sandbox-vqa.json", bench / "compare" / "vqa.json")
+    shutil.copytree(library, bench / "library" / "vlibrary")
+    (bench / "library" / "vlibrary" / "blobs" / "zz").mkdir()
+    (bench / "library" / "vlibrary" / "blobs" / "zz" / "x.json").write_text('{"rows": [{"task": "t", "method": "m"}]}')
+    assert Benchmarks(bench).names() == ["compare/vqa.json"]
+    assert [e.name for e in Catalog(bench / "library" / "vlibrary").entries()] == ["colour", "shape", "zero",
+                                                                                   "for-llava"]

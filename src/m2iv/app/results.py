@@ -72,8 +72,11 @@ class Benchmarks:
         """Every bench table under the folder (relative paths), the preferred ones first."""
         if self.root is None or not self.root.is_dir():
             return []
+        libraries = {p.parent for p in self.root.rglob("index.sqlite")}  # a committed library's sidecars: not tables
         found = []
         for path in sorted(self.root.rglob("*.json")):
+            if libraries & set(path.parents):
+                continue
             name = path.relative_to(self.root).as_posix()
             try:
                 if self.rows(name):
