@@ -21,6 +21,7 @@ from m2iv.app.catalog import Catalog
 from m2iv.app.results import Benchmarks
 from m2iv.data.images import open_image
 from m2iv.errors import M2IVError
+from m2iv.library.compose import Term
 
 
 def error_line(e: BaseException) -> str:
@@ -91,12 +92,14 @@ class Handlers:
         if not ref:
             raise M2IVError("pick an entry")
         entry = self.catalog.get(ref)
-        log = self.catalog.train_log(entry)
-        curve = plots.training_curve(log, f"{entry.name}: training")
-        note = "" if curve is not None else (
-            "_No training curve: this entry was composed, not trained._" if entry.method == "composed" else
-            "_No training curve: the library kept no training log for this entry (it is kept when `m2iv library "
-            "add` finds the trainer's `<dir>.train/train_log.jsonl`)._")
+        try:
+            curve, note = plots.training_curve(self.catalog.train_log(entry), f"{entry.name}: training"), ""
+        except M2IVError as e:  # the rest of the page is still worth showing
+            curve, note = None, f"⚠️ {e}"
+        if curve is None and not note:
+            note = ("_No training curve: this entry was composed, not trained._" if entry.method == "composed" else
+                    "_No training curve: the library kept no training log for this entry (it is kept when `m2iv "
+                    "library add` finds the trainer's `<dir>.train/train_log.jsonl`)._")
         vectors, _ = self.catalog.load(entry.id)
         norms = plots.vector_norms(vectors, f"{entry.name}: norm per layer and branch")
         return (gr.Dropdown(value=entry.id), pages.entry_summary(entry), curve, note, norms,
@@ -153,14 +156,14 @@ class Handlers:
         return (pages.answer_md(answer), f"Recipe: `{provenance['expression']}` (not saved)", self.header())
 
     def save_composition(self, a: str | None, wa, b: str | None, wb, name: str) -> tuple:
-        terms = [f"{float(w if w is not None else 1.0)!r}*{self.catalog.get(ref).name}"
-                 for ref, w in ((a, wa), (b, wb)) if ref]
+        """Store the composition through the CLI's store (`m2iv library compose`), with --allow-writes only."""
+        terms = [Term(float(w if w is not None else 1.0), ref) for ref, w in ((a, wa), (b, wb)) if ref]
         if not terms:
             raise M2IVError("pick at least one entry to compose")
         if not (name or "").strip():
             raise M2IVError("give the new entry a name")
         with self.catalog.writer() as lib:
-            entry = lib.compose(name.strip(), " + ".join(terms).replace("+ -", "- "))
+            entry = lib.compose(name.strip(), terms)
         return (f"Saved `library:{entry.name}` ({entry.id}) = `{entry.provenance['expression']}`",)
 
     # -- search by example ------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def _wire(event, fn, inputs, outputs):
     return event(guard(fn, len(outputs)), inputs=inputs, outputs=outputs)
 
 
-def _browse_tab(h: Handlers) -> dict:
+def _browse_tab() -> dict:
     c: dict = {"status": _status("browse-status")}
     with gr.Row():
         c["text"] = gr.Textbox(label="Search", placeholder="words in names, tasks, methods, tags, descriptions",
@@ -141,7 +141,7 @@ def build(h: Handlers) -> gr.Blocks:
         header = gr.Markdown(elem_id="header")
         with gr.Tabs(selected="browse", elem_id="tabs") as tabs:
             with gr.Tab("Browse", id="browse", elem_id="tab-browse"):
-                b = _browse_tab(h)
+                b = _browse_tab()
             with gr.Tab("Entry", id="entry", elem_id="tab-entry"):
                 e = _entry_tab()
             with gr.Tab("Try it", id="try", elem_id="tab-try"):
