@@ -112,12 +112,17 @@ def test_bad_input_is_one_line_naming_the_fix(tmp_path, library, session):
     h = Handlers(session.catalog, session, Benchmarks(None))
     text = tmp_path / "notes.png"
     text.write_text("not an image at all")
-    status, path, preview = h.uploaded(str(text))
-    assert status.startswith("⚠️ notes.png is not an image") and "PNG, JPEG" in status and path is None
+    status, path, preview, reference = h.uploaded(str(text))
+    assert status.startswith("⚠️ notes.png is not an image") and "PNG, JPEG" in status and path is preview is None
     assert str(tmp_path) not in status  # the upload's temporary path is not shown
     good = tmp_path / "cat.png"
     image(0).save(good)
     assert h.uploaded(str(good))[:2] == ("", str(good))
+    sample = session.examples("easy-vqa")[0]
+    path, preview, question, reference = h.example_picked("easy-vqa#0")
+    assert (path, question) == (sample.images[0], sample.question) and preview.size == (64, 64)
+    assert reference == f"Reference answer (easy-vqa): **{sample.answers[0]}**"
+    assert "no longer listed" in guard(h.example_picked, 5)("easy-vqa#99")[0]
 
     out = guard(h.answer, 5)("for-llava", None, "What colour is it?", 2)
     assert "for-llava is for tiny:llava, not for tiny:idefics3" in out[0]

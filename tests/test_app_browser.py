@@ -213,6 +213,7 @@ def test_try_answers_zero_shot_icl_steered_and_composed_side_by_side(page):
     page.choose("try-example", "test")
     page.wait(lambda: page.has_image("try-image"))
     assert page.css("#try-question textarea, #try-question input")[0].get_attribute("value")
+    assert page.text("try-reference").startswith("Reference answer (easy-vqa): ")
     page.click("try-run")
     page.wait(lambda: "prompt tokens" in page.text("answer-steered"), 180)
     zero, icl, steered = (page.text(i) for i in ("answer-zero-shot", "answer-icl", "answer-steered"))

@@ -202,9 +202,11 @@ def compose_answer(session: Session, terms: list[tuple[str, float]], image: str 
         for ref, _ in terms:
             session.check(session.catalog.get(ref))
         vectors, provenance, entries = combine(session.catalog, [Term(float(w), ref) for ref, w in terms])
-        task, _, _ = session.task(entries[0].task if len({e.task for e in entries}) == 1 else None)
+        task, _, _ = session.task(entries[0].task)  # the first entry's prompt, so its zero-shot answer compares
+        others = sorted({e.task or "no task" for e in entries[1:]} - {entries[0].task or "no task"})
+        note = f"asked with the prompt of {entries[0].name}'s task ({task.name})" if others else ""
         answer = answer_one(lm, task, query, vectors=vectors.to(lm.model.device),
-                            way=f"composed: {provenance['expression']}")
+                            way=f"composed: {provenance['expression']}", note=note)
     return answer, provenance
 
 

@@ -122,27 +122,30 @@ class Handlers:
         return (gr.Dropdown(choices=choices, value=None), entry.shots or DEFAULT_SHOTS, *answers_placeholder())
 
     def example_picked(self, key: str | None) -> tuple:
-        """(image path state, preview, question) of a task example."""
+        """(image path state, preview, question, its reference answers) of a task example."""
         if not key:
-            return (gr.skip(), gr.skip(), gr.skip())
+            return (gr.skip(), gr.skip(), gr.skip(), gr.skip())
         task, _, i = key.rpartition("#")
         examples = self.session.examples(task or None)
         if not i.isdigit() or int(i) >= len(examples):
             raise M2IVError("that example is no longer listed; pick another")
         sample = examples[int(i)]
         path = check_image(sample.images[0]) if sample.images else None
-        return (path, open_image(path) if path else None, sample.question)
+        answers = list(dict.fromkeys(sample.answers))[:5]
+        reference = f"Reference answer ({task}): " + ", ".join(f"**{pages.escape(a)}**" for a in answers) if answers \
+            else ""
+        return (path, open_image(path) if path else None, sample.question, reference)
 
     def uploaded(self, path: str | None) -> tuple:
-        """(status, image path state, preview) of an upload: a file that is not an image is named in the status
-        and clears the image, so no later answer uses an earlier one by mistake."""
+        """(status, image path state, preview, no reference answer) of an upload: a file that is not an image is
+        named in the status and clears the image, so no later answer uses an earlier one by mistake."""
         if not path:
-            return ("", None, None)
+            return ("", None, None, "")
         try:
             good = check_image(path)
-            return ("", good, open_image(good) if good else None)
+            return ("", good, open_image(good) if good else None, "")
         except Exception as e:  # noqa: BLE001 - shown on the page
-            return (error_line(e), None, None)
+            return (error_line(e), None, None, "")
 
     def answer(self, ref: str | None, image: str | None, question: str, shots) -> tuple:
         if not ref:

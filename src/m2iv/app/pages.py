@@ -16,13 +16,14 @@ from m2iv.library.entry import Entry
 from m2iv.library.search import SearchHit, search
 
 BROWSE_COLUMNS = ["name", "model", "method", "task", "shots", "tags", "metrics", "parameters", "created", "id"]
+BROWSE_WIDTHS: list[str | int] = ["13%", "9%", "8%", "14%", "5%", "10%", "18%", "7%", "9%", "7%"]
 SCORE_COLUMNS = ["source", "method", "shots", "score", "metric", "n", "prompt tokens", "latency ms"]
 HIT_COLUMNS = ["similarity", "name", "task", "method", "model", "note"]
 RESULT_COLUMNS = ["task", "method", "shots", "score", "metric", "n", "prompt tokens", "latency ms", "parameters"]
 ANY = "(any)"
 
 
-def _md(text: Any) -> str:
+def escape(text: Any) -> str:
     """Text shown inside Markdown: no markup from names, tags or descriptions."""
     return "".join("\\" + c if c in "\\`*_{}[]<>()#+-!|" else c for c in str(text))
 
@@ -32,7 +33,9 @@ def _num(v: Any, digits: int = 4) -> Any:
 
 
 def metrics_text(metrics: dict, limit: int = 3) -> str:
+    """The numeric metrics, scores (acc, score, cider, ...) first."""
     items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    items.sort(key=lambda kv: not any(w in kv[0].lower() for w in ("acc", "score", "cider", "match", "bleu")))
     return ", ".join(f"{k}={v:.3g}" for k, v in items[:limit])
 
 
@@ -81,16 +84,17 @@ def _sites(config: dict) -> str:
 
 def entry_summary(entry: Entry) -> str:
     cfg = entry.config
-    lines = [f"### {_md(entry.name)}", "",
+    lines = [f"### {escape(entry.name)}", "",
              f"`library:{entry.name}` · id `{entry.id}` · created {created(entry)} UTC", "",
              "| model | method | task | shots | parameters | tags |", "|---|---|---|---|---|---|",
-             f"| {_md(entry.base_model)} ({_md(entry.model_type)}) | {_md(entry.method)} | {_md(entry.task or '-')} | "
-             f"{'-' if entry.shots is None else entry.shots} | {cfg.get('num_parameters', '-')} | "
-             f"{_md(', '.join(entry.tags) or '-')} |", "",
-             f"**Sites:** {_md(_sites(cfg))} · **token policy:** {_md(cfg.get('token_policy', '?'))} · "
+             f"| {escape(entry.base_model)} ({escape(entry.model_type)}) | {escape(entry.method)} | "
+             f"{escape(entry.task or '-')} | {'-' if entry.shots is None else entry.shots} | "
+             f"{cfg.get('num_parameters', '-')} | "
+             f"{escape(', '.join(entry.tags) or '-')} |", "",
+             f"**Sites:** {escape(_sites(cfg))} · **token policy:** {escape(cfg.get('token_policy', '?'))} · "
              f"**prototype for search:** {'yes' if entry.prototype is not None else 'no'}"]
     if entry.description:
-        lines += ["", _md(entry.description)]
+        lines += ["", escape(entry.description)]
     return "\n".join(lines)
 
 
@@ -99,12 +103,12 @@ def condition_md(entry: Entry) -> str:
     if not isinstance(cond, dict):
         return "**Condition:** none — the vectors act on every prompt."
     side = {"above": "≥", "below": "≤"}.get(str(cond.get("side")), "?")
-    lines = [f"**Condition:** acts only on prompts whose {_md(cond.get('pool', '?'))}-pooled layer-"
-             f"{_md(cond.get('layer', '?'))} state has {_md(cond.get('similarity', '?'))} {side} "
-             f"{_md(cond.get('threshold', '?'))} to its {_md(cond.get('kind', '?'))}."]
+    lines = [f"**Condition:** acts only on prompts whose {escape(cond.get('pool', '?'))}-pooled layer-"
+             f"{escape(cond.get('layer', '?'))} state has {escape(cond.get('similarity', '?'))} {side} "
+             f"{escape(cond.get('threshold', '?'))} to its {escape(cond.get('kind', '?'))}."]
     fit = cond.get("fit")
     if isinstance(fit, dict) and fit:
-        lines.append("Held-out fit: " + ", ".join(f"{_md(k)} {_md(_num(v))}" for k, v in fit.items()))
+        lines.append("Held-out fit: " + ", ".join(f"{escape(k)} {escape(_num(v))}" for k, v in fit.items()))
     return "\n\n".join(lines)
 
 
@@ -113,17 +117,17 @@ def provenance_md(entry: Entry) -> str:
     if prov.get("kind") == "composed":
         rows = ["**Composition:** `" + str(prov.get("expression", "?")).replace("`", "'") + "`", "",
                 "| weight | entry | id |", "|---|---|---|"]
-        rows += [f"| {t.get('weight')} | {_md(t.get('name'))} | `{t.get('id')}` |" for t in prov.get("terms") or []]
+        rows += [f"| {t.get('weight')} | {escape(t.get('name'))} | `{t.get('id')}` |" for t in prov.get("terms") or []]
         masks = [f"layers {prov['layers']}" if prov.get("layers") else "", f"sites {prov['sites']}"
                  if prov.get("sites") else ""]
         if any(masks):
-            rows += ["", "Masks: " + _md(", ".join(m for m in masks if m))]
+            rows += ["", "Masks: " + escape(", ".join(m for m in masks if m))]
         return "\n".join(rows)
     if prov.get("kind") == "trained":
         best = prov.get("best") or {}
-        return (f"**Trained** on {_md(prov.get('task') or '?')} from `{prov.get('from_directory', '?')}`"
+        return (f"**Trained** on {escape(prov.get('task') or '?')} from `{prov.get('from_directory', '?')}`"
                 + (f"; best validation {_num(best.get('metric'))} at step {best.get('step')}" if best else ""))
-    return "**Provenance:** " + (_md(json.dumps(prov)) if prov else "not recorded")
+    return "**Provenance:** " + (escape(json.dumps(prov)) if prov else "not recorded")
 
 
 def score_rows(entry: Entry, bench: Benchmarks) -> list[list]:
@@ -138,13 +142,13 @@ def score_rows(entry: Entry, bench: Benchmarks) -> list[list]:
 
 # -- answers, hits, results ---------------------------------------------------------------------------------
 def answer_md(answer: Answer) -> str:
-    head = f"**{_md(answer.way)}**"
+    head = f"**{escape(answer.way)}**"
     if answer.latency_ms is None:
-        return f"{head}\n\n_{_md(answer.note or 'not run')}_"
+        return f"{head}\n\n_{escape(answer.note or 'not run')}_"
     text = answer.text if answer.text.strip() else "(empty answer)"
-    lines = [head, "", f"> {_md(text)}", "", f"{answer.latency_ms:.0f} ms · {answer.prompt_tokens} prompt tokens"]
+    lines = [head, "", f"> {escape(text)}", "", f"{answer.latency_ms:.0f} ms · {answer.prompt_tokens} prompt tokens"]
     if answer.note:
-        lines += ["", f"_{_md(answer.note)}_"]
+        lines += ["", f"_{escape(answer.note)}_"]
     return "\n".join(lines)
 
 
@@ -159,6 +163,6 @@ def result_rows(rows: list[dict]) -> list[list]:
              _num(r["latency_ms"], 1) or "", r["parameters"] if r["parameters"] is not None else ""] for r in rows]
 
 
-__all__ = ["ANY", "BROWSE_COLUMNS", "HIT_COLUMNS", "RESULT_COLUMNS", "SCORE_COLUMNS", "answer_md", "browse_rows",
-           "condition_md", "entry_choices", "entry_summary", "filter_choices", "filter_entries", "hit_rows",
-           "provenance_md", "result_rows", "score_rows"]
+__all__ = ["ANY", "BROWSE_COLUMNS", "BROWSE_WIDTHS", "HIT_COLUMNS", "RESULT_COLUMNS", "SCORE_COLUMNS", "answer_md",
+           "browse_rows", "condition_md", "entry_choices", "entry_summary", "escape", "filter_choices",
+           "filter_entries", "hit_rows", "provenance_md", "result_rows", "score_rows"]

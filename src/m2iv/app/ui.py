@@ -34,8 +34,8 @@ def _browse_tab() -> dict:
             c[key] = gr.Dropdown(label=key.capitalize(), choices=[pages.ANY], value=pages.ANY,
                                  elem_id=f"browse-{key}", scale=1)
     c["count"] = gr.Markdown(elem_id="browse-count")
-    c["table"] = gr.Dataframe(headers=pages.BROWSE_COLUMNS, interactive=False, wrap=True, elem_id="browse-table",
-                              max_height=520)
+    c["table"] = gr.Dataframe(headers=pages.BROWSE_COLUMNS, column_widths=pages.BROWSE_WIDTHS, interactive=False,
+                              wrap=True, elem_id="browse-table", max_height=520)
     with gr.Row():
         c["pick"] = gr.Dropdown(label="Open an entry (or click its row)", choices=[], elem_id="browse-pick", scale=4)
         c["open"] = gr.Button("Open", elem_id="browse-open", scale=1)
@@ -67,6 +67,7 @@ def _image_inputs(prefix: str) -> dict:
     c["example"] = gr.Dropdown(label="Pick an example image and question", choices=[], elem_id=f"{prefix}-example")
     c["upload"] = gr.File(label="…or upload an image", type="filepath", elem_id=f"{prefix}-upload", height=110)
     c["question"] = gr.Textbox(label="Question", elem_id=f"{prefix}-question")
+    c["reference"] = gr.Markdown(elem_id=f"{prefix}-reference")
     return c
 
 
@@ -131,9 +132,10 @@ def _results_tab(h: Handlers) -> dict:
 
 def _image_events(h: Handlers, c: dict) -> None:
     """Example picked or file uploaded -> the image used (server-side state), its preview, the question."""
-    _wire(c["example"].input, h.example_picked, [c["example"]], [c["status"], c["path"], c["image"], c["question"]])
-    c["upload"].upload(h.uploaded, inputs=[c["upload"]], outputs=[c["status"], c["path"], c["image"]])
-    c["upload"].clear(lambda: ("", None, None), outputs=[c["status"], c["path"], c["image"]])
+    image = [c["path"], c["image"]]
+    _wire(c["example"].input, h.example_picked, [c["example"]], [c["status"], *image, c["question"], c["reference"]])
+    c["upload"].upload(h.uploaded, inputs=[c["upload"]], outputs=[c["status"], *image, c["reference"]])
+    c["upload"].clear(lambda: ("", None, None, ""), outputs=[c["status"], *image, c["reference"]])
 
 
 def build(h: Handlers) -> gr.Blocks:
