@@ -48,8 +48,9 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     env = {**os.environ, "M2IV_HOME": str(tmp / "home"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    os.environ["M2IV_HOME"] = env["M2IV_HOME"]  # the library's teacher cache, in this process too
-    root = _app_library.build(tmp / "lib", tmp / "work")
+    with pytest.MonkeyPatch.context() as mp:  # the teacher cache of the library's training: not the user's
+        mp.setenv("M2IV_HOME", env["M2IV_HOME"])
+        root = _app_library.build(tmp / "lib", tmp / "work")
     before = _files(root)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "m2iv.cli.main", "library", "serve", _app_library.MODEL,
@@ -70,7 +71,6 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -78,7 +78,9 @@ def page(server, tmp_path_factory):
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     shots = Path(os.environ.get("M2IV_APP_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     try:
