@@ -102,14 +102,14 @@ class Handlers:
                     "library add` finds the trainer's `<dir>.train/train_log.jsonl`)._")
         vectors, _ = self.catalog.load(entry.id)
         norms = plots.vector_norms(vectors, f"{entry.name}: norm per layer and branch")
-        return (gr.Dropdown(value=entry.id), pages.entry_summary(entry), curve, note, norms,
+        return (gr.update(value=entry.id), pages.entry_summary(entry), curve, note, norms,
                 pages.score_rows(entry, self.bench), pages.condition_md(entry), pages.provenance_md(entry),
                 json.dumps(entry.config, indent=2, sort_keys=True))
 
     def to_try(self, ref: str | None) -> tuple:
         if not ref:
             raise M2IVError("open an entry first")
-        return (gr.Dropdown(value=ref), gr.Tabs(selected="try"))
+        return (gr.update(value=ref), gr.Tabs(selected="try"))
 
     # -- try it -----------------------------------------------------------------------------------
     def try_picked(self, ref: str | None) -> tuple:
