@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,34 +40,41 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(url, library root, its files before serving): the CLI serving a fresh library, stopped afterwards."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import _app_library
-
-    tmp = tmp_path_factory.mktemp("app")
+@contextmanager
+def _serving(root: Path, tmp: Path, model: str = "tiny:idefics3"):
+    """`m2iv library serve` on a free loopback port (its URL), stopped afterwards."""
     env = {**os.environ, "M2IV_HOME": str(tmp / "home"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    with pytest.MonkeyPatch.context() as mp:  # the teacher cache of the library's training: not the user's
-        mp.setenv("M2IV_HOME", env["M2IV_HOME"])
-        root = _app_library.build(tmp / "lib", tmp / "work")
-    before = _files(root)
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "m2iv.cli.main", "library", "serve", _app_library.MODEL,
-                             "--root", str(root), "--port", str(port), "--benchmarks", str(ROOT / "benchmarks")],
+    proc = subprocess.Popen([sys.executable, "-m", "m2iv.cli.main", "library", "serve", model, "--root", str(root),
+                             "--port", str(port), "--benchmarks", str(ROOT / "benchmarks")],
                             cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # the one line naming the address, once the page is up
         assert line.startswith(f"m2iv library serve: http://127.0.0.1:{port}/"), (line, proc.stderr.read()[-3000:])
         assert "read-only" in line
-        yield f"http://127.0.0.1:{port}/", root, before
+        yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, library root, its files before serving): the CLI serving a fresh library."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import _app_library
+
+    tmp = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as mp:  # the teacher cache of the library's training: not the user's
+        mp.setenv("M2IV_HOME", str(tmp / "home"))
+        root = _app_library.build(tmp / "lib", tmp / "work")
+    before = _files(root)
+    with _serving(root, tmp, _app_library.MODEL) as url:
+        yield url, root, before
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +290,11 @@ def test_results_render_the_committed_bench_tables(page, server):
     page.no_traceback()
     _, root, before = server
     assert _files(root) == before  # serving read-only wrote nothing into the library
+
+
+def test_a_missing_library_is_a_message_on_the_page(page, tmp_path):
+    with _serving(tmp_path / "no-library-here", tmp_path) as url:
+        page.d.get(url)
+        page.wait(lambda: "no library at" in page.text("browse-status"), 60)
+        assert "--root" in page.text("browse-status") and "0 of" not in page.text("browse-count")
+        page.no_traceback()
