@@ -1,5 +1,5 @@
 """`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
-push, pull, remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library;
+push, pull, remove, compose, resolve, check, serve). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library;
 --root overrides."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   m2iv library push mix me/mix-vectors && m2iv library pull me/mix-vectors --name mix2   # via the Hub
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
   m2iv library check --repair                                       # rebuild a damaged index from the sidecars
+  m2iv library serve --root benchmarks/library/vlibrary             # the library in the browser (127.0.0.1:7860)
 """
 
 SUB_EXAMPLES = {
@@ -37,6 +38,8 @@ SUB_EXAMPLES = {
     "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
     "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
              "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
+    "serve": "examples:\n  m2iv library serve --root benchmarks/library/vlibrary     # browse, try, search, results\n"
+             "  m2iv library serve tiny:idefics3 --root lib --port 8000 --allow-writes   # save compositions too",
 }
 
 
@@ -154,6 +157,23 @@ def add_parser(sub) -> None:
     q = sp("check", "check the index against the blobs and sidecars; --repair rebuilds it", run_check)
     q.add_argument("--repair", action="store_true",
                    help="rebuild the index from the sidecars (a damaged index is kept aside, nothing is deleted)")
+
+    q = sp("serve", "the library in the browser: browse, try entries, search by example, bench results", run_serve)
+    _model_args(q, help="model that answers and embeds examples (default: the base model most entries were made "
+                        "for); it loads on the first answer")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    q.add_argument("--port", type=_port, default=None, help="port (default: the first free one from 7860)")
+    q.add_argument("--allow-writes", action="store_true",
+                   help="let the page save compositions to the library (off by default: the page only reads)")
+    q.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="bench tables for the Results page (default: ./benchmarks, else the checkout's)")
+    q.add_argument("--data-root", default=None, help="benchmark data folder for task examples (or $M2IV_DATA)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a whole number from 1 to 65535")
+    return int(text)
 
 
 def _tag_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -358,6 +378,14 @@ def run_check(args) -> int:
     if not args.repair:
         print("run `m2iv library check --repair` to rebuild what the sidecars describe (nothing is deleted)")
     return 1
+
+
+def run_serve(args) -> int:
+    from m2iv.app.server import serve
+
+    serve(getattr(args, "root", None), args.model, host=args.host, port=args.port, allow_writes=args.allow_writes,
+          benchmarks=args.benchmarks, data_root=args.data_root, dtype=args.dtype, device=args.device)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from m2iv.constants import TRAIN_DIR_SUFFIX
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
@@ -83,7 +84,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
     if base_vectors is not None:
         identity["base_vectors"] = tensors_sha256(base_vectors.to_tensors())
         extra["trained_with"] = {"sha256": identity["base_vectors"], "spec": base_vectors.spec()}
-    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}.train",
+    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}",
                             show_progress=show_progress and state.is_main_process, identity=identity)
     with _frozen_under(lm, base_vectors):
         best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)

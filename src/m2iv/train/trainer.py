@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.files import write_dir_atomic
@@ -315,7 +316,7 @@ class VectorTrainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
                    dynamic_ncols=True)
         try:
-            with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
+            with open(self.workdir / TRAIN_LOG_NAME, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
                 while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
                     rec = self._optimizer_step(builder, queries, teacher, handle)
