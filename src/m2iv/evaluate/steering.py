@@ -129,7 +129,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
     def export(entry_id: str, name: str) -> str:
         """The entry as a plain vector directory (what --vectors takes), written once per run."""
         if name not in exported:
-            exported[name] = str(lib.export(entry_id, work / "library-apps" / "exported" / name))
+            exported[name] = str(lib.export(entry_id, work / "library-apps" / "exported" / name, force=True))
         return exported[name]
 
     def composed(name: str, expression: str, tags: tuple[str, ...]) -> str:
