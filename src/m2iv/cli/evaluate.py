@@ -78,9 +78,10 @@ def list_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-USER_TASKS = """
-your own data: --task jsonl:FILE.jsonl | jsonl:FOLDER (train.jsonl, test.jsonl, optional support.jsonl)
-  | jsonl:train=A.jsonl,test=B.jsonl[,support=C.jsonl], scored by VQA accuracy with the prompt
-  {prompt}
-  Another prompt, metric or answer length: a task .json (fields: name, dataset, data_path, metric, test_split,
-  support_split, train_split, instruction, ...) passed as --task FILE.json. See docs/your-own-data.md."""
+# After the table, as comment lines (a script reading the table skips lines starting with '#').
+USER_TASKS = """\
+# your own data: --task jsonl:FILE.jsonl | jsonl:FOLDER (train.jsonl, test.jsonl, optional support.jsonl)
+#   | jsonl:train=A.jsonl,test=B.jsonl[,support=C.jsonl], scored by VQA accuracy with the prompt
+#   {prompt}
+# Another prompt, metric or answer length: a task .json (fields: name, dataset, data_path, metric, test_split,
+#   support_split, train_split, instruction, ...) passed as --task FILE.json. See docs/your-own-data.md."""
