@@ -3,11 +3,15 @@
 Every failure ends as one line on stderr: `error: <cause; fix>` and exit 2 for a user error (M2IVError or a
 bad command line), `error: <Type>: <message> (run with --debug for the traceback)` and exit 1 for anything
 unexpected, `interrupted` and exit 130 for Ctrl-C. `--debug` (before or after the subcommand) adds the traceback.
+A write the file system refuses (disk full, read-only, ...) is a user error naming the path. Output piped into a
+reader that stops early (`m2iv library show X --json | head -c 100`) ends quietly with exit 141, as a Unix tool
+killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -91,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe cannot fail loudly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -102,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE
     except M2IVError as e:
         if debug:
             traceback.print_exc()
@@ -112,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (eval, train and bench resume when the same command is run again)", file=sys.stderr)
         return 130
     except Exception as e:
+        from m2iv.files import describe_os_error, is_write_refusal
+
+        if is_write_refusal(e):  # an OSError outside m2iv.files (a library, torch): still the path and the fix
+            assert isinstance(e, OSError)
+            print(f"error: {describe_os_error(e)}", file=sys.stderr)
+            return 2
         if debug:
             traceback.print_exc()
         message = " ".join(str(e).split())

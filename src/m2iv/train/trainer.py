@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
-from m2iv.files import write_dir_atomic
+from m2iv.files import write_dir_atomic, writing
 from m2iv.identity import identity_diff, jsonable
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
@@ -309,27 +309,29 @@ class VectorTrainer:
         cfg = self.cfg
         if not queries:
             raise M2IVError("no training queries; enlarge the task's train split")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        with writing(self.workdir):
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self._load_checkpoint()
         torch.manual_seed(cfg.seed)
         handle = inject(self.lm.model, self.vectors, self.lm.adapter)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
                    dynamic_ncols=True)
+        log_path = self.workdir / TRAIN_LOG_NAME
         try:
-            with open(self.workdir / TRAIN_LOG_NAME, "w") as log:  # rewritten from the checkpoint's history
+            with writing(log_path), open(log_path, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
-                while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
-                    rec = self._optimizer_step(builder, queries, teacher, handle)
-                    self._validate(builder, val, handle, rec)
-                    self.history.append(rec)
-                    if self.rank == 0:
+            while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
+                rec = self._optimizer_step(builder, queries, teacher, handle)
+                self._validate(builder, val, handle, rec)
+                self.history.append(rec)
+                if self.rank == 0:
+                    with writing(log_path), open(log_path, "a") as log:
                         log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}",
-                                    **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
-                    bar.update(1)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        self._save_checkpoint()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
+                bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._save_checkpoint()
         finally:
             handle.remove()
             bar.close()
