@@ -9,6 +9,7 @@ __version__ = "0.1.0"  # the one place the version lives; m2iv.__version__ re-ex
 
 CONFIG_NAME = "m2iv_config.json"
 VECTORS_NAME = "vectors.safetensors"
+MERGE_NAME = "m2iv_merge.json"  # provenance of a merged checkpoint (m2iv merge); transformers ignores it
 FORMAT_VERSION = 1
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
