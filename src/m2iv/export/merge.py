@@ -11,11 +11,15 @@ that serves the original architecture serves it (the config only gains `attentio
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from m2iv.constants import MERGE_NAME, __version__
+from m2iv.errors import M2IVError
 from m2iv.export.fold import fold
 from m2iv.files import fill_dir_atomic
 from m2iv.models.loading import LoadedModel
@@ -35,9 +39,29 @@ def merge(lm: LoadedModel, vectors: InContextVectors, out: str | Path, *, vector
             "token_policy": vectors.token_policy, "folded": records}
 
     def fill(tmp: Path) -> None:
-        lm.model.save_pretrained(tmp)
+        serialisable(lm.model).save_pretrained(tmp)
         lm.processor.save_pretrained(tmp)
         (tmp / MERGE_NAME).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     fill_dir_atomic(out, fill)
     return info
+
+
+def serialisable(model: Any) -> Any:
+    """`model`, or for one transformers loaded from a GGUF file (dequantized in memory, but flagged quantized, so
+    save_pretrained refuses it) the same weights in a plain model of its class (shared tensors, no copy)."""
+    config = getattr(model, "config", None)
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        return model
+    method = getattr(quant, "quant_method", None) or (quant.get("quant_method") if isinstance(quant, dict) else None)
+    if str(getattr(method, "value", method)) != "gguf":
+        raise M2IVError(f"the model is quantized ({getattr(method, 'value', method)}); folded weights would be "
+                        "re-quantized: load it in float (--dtype float32) to merge")
+    plain = copy.deepcopy(config)
+    del plain.quantization_config
+    with torch.device("meta"):
+        fresh = type(model)(plain)
+    fresh.load_state_dict(model.state_dict(), assign=True)
+    fresh.tie_weights()
+    return fresh.eval()
