@@ -50,7 +50,7 @@ def merge(lm: LoadedModel, vectors: InContextVectors, out: str | Path, *, vector
 def serialisable(model: Any) -> Any:
     """`model`, or for one transformers loaded from a GGUF file (dequantized in memory, but flagged quantized, so
     save_pretrained refuses it) the same weights in a plain model of its class (shared tensors, no copy)."""
-    config = getattr(model, "config", None)
+    config: Any = model.config
     quant = getattr(config, "quantization_config", None)
     if quant is None:
         return model
