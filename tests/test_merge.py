@@ -147,6 +147,9 @@ def test_cli_merge_writes_a_checkpoint_and_refuses_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "'mistral' text model" in err
     assert not (tmp_path / "n").exists()
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "m"), "--vectors", str(tmp_path / "v"), "--out", str(tmp_path / "m")]) == 2
+    assert "the model's own directory" in capsys.readouterr().err
     text = _vectors(lm, ("mlp",), "additive")
     text.token_policy = "query"
     save_vectors(text, tmp_path / "q", adapter=lm.adapter, base_model="tiny:llama")

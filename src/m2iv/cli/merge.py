@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from m2iv.cli.common import add_model_args, check_out, load_from_args
 
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         raise M2IVError(reason)
     check_out(args.out, folder=True)
+    if Path(args.model).is_dir() and Path(args.model).resolve() == Path(args.out).resolve():
+        raise M2IVError(f"--out {args.out} is the model's own directory; merge writes a new checkpoint beside it: "
+                        "choose another --out")
     lm = load_from_args(args)
     vectors, config = load_spec(str(path), adapter=lm.adapter, strict=strict)
     info = merge(lm, vectors, args.out, vector_config=config, vectors_source=str(args.vectors))

@@ -32,6 +32,9 @@ def merge(lm: LoadedModel, vectors: InContextVectors, out: str | Path, *, vector
     provenance written to `out/m2iv_merge.json`. Refuses, before anything changes, vectors or models a fold
     cannot express (one-line M2IVError naming why)."""
     config = vector_config or {}
+    if Path(lm.spec).expanduser().is_dir() and Path(lm.spec).expanduser().resolve() == Path(out).expanduser().resolve():
+        raise M2IVError(f"--out {out} is the model's own directory; merge writes a new checkpoint beside it: choose "
+                        "another --out")
     records = fold(lm.model, lm.adapter, vectors, condition=config.get("condition"))
     info = {"m2iv_version": __version__, "base_model": lm.spec, "model_type": lm.family,
             "vectors": vectors_source, "vectors_sha256": config.get("sha256", ""),
