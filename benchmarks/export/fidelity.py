@@ -104,7 +104,7 @@ def kl_top1(p: torch.Tensor, q: torch.Tensor) -> dict:
             "top1_agreement": (p.argmax(-1) == q.argmax(-1)).double().mean().item(), "n": int(p.shape[0])}
 
 
-def sandbox_rows(work: Path, tasks: list[str], tmp: Path) -> tuple[list[dict], list[dict]]:
+def sandbox_rows(work: Path, tasks: list[str], tmp: Path, n_prompts: int) -> tuple[list[dict], list[dict]]:
     from safetensors.torch import load_file, save_file
 
     from m2iv.export.control_vector import from_control_vector, to_control_vector
@@ -116,7 +116,7 @@ def sandbox_rows(work: Path, tasks: list[str], tmp: Path) -> tuple[list[dict], l
     for t in tasks:
         vdir = vectors_dir(work, t)
         vec, cfg = load_vectors(vdir, adapter=lm.adapter)
-        batches = sandbox_batches(lm, t, 100)
+        batches = sandbox_batches(lm, t, n_prompts)
         hooked = logprobs(lm, batches, vec)
         plain = logprobs(lm, batches)
         cv = to_control_vector(vec, cfg, approximate=True)
@@ -234,18 +234,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/export")
     ap.add_argument("--tasks", default="sandbox-colour-nonce,sandbox-grounding")
+    ap.add_argument("--n-prompts", type=int, default=100, help="sandbox test prompts for the approximation's KL")
+    ap.add_argument("--skip", default="", help="sections kept from an existing --out: tiny,llama-cpp")
     ap.add_argument("--out", default="benchmarks/export/export.json")
     args = ap.parse_args()
     work, tasks = Path(args.work), args.tasks.split(",")
     tasks = [t for t in tasks if (work / f"vectors-{t}").exists() or list((work / "work" / t).glob("m2iv-16shot"))]
+    skip = set(filter(None, args.skip.split(",")))
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        merge_rows = tiny_exactness(tmp)
-        sandbox_exact, approx = sandbox_rows(work, tasks, tmp)
-    result = {"command": " ".join(["python", *sys.argv]), "tasks": tasks, "merge_exactness": merge_rows + sandbox_exact,
-              "scores": score_rows(work, tasks), "gguf_llama_cpp_exact": llama_cpp_exact(),
-              "gguf_m2iv_approximation_sandbox": approx, "seconds": round(time.time() - t0)}
+        tiny = [r for r in old.get("merge_exactness", []) if "task" not in r] if "tiny" in skip else tiny_exactness(tmp)
+        sandbox_exact, approx = sandbox_rows(work, tasks, tmp, args.n_prompts)
+    keep = lambda rows: [r for r in rows if "task" in r and r["task"] not in tasks]  # noqa: E731
+    result = {"commands": [*old.get("commands", []), " ".join(["python", *sys.argv])],
+              "tasks": sorted(set(old.get("tasks", [])) | set(tasks)),
+              "merge_exactness": tiny + keep(old.get("merge_exactness", [])) + sandbox_exact,
+              "scores": keep(old.get("scores", [])) + score_rows(work, tasks),
+              "gguf_llama_cpp_exact": old.get("gguf_llama_cpp_exact") if "llama-cpp" in skip else llama_cpp_exact(),
+              "gguf_m2iv_approximation_sandbox": keep(old.get("gguf_m2iv_approximation_sandbox", [])) + approx,
+              "seconds": round(time.time() - t0)}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
@@ -253,7 +262,8 @@ def main() -> None:
 
 def markdown(r: dict) -> str:
     f = lambda x: "—" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))  # noqa: E731
-    lines = [f"Made by `{r['command']}` after `bash benchmarks/export/run.sh` (see README.md here).", "",
+    made = "; ".join(f"`{c}`" for c in r["commands"])
+    lines = [f"Made by {made} after `bash benchmarks/export/run.sh` (see README.md here).", "",
              "## Merge exactness: merged checkpoint in plain transformers vs the hooked model", "",
              "| model | vectors | max abs Δlogit | max abs logit |", "|---|---|---|---|"]
     for row in r["merge_exactness"]:
@@ -274,7 +284,7 @@ def markdown(r: dict) -> str:
         for k in ("llama_cpp_vs_hooks_steered", "llama_cpp_vs_torch_unsteered", "steering_effect_torch",
                   "one_layer_off_vs_hooks"):
             lines.append(f"| {k} | {g[k]['kl_mean']:.4f} | {g[k]['top1_agreement']:.2f} |")
-    lines += ["", "## GGUF, M²IV two-branch approximation on the sandbox (first answer token, 100 test prompts)", "",
+    lines += ["", "## GGUF, M²IV two-branch approximation on the sandbox (first answer token of the test prompts)", "",
               "| task | vs hooked: mean KL | top-1 | layer 0 dropped: mean KL | top-1 | unsteered: mean KL | top-1 |",
               "|---|---|---|---|---|---|---|"]
     for row in r["gguf_m2iv_approximation_sandbox"]:
