@@ -171,15 +171,17 @@ def predictions(path: Path) -> dict[str, str]:
 
 
 def score_rows(work: Path, tasks: list[str]) -> list[dict]:
-    demo = {r["task"]: r["score"] for r in json.loads((ROOT / "benchmarks/demo/demo.json").read_text())["rows"]
-            if r["method"] == "m2iv"} if (ROOT / "benchmarks/demo/demo.json").is_file() else {}
+    demo_rows = json.loads((ROOT / "benchmarks/demo/demo.json").read_text())["rows"]
+    demo = {(r["task"], r["method"]): r["score"] for r in demo_rows}
     rows = []
     for t in tasks:
         vdir = vectors_dir(work, t)
         hooked_dir = work / f"eval-hooked-{t}"
         if not hooked_dir.is_dir():
             hooked_dir = next(iter(sorted((work / "work" / t / "m2iv-16shot").glob("eval-*"))), hooked_dir)
-        row = {"task": t, "vectors": str(vdir), "demo_m2iv": demo.get(t)}
+        zs = summary(work / f"eval-zero-shot-{t}" / "summary.json")
+        row = {"task": t, "vectors": str(vdir), "demo_m2iv": demo.get((t, "m2iv")),
+               "zero_shot": zs["score"] if zs else demo.get((t, "zero-shot"))}
         for name, d in (("hooked", hooked_dir), ("merged_plain", work / f"eval-merged-{t}"),
                         ("gguf_approximation", work / f"eval-gguf-{t}")):
             s = summary(d / "summary.json")
@@ -251,7 +253,7 @@ def main() -> None:
     result = {"commands": [*old.get("commands", []), " ".join(["python", *sys.argv])],
               "tasks": sorted(set(old.get("tasks", [])) | set(tasks)),
               "merge_exactness": tiny + keep(old.get("merge_exactness", [])) + sandbox_exact,
-              "scores": keep(old.get("scores", [])) + score_rows(work, tasks),
+              "scores": score_rows(work, sorted(set(old.get("tasks", [])) | set(tasks))),
               "gguf_llama_cpp_exact": old.get("gguf_llama_cpp_exact") if "llama-cpp" in skip else llama_cpp_exact(),
               "gguf_m2iv_approximation_sandbox": keep(old.get("gguf_m2iv_approximation_sandbox", [])) + approx,
               "seconds": round(time.time() - t0)}
@@ -271,10 +273,11 @@ def markdown(r: dict) -> str:
                      f"{'trained M²IV' if 'task' in row else row['vectors']} | {row['max_abs_dlogit']:.2e} | "
                      f"{row['logit_scale']:.1f} |")
     lines += ["", "## Scores: hooked M²IV vs the merged checkpoint as a plain model vs the llama.cpp approximation", "",
-              "| task | demo M²IV | hooked | merged, no vectors | same answers | GGUF approximation | same answers |",
-              "|---|---|---|---|---|---|---|"]
+              "| task | zero-shot | demo M²IV | hooked | merged, no vectors | same answers | GGUF approximation | "
+              "same answers |", "|---|---|---|---|---|---|---|---|"]
     for row in r["scores"]:
-        lines.append(f"| {row['task']} | {f(row['demo_m2iv'])} | {f(row['hooked'])} | {f(row['merged_plain'])} | "
+        lines.append(f"| {row['task']} | {f(row['zero_shot'])} | {f(row['demo_m2iv'])} | {f(row['hooked'])} | "
+                     f"{f(row['merged_plain'])} | "
                      f"{f(row.get('merged_same_answers'))} | {f(row['gguf_approximation'])} | "
                      f"{f(row.get('gguf_same_answers'))} |")
     g = r["gguf_llama_cpp_exact"]

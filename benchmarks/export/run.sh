@@ -11,7 +11,9 @@ TASKS=${TASKS:-sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french}
 W=runs/export
 OUT=benchmarks/export
 steps=${*:-"hooked merged gguf fidelity"}
-vectors() { ls -d $W/work/$1/m2iv-16shot/vectors-* | head -1; }
+# A task's M²IV vectors: $W/vectors-TASK if placed there (e.g. a copy of `m2iv bench library`'s), else the ones the
+# hooked step trained.
+vectors() { if [ -e $W/vectors-$1 ]; then echo $W/vectors-$1; else ls -d $W/work/$1/m2iv-16shot/vectors-* | grep -v '\.train$' | head -1; fi; }
 for step in $steps; do
   case $step in
     hooked) $M2IV bench compare sandbox --task $TASKS --method m2iv --shots 16 --steps 60 --train-queries 96 \
@@ -26,7 +28,7 @@ for step in $steps; do
             $M2IV eval sandbox --task $t --method vectors --vectors $W/imported-$t --n-test 100 --batch-size 8 \
               --out $W/eval-gguf-$t
           done ;;
-    fidelity) $PY $OUT/fidelity.py --work $W --tasks $TASKS --out $OUT/export.json ;;
+    fidelity) $PY $OUT/fidelity.py --work $W --tasks $TASKS --out $OUT/export.json ${FIDELITY_ARGS:-} ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
