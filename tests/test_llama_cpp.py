@@ -140,7 +140,7 @@ def test_m2iv_two_branch_approximation_runs_in_llama_cpp_as_documented(models, t
     i.e. what m2iv's hooks do with the file imported back. How far that is from the hooked M²IV vectors is printed
     here and measured on trained vectors in benchmarks/export/."""
     lm = models.lm
-    vectors = random_vectors(lm, sites=("attn", "mlp"), operator="linear", scale=0.05, seed=2)
+    vectors = random_vectors(lm, sites=("attn", "mlp"), operator="linear", scale=0.3, seed=2)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for site in ("attn", "mlp"):
