@@ -26,6 +26,8 @@ EPILOG = """examples:
   m2iv tasks                                # registered tasks
   m2iv library list                         # stored vectors; use --vectors library:NAME anywhere
   m2iv demo                                 # the main job on the sandbox model
+  m2iv merge sandbox --vectors out/v --out merged/   # a plain HF checkpoint with the vectors folded in
+  m2iv export --vectors out/v --format gguf-control-vector --out v.gguf   # a llama.cpp control vector
   m2iv --debug eval ...                     # the full traceback of an unexpected error
 
 The same flag means the same thing everywhere: MODEL is positional; --task and --method take one name or a
@@ -76,14 +78,14 @@ def iter_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m2iv.cli import bench, demo, evaluate, inspect, library, report, sandbox, train
+    from m2iv.cli import bench, demo, evaluate, export, inspect, library, merge, report, sandbox, train
     from m2iv.constants import __version__
 
     parser = Parser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m2iv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (inspect, train, evaluate, bench, report, library, sandbox, demo):
+    for module in (inspect, train, evaluate, bench, report, library, sandbox, demo, merge, export):
         module.add_parser(sub)
     evaluate.add_tasks_parser(sub)
     for path, p in iter_parsers(parser):
