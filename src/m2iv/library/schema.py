@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,13 +90,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise M2IVError(f"the library index {path} could not switch to WAL mode (got {mode}); put the library "
-                            "on a local file system (M2IV_LIBRARY)")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        _ensure_schema(conn, path)
+        _retry_locked(lambda: _set_up(conn, path))
     except sqlite3.DatabaseError as e:
         conn.close()
         raise disk_error(path, e) or M2IVError(
@@ -105,6 +100,29 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise M2IVError(f"the library index {path} could not switch to WAL mode (got {mode}); put the library "
+                        "on a local file system (M2IV_LIBRARY)")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    _ensure_schema(conn, path)
+
+
+def _retry_locked(step) -> None:
+    """Run `step`, again while another process holds the lock: when two processes open a new index together,
+    SQLite can answer "database is locked" at once (the WAL switch and recovery skip the busy handler)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
