@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
     p.add_argument("--shots", type=non_negative_int, default=None,
                    help="demonstrations per query (icl; default 0), or the shots of a method fitted here")
-    p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
+    p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"],
+                   help="how demonstrations are chosen: random per query (seeded; default), one fixed set, or "
+                        "RICES (the most similar support examples by the model's own embeddings)")
     p.add_argument("--vectors", default=None,
                    help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")

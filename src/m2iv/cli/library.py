@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
     q.add_argument("directory", metavar="DIR", help="vector directory (from `m2iv train` or save_vectors)")
     q.add_argument("--name", default=None, help="unique name (default: derived from DIR)")
     _tag_arg(q, "tag the entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default="")
+    q.add_argument("--description", default="", help="a sentence saying what the vectors do")
     q.add_argument("--task", default=None, help="task the vectors are for (default: from their config)")
     q.add_argument("--prototype-from", default=None, metavar="TASK",
                    help="store a task prototype for search by example: the mean embedding of TASK's train queries")
@@ -76,19 +76,19 @@ def add_parser(sub) -> None:
 
     q = sp("list", "list entries", run_list)
     q.add_argument("--model", default=None, help="base model name, model_type or architecture fingerprint")
-    q.add_argument("--task", default=None)
-    q.add_argument("--method", default=None)
+    q.add_argument("--task", default=None, help="only entries trained on this task")
+    q.add_argument("--method", default=None, help="only entries of this method")
     _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("show", "show one entry", run_show)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("--json", action="store_true", help="print JSON (with the full vector config)")
 
     q = sp("search", "find entries for a model, by fields, text or example", run_search)
     _model_args(q, help="keep only entries applicable to this model (fingerprint and sizes); needed by --image")
-    q.add_argument("--task", default=None)
-    q.add_argument("--method", default=None)
+    q.add_argument("--task", default=None, help="only entries trained on this task")
+    q.add_argument("--method", default=None, help="only entries of this method")
     _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--text", default=None, help="words to find in names, descriptions, tasks and tags")
     q.add_argument("--image", default=None, help="search by example: an image of the query")
@@ -98,15 +98,15 @@ def add_parser(sub) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("export", "write an entry as a vector directory or a .tar", run_export)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
 
     q = sp("import", "add an exported directory or .tar", run_import)
-    q.add_argument("path", metavar="PATH")
+    q.add_argument("path", metavar="PATH", help="a directory or .tar written by `m2iv library export`")
     q.add_argument("--name", default=None, help="store under this name instead of the exported one")
 
     q = sp("remove", "delete an entry", run_remove)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
 
     q = sp("compose", "add a weighted sum of entries (with negation and layer/site masks)", run_compose)
     q.add_argument("--name", required=True, help="name of the new entry")
@@ -118,11 +118,11 @@ def add_parser(sub) -> None:
     q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
     q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
     _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default=None)
+    q.add_argument("--description", default=None, help="a sentence saying what the new entry does")
 
     q = sp("condition", "add a copy of an entry that acts only on prompts firing a condition fitted on a task",
            run_condition)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry to copy with a condition")
     q.add_argument("--task", required=True, help="task whose training queries the condition is fitted on")
     q.add_argument("--name", required=True, help="name of the new entry")
     q.add_argument("--data-root", default=None, help="benchmark data folder (or $M2IV_DATA)")

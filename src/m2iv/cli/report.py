@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                        epilog="example: m2iv report benchmarks/sandbox_suite.json runs/*/summary.json --out report/")
     p.add_argument("results", nargs="+", help="summary.json files of `m2iv eval` runs or `m2iv bench` JSON tables")
     p.add_argument("--out", required=True, help="folder for report.md and the PNG plots")
-    p.add_argument("--title", default="m2iv report")
+    p.add_argument("--title", default="m2iv report", help="the report's heading (default 'm2iv report')")
     p.set_defaults(func=run)
 
 

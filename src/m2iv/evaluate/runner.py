@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from m2iv.data.images import ImageError, open_image
 from m2iv.data.prompts import PromptBuilder
@@ -37,13 +36,14 @@ from m2iv.files import write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
 from m2iv.models.families import end_of_turn_tokens
+from m2iv.progress import Bar
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
 VECTORS_KEY = "vectors"  # the part of a run's identity known only once the method is prepared
 # Method options that do not change an answer (where to save, progress bars, the fingerprint check).
-NOT_IDENTITY_OPTIONS = ("out", "progress", "strict")
+NOT_IDENTITY_OPTIONS = ("out", "progress", "strict", "report_to")
 
 
 @dataclass
@@ -211,6 +211,10 @@ def _resume(out: Path, test: list[Sample], world: int, rank: int) -> tuple[Path,
     return part, mine, [s for s in mine if s.id not in done]
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 # -- batch answering -------------------------------------------------------------------------------------
 @dataclass
 class _Answerer:
@@ -223,6 +227,7 @@ class _Answerer:
     checker: _ImageCheck = field(default_factory=_ImageCheck)
     eos: list[int] = field(default_factory=list)
     quiet: bool = False
+    bar: Bar | None = None  # warnings are written above the progress line
 
     def prompts(self, chunk: list[Sample]) -> tuple[list[dict], list[tuple], ImageError | None]:
         """Skipped rows, (query, demos, prompt) to answer, and the bad image that stops the run (if any)."""
@@ -235,7 +240,7 @@ class _Answerer:
                 if self.cfg.on_bad_image == "stop":
                     return rows, prompts, bad  # answer the queries before it, keep them, then stop
                 if not self.quiet:
-                    tqdm.write(f"warning: skipping {q.id}: {bad}", file=sys.stderr)
+                    (self.bar.write if self.bar else _warn)(f"warning: skipping {q.id}: {bad}")
                 rows.append({"id": q.id, "skipped": True, "error": str(bad)})
                 continue
             prompts.append((q, demos, self.builder.build(demos, q)))
@@ -265,8 +270,9 @@ class _Answerer:
 def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
                 show: bool) -> None:
     cfg, lm = answerer.cfg, answerer.lm
-    bar = tqdm(total=n_mine, initial=n_mine - len(todo), desc=f"{answerer.task.name} {method.name}",
-               disable=not show, dynamic_ncols=True)
+    bar = Bar(n_mine, f"{answerer.task.name} {method.name}", initial=n_mine - len(todo), disable=not show,
+              unit="queries")
+    answerer.bar = bar
     groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
     for key, items in groups:
         with torch.no_grad(), method.inference(lm, key) as handle:
@@ -313,8 +319,13 @@ def _write_results(out: Path, rows: list[dict], summary: dict, world: int) -> No
     write_json_atomic(out / SUMMARY, summary)
 
 
+def read_predictions(out_dir: str | Path) -> list[dict]:
+    """The rows of a run's predictions.jsonl."""
+    return _read_rows(Path(out_dir) / PREDICTIONS)
+
+
 def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Path,
-             splits: dict[str, list[Sample]] | None = None) -> dict:
+             splits: dict[str, list[Sample]] | None = None, show_progress: bool = True) -> dict:
     """Run (or resume) an evaluation and return the summary (also written to out_dir/summary.json)."""
     from m2iv.constants import __version__
     from m2iv.dist import state as dist_state
@@ -347,7 +358,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     world = state.num_processes
     part, mine, todo = _resume(out, test, world, state.process_index)
     answerer = _Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
-    _answer_all(answerer, method, todo, len(mine), part, show=state.is_main_process)
+    _answer_all(answerer, method, todo, len(mine), part, show=show_progress and state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}

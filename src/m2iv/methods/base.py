@@ -150,6 +150,10 @@ class LoadedVectors(Method):
                    condition=self.options.get("condition", True)) as handle:
             yield handle
 
+    def train_options(self) -> dict[str, Any]:
+        """How `train_vectors` runs for this method (not what it trains): the progress line and trackers."""
+        return {"show_progress": self.options.get("progress", True), "report_to": self.options.get("report_to")}
+
     def require_out(self) -> str:
         out = self.options.get("out")
         if not out:
