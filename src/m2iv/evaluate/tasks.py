@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from m2iv.data.datasets import DATASETS, load_dataset, make_splits
-from m2iv.data.sample import Sample
+from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
 from m2iv.registry import Registry
 
@@ -72,6 +72,67 @@ class Task:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_samples(cls, name: str, samples=None, *, train=None, test=None, **settings) -> Task:
+        """A task over data in memory: one list (split into train / support / test by seed, as a jsonl task), or
+        `train` (demonstrations and training queries) and `test` lists. Items are `Sample`s or dicts with image(s)
+        (paths or PIL images), question, answer(s) and optionally id (`m2iv.data.memory`). `settings` are Task
+        fields: metric (default vqa_accuracy), instruction, postprocess, max_new_tokens, n_support, n_test, ..."""
+        from m2iv.data.memory import samples_from_records
+
+        if (samples is None) == (train is None or test is None):
+            raise M2IVError("Task.from_samples: give one list of samples, or both train= and test=")
+        pools = {"all": tuple(samples_from_records(samples))} if samples is not None else \
+            {"train": tuple(samples_from_records(train, "train")), "test": tuple(samples_from_records(test, "test"))}
+        one = samples is not None
+        fields_ = {"metric": "vqa_accuracy", "n_support": 64, "n_train": None,
+                   "description": f"{name}: {sum(map(len, pools.values()))} samples given in Python", **settings}
+        return InMemoryTask(name, "memory", test_split="all" if one else "test",
+                            support_split="all" if one else "train", pools=pools, **fields_)
+
+    @classmethod
+    def from_dataset(cls, name: str, dataset, test=None, *, image_column: str | None = None,
+                     question_column: str | None = None, answers_column: str | None = None,
+                     id_column: str | None = None, **settings) -> Task:
+        """A task over a `datasets.Dataset` (split by seed), a Dataset for training plus one for `test`, or a
+        DatasetDict with "train" and "test" (or "validation") splits. Columns are found by name (image, question,
+        answers, id; or name them); decoded images are cached as PNG files under $M2IV_HOME/cache/images."""
+        from m2iv.data.datasets import hf_samples
+        from m2iv.data.memory import image_cache
+
+        columns = {"image_column": image_column, "question_column": question_column,
+                   "answers_column": answers_column, "id_column": id_column}
+        if test is None and hasattr(dataset, "keys"):  # a DatasetDict
+            held = next((k for k in ("test", "validation") if k in dataset), None)
+            if "train" not in dataset or held is None:
+                raise M2IVError(f"Task.from_dataset: the DatasetDict has splits {list(dataset)}; it needs train and "
+                                "test (or validation), or pass one Dataset")
+            dataset, test = dataset["train"], dataset[held]
+
+        def rows(ds, split: str) -> list[Sample]:
+            return hf_samples(ds, split, Path.cwd(), image_cache() / "datasets", **columns)
+
+        if test is None:
+            return cls.from_samples(name, rows(dataset, "all"), **settings)
+        return cls.from_samples(name, train=rows(dataset, "train"), test=rows(test, "test"), **settings)
+
+
+@dataclass(frozen=True)
+class InMemoryTask(Task):
+    """A task whose samples were given in Python (`Task.from_samples`, `Task.from_dataset`); `pools` maps each
+    source split name to its samples."""
+
+    pools: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def load(self, split: str, root: str | Path | None) -> list[Sample]:
+        if split not in self.pools:
+            raise M2IVError(f"task {self.name} has no split {split!r}; it has {', '.join(self.pools)}")
+        return list(self.pools[split])
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(Task)}
+        return {**out, "data_hash": {k: content_hash(list(v)) for k, v in self.pools.items()}}
 
 
 def _short_answer(text: str) -> str:
