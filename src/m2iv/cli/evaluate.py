@@ -69,14 +69,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_tasks_parser(sub) -> None:
-    p = sub.add_parser("tasks", help="list the registered tasks", epilog="example: m2iv tasks")
+    p = sub.add_parser("tasks", help="list the registered tasks, the data they read and how to add your own",
+                       epilog="examples:\n  m2iv tasks\n  m2iv tasks --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the tasks as JSON (with each one's expected files)")
     p.set_defaults(func=list_tasks)
 
 
 def list_tasks(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.tasks import TASKS
+    from m2iv.cli.tasks import run
 
-    for name in TASKS:
-        t = TASKS.get(name)
-        print(f"{name:<24} {t.metric:<13} {t.description}")
-    return 0
+    return run(args)

@@ -335,7 +335,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     if cfg.on_bad_image not in ("skip", "stop"):
         raise M2IVError(f"--on-bad-image must be skip or stop, not {cfg.on_bad_image!r}")
-    splits = splits or task.splits(cfg.data_root, seed=cfg.seed)
+    splits = splits or task.splits(cfg.data_root, seed=cfg.seed, parts=method.splits_needed())
     test = splits["test"][: cfg.limit] if cfg.limit else splits["test"]
     if not test:
         raise M2IVError(f"task {task.name} has no test examples; check the data root and split")

@@ -44,13 +44,17 @@ class Task:
     def load(self, split: str, root: str | Path | None) -> list[Sample]:
         return load_dataset(self.dataset, split, self.data_path or root)
 
-    def splits(self, root: str | Path | None = None, seed: int = 0) -> dict[str, list[Sample]]:
+    def splits(self, root: str | Path | None = None, seed: int = 0,
+               parts: tuple[str, ...] | None = None) -> dict[str, list[Sample]]:
         """Disjoint train/support/test lists fixed by `seed` (demonstrations never come from test).
 
         Counts are capped to what the data holds: with one source split, support takes at most a quarter
         and train at most half of the rest, test the remainder (or n_test); with separate splits, support
-        takes at most half of the support split and train the rest (up to n_train).
+        takes at most half of the support split and train the rest (up to n_train). `parts` ("test" alone, for a
+        method that needs no demonstrations and trains nothing) reads only the files of the test split.
         """
+        if parts is not None and set(parts) <= {"test"} and self.test_split != self.support_split:
+            return {"test": self._test(root, seed)}
         if self.test_split == self.support_split:
             pool = self.load(self.test_split, root)
             n_support = max(1, min(self.n_support, len(pool) // 4))
@@ -60,7 +64,11 @@ class Task:
         pool = self.load(self.support_split, root)
         n_support = max(1, min(self.n_support, len(pool) // 2))
         n_train = min(self.n_train or len(pool), len(pool) - n_support)
-        parts = make_splits(pool, seed=seed, n_support=n_support, n_test=0, n_train=None)
+        pools = make_splits(pool, seed=seed, n_support=n_support, n_test=0, n_train=None)
+        return {"train": pools["train"][:n_train], "support": pools["support"], "test": self._test(root, seed)}
+
+    def _test(self, root: str | Path | None, seed: int) -> list[Sample]:
+        """The test queries of a task with its own test split (all, or n_test of them fixed by `seed`)."""
         test = self.load(self.test_split, root)
         if self.n_test is not None:
             import random
@@ -68,7 +76,7 @@ class Task:
             test = sorted(test, key=lambda s: s.id)
             random.Random(seed).shuffle(test)
             test = test[: self.n_test]
-        return {"train": parts["train"][:n_train], "support": parts["support"], "test": test}
+        return test
 
     def to_json(self) -> dict:
         return asdict(self)
