@@ -54,27 +54,61 @@ def styles(labels: list[str]) -> dict[str, str]:
     return out
 
 
-def panels(n: int, width: float = 4.0, height: float = 3.2, sharey: bool = True):
-    """A grid of n small multiples (at most 3 a row); unused cells are switched off."""
+def panels(n: int, width: float = 4.0, height: float = 3.2, sharey: bool = True, columns: int = 3, space: float = 0.2):
+    """A grid of n small multiples (at most `columns` a row, `space` between them, as a fraction of a panel's
+    width); unused cells are switched off."""
     plt = pyplot()
-    ncols = min(3, max(1, n))
+    ncols = min(columns, max(1, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey,
+                             gridspec_kw={"wspace": space, "hspace": 0.35})
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return fig, list(axes.flat)[:n]
 
 
-def key(ax, drawn: list[tuple[Any, str, float, float]]) -> None:
-    """A legend when the series fit in one (MAX_LEGEND), else each series' label next to its last point."""
+def key(ax, drawn: list[tuple[Any, str, float, float]], below: bool = False) -> None:
+    """A legend when the series fit in one (MAX_LEGEND; `below` the axes rather than over them), else a column of
+    labels beside the axes, each joined to its series' last point (`label_column`)."""
     if not drawn:
         return
     if len(drawn) <= MAX_LEGEND:
-        ax.legend([a for a, *_ in drawn], [lab for _, lab, *_ in drawn], fontsize=7, loc="best")
+        where = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.12), "ncol": min(4, len(drawn))} if below \
+            else {"loc": "best"}
+        ax.legend([a for a, *_ in drawn], [lab for _, lab, *_ in drawn], fontsize=7, **where)
         return
-    for _, lab, x, y in drawn:
-        ax.annotate(lab, (x, y), xytext=(3, 0), textcoords="offset points", fontsize=6, va="center",
-                    color=colour_of(lab), gid=lab)
+    label_column(ax, [(lab, x, y) for _, lab, x, y in drawn])
+
+
+def label_column(ax, items: list[tuple[str, float, float]], gap: float = 0.042) -> None:
+    """Labels in a column right of the axes, in the order of their points' heights and pushed apart so none
+    overlaps, each with a thin line to its point: readable however many series share a spot."""
+    fig = ax.figure
+    fig.canvas.draw_idle()
+    to_axes = ax.transAxes.inverted()
+    ys = [float(to_axes.transform(ax.transData.transform((x, y)))[1]) for _, x, y in items]
+    order = sorted(range(len(items)), key=lambda i: ys[i])
+    placed = [0.0] * len(items)
+    previous: float | None = None
+    for i in order:  # bottom up, each at least `gap` above the one below it
+        placed[i] = ys[i] if previous is None else max(ys[i], previous + gap)
+        previous = placed[i]
+    top = max(placed) if placed else 0.0
+    if top > 1.05:  # shift the column down so it fits, keeping the order and the gaps
+        for i in order:
+            placed[i] -= top - 1.05
+    for (lab, x, y), yy in zip(items, placed, strict=True):
+        ax.annotate(lab, xy=(x, y), xycoords="data", xytext=(1.03, yy), textcoords="axes fraction", fontsize=6,
+                    va="center", color=colour_of(lab), gid=lab, annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": colour_of(lab), "lw": 0.4, "alpha": 0.6})
+
+
+def plain_numbers(axis) -> None:
+    """Tick labels of a log axis as plain numbers (40, 100, 400), not powers of ten."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def colour_of(lab: str) -> str:
@@ -86,11 +120,31 @@ def _short(task: str) -> str:
     return task.replace("sandbox-", "")
 
 
+def axis_labels(fig, axes: list, x: str, y: str) -> None:
+    """One panel: its own axis labels; several: one label per figure side."""
+    if len(axes) == 1:
+        axes[0].set_xlabel(x)
+        axes[0].set_ylabel(y)
+    else:
+        fig.supxlabel(x)
+        fig.supylabel(y)
+
+
+def grid(rows: list[dict], tasks: list[str], name=None):
+    """Small multiples for `tasks`: three a row, or two a row with room for a label column when some task has more
+    series than a legend holds."""
+    name = name or label
+    most = max((len({name(r) for r in rows if r["task"] == t}) for t in tasks), default=0)
+    if most > MAX_LEGEND:
+        return panels(len(tasks), width=4.2, height=4.2, columns=2, space=0.75)
+    return panels(len(tasks), width=6.0 if len(tasks) == 1 else 4.0, height=4.0 if len(tasks) == 1 else 3.2)
+
+
 def shots_figure(rows: list[dict], tasks: list[str]):
     """Score against shots, a panel per task, a line per method (and variant)."""
     labels = list(dict.fromkeys(label(r) for r in rows))
     style = styles(labels)
-    fig, axes = panels(len(tasks))
+    fig, axes = grid(rows, tasks)
     for ax, t in zip(axes, tasks, strict=True):
         drawn = []
         for lab in labels:
@@ -102,16 +156,16 @@ def shots_figure(rows: list[dict], tasks: list[str]):
                 drawn.append((line, lab, *pts[-1]))
         key(ax, drawn)
         ax.set_xscale("symlog", base=2)
+        ax.set_xlim(-0.5, max(r["shots"] for r in rows) * 1.4 + 1)
         ax.set_title(_short(t), fontsize=9)
-    fig.supxlabel("shots (demonstrations in the prompt, or distilled into vectors)")
-    fig.supylabel("score")
+    axis_labels(fig, axes, "shots (demonstrations in the prompt, or distilled into vectors)", "score")
     return fig
 
 
 def cost_figure(rows: list[dict], tasks: list[str]):
     """Score against prompt tokens per query (the cost), a panel per task, a point per method (and variant)."""
     labels = list(dict.fromkeys(label(r) for r in rows))
-    fig, axes = panels(len(tasks))
+    fig, axes = grid(rows, tasks)
     for ax, t in zip(axes, tasks, strict=True):
         drawn = []
         for i, lab in enumerate(labels):
@@ -123,9 +177,9 @@ def cost_figure(rows: list[dict], tasks: list[str]):
                 drawn.append((art, lab, *pts[-1]))
         key(ax, drawn)
         ax.set_xscale("log")
+        plain_numbers(ax.xaxis)
         ax.set_title(_short(t), fontsize=9)
-    fig.supxlabel("prompt tokens per query (cost)")
-    fig.supylabel("score")
+    axis_labels(fig, axes, "prompt tokens per query (cost)", "score")
     return fig
 
 
@@ -139,7 +193,7 @@ def curves_figure(rows: list[dict], title: str):
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     labels = list(dict.fromkeys(method(r) for r in rows))
     style = styles(labels)
-    fig, axes = panels(len(tasks))
+    fig, axes = grid(rows, tasks, method)
     for ax, t in zip(axes, tasks, strict=True):
         drawn = []
         for m in labels:
@@ -158,9 +212,8 @@ def curves_figure(rows: list[dict], title: str):
         ax.set_xscale("symlog", base=2)
         ax.set_ylim(0, 1)
         ax.set_title(_short(t), fontsize=9)
-    fig.supxlabel("shots")
-    fig.supylabel("accuracy")
-    fig.suptitle(title)
+    axis_labels(fig, axes, "shots", "accuracy")
+    fig.suptitle(title, y=1.02)
     return fig
 
 
@@ -189,23 +242,27 @@ def loss_figure(logs: dict[str, list[dict]]):
 
 
 def efficiency_figure(rows: list[dict]):
-    """Cost per method, averaged over tasks: prompt tokens per query and latency per query (bars in the method's
-    colour, the method named on the axis: no legend)."""
+    """Cost per method: prompt tokens per query, and latency per query for each measuring setting (`setting`: an
+    efficiency run's batch and tokens; the eval runs' rows are one setting, averaged over tasks). Bars in each
+    method's colour, the method named on the axis: no legend."""
     labels = list(dict.fromkeys(label(r) for r in rows))
+    settings = list(dict.fromkeys(r.get("setting", "") for r in rows))
 
-    def mean(lab: str, k: str) -> float:
-        vals = [r[k] for r in rows if label(r) == lab and r.get(k) is not None]
+    def mean(lab: str, k: str, setting: str | None = None) -> float:
+        vals = [r[k] for r in rows if label(r) == lab and r.get(k) is not None
+                and (setting is None or r.get("setting", "") == setting)]
         return sum(vals) / len(vals) if vals else 0.0
 
-    fig, (tok, lat) = panels(2, width=max(4.0, 0.45 * len(labels) + 1.5), sharey=False)
-    for ax, k, name in ((tok, "prompt_tokens", "prompt tokens per query"),
-                        (lat, "latency_ms", "latency per query (ms)")):
+    fig, axes = panels(1 + len(settings), width=max(4.0, 0.45 * len(labels) + 1.5), sharey=False)
+    charts = [(axes[0], "prompt_tokens", None, "prompt tokens per query")]
+    charts += [(ax, "latency_ms", st, f"latency per query (ms){', ' + st if st else ''}")
+               for ax, st in zip(axes[1:], settings, strict=True)]
+    for ax, k, setting, name in charts:
         for i, lab in enumerate(labels):
-            ax.bar(i, mean(lab, k), color=method_colour(lab), gid=lab)
+            ax.bar(i, mean(lab, k, setting), color=method_colour(lab), gid=lab)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(name)
-    tok.set_yscale("log")
+        ax.set_title(name, fontsize=9)
     return fig
 
 
@@ -221,11 +278,13 @@ def bars_figure(rows: list[dict], title: str, ylabel: str = "score"):
         bars = ax.bar([i + j * width for i in range(len(tasks))], score, width, color=method_colour(lab), gid=lab)
         drawn.append((bars, lab, len(tasks) - 1 + j * width, score[-1]))
         pts = [(r["mean_prompt_tokens"], r["mean_latency_ms"]) for r in rows if label(r) == lab]
-        cost.scatter([x for x, _ in pts], [y for _, y in pts], color=method_colour(lab), gid=lab, label=lab)
-    key(ax, drawn)
+        cost.scatter([x for x, _ in pts], [y for _, y in pts], color=method_colour(lab), gid=lab,
+                     marker=MARKERS[j % len(MARKERS)], s=36 - 8 * j, zorder=3 + j)
+    key(ax, drawn, below=True)
     ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(tasks))])
     ax.set_xticklabels([_short(t) for t in tasks], fontsize=8)
     ax.set(ylabel=ylabel, ylim=(0, 1))
     cost.set(xlabel="prompt tokens per query", ylabel="latency per query (ms)", xscale="log")
+    plain_numbers(cost.xaxis)
     fig.suptitle(title)
     return fig

@@ -43,6 +43,11 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
     return lines + [""]
 
 
+def _setting(data: dict) -> str:
+    s = data.get("settings", {})
+    return f"batch {s.get('batch_size', '?')}, {s.get('new_tokens', '?')} new token(s)"
+
+
 def _rows_of(path: Path, data) -> list[dict]:
     if isinstance(data, dict) and "rows" in data and isinstance(data["rows"], list):
         rows = data["rows"]
@@ -154,8 +159,8 @@ def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv re
     if rows:
         figures += [(plots.shots_figure(rows, tasks), "accuracy_vs_shots.png", "accuracy vs shots"),
                     (plots.cost_figure(rows, tasks), "accuracy_vs_cost.png", "accuracy vs cost")]
-    cost_rows = [{**r, "task": d.get("settings", {}).get("task", "?"), "variant": ""} for _, d in costs
-                 for r in d["rows"]] or [r for r in rows if r.get("latency_ms") is not None]
+    cost_rows = [{**r, "task": d.get("settings", {}).get("task", "?"), "variant": "", "setting": _setting(d)}
+                 for _, d in costs for r in d["rows"]] or [r for r in rows if r.get("latency_ms") is not None]
     if cost_rows:
         figures.append((plots.efficiency_figure(cost_rows), "efficiency.png", "efficiency"))
     if logs:

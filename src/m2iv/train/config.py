@@ -1,6 +1,6 @@
 """Training recipe for learned in-context vectors (M²IV and the trained baselines).
 
-Every unknown of the M²IV paper (m2iv-method.md §2) is a field here with a documented default.
+Every unknown of the M²IV paper (docs/method-notes.md) is a field here with a documented default.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class TrainConfig:
     # Steps at which a new warmup + cosine cycle starts: `m2iv train --more-steps N` continues a finished run of S
     # steps as one of S + N steps with a restart at S (the first S steps' schedule is unchanged).
     restarts: list[int] = field(default_factory=list)
-    # Losses (m2iv-method.md §2.4): L = w_mimicry * KL(teacher || student) + w_synergy * L_syn + w_ce * CE.
+    # Losses (docs/method-notes.md): L = w_mimicry * KL(teacher || student) + w_synergy * L_syn + w_ce * CE.
     w_mimicry: float = 1.0
     w_synergy: float = 0.1
     w_ce: float = 0.5  # the prior of the one third-party reimplementation ([R]: 1 / 1 / 0.5)
