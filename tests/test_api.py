@@ -33,6 +33,11 @@ def test_train_and_evaluate_a_task_built_from_python_lists(tmp_path):
         assert torch.equal(vectors.params[k], loaded.params[k])
     summary = m2iv.evaluate(lm, task, vectors=vectors, n_test=4, progress=False)
     assert summary["n"] == 4 and summary["method"] == "m2iv" and len(summary["predictions"]) == 4
+    with pytest.raises(m2iv.M2IVError, match="other settings"):  # another recipe into the same folder
+        m2iv.train(lm, task, out=tmp_path / "v", shots=1, steps=2, batch_size=2, val_every=0, progress=False)
+    again = m2iv.train(lm, task, out=tmp_path / "v", shots=1, steps=2, batch_size=2, val_every=0, progress=False,
+                       overwrite=True)
+    assert again.spec() == vectors.spec() and m2iv.load_vectors(tmp_path / "v")[1]["recipe"]["steps"] == 2
     icl = m2iv.evaluate(lm, task, "icl", shots=1, out=tmp_path / "icl", progress=False)
     assert icl["n"] == 6 and (tmp_path / "icl" / "summary.json").is_file()
     assert icl["mean_prompt_tokens"] > summary["mean_prompt_tokens"]

@@ -35,13 +35,17 @@ def _task(task: Task | str, train_queries: int | None = None) -> Task:
 def train(model: LoadedModel | str, task: Task | str, out: str | Path, method: str = "m2iv", *,
           shots: int | None = None, train_queries: int | None = None, data_root: str | None = None,
           seed: int | None = None, method_config: dict | None = None, report_to: list[str] | None = None,
-          progress: bool = True, **recipe: Any) -> InContextVectors:
+          progress: bool = True, overwrite: bool = False, **recipe: Any) -> InContextVectors:
     """Train (or extract) `method`'s vectors on `task` and save them to `out`; returns them.
 
     `recipe` holds training fields by name (steps=20, lr_vectors=1e-2, batch_size=8, w_ce=0, ...; see
-    `m2iv.train.config.TrainConfig`), `method_config` the method's own settings (`--method-config`). An unfinished
-    run in `out` resumes; a finished one is trained again only if its settings differ (then it is an error naming
-    another `out`, as on the command line)."""
+    `m2iv.train.config.TrainConfig`), `method_config` the method's own settings (`--method-config`). A run of the
+    same settings in `out` resumes where it stopped (a finished one returns its vectors without training); a run
+    of other settings there is an error, unless `overwrite` deletes it first (what m2iv wrote there, nothing else)."""
+    from m2iv.train.session import clear, previous_run
+
+    if overwrite:
+        clear(previous_run(out))
     lm, task = _model(model), _task(task, train_queries)
     options: dict[str, Any] = {"out": str(out), "train_config": dict(recipe), "method_config": method_config or {},
                                "progress": progress, "report_to": list(report_to or [])}

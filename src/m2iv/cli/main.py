@@ -8,6 +8,7 @@ unexpected, `interrupted` and exit 130 for Ctrl-C. `--debug` (before or after th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from m2iv.cli.config_file import expand_config
 
+    if not sys.stderr.isatty():  # a log file: the libraries' own tqdm bars would fill it with carriage returns
+        for flag in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(flag, "1")
     parser = build_parser()
     try:
         argv = expand_config(parser, list(sys.argv[1:] if argv is None else argv))
