@@ -78,3 +78,18 @@ def test_every_flag_of_every_command_has_help_and_budget_describes_its_values():
     budget, sweep = compare["--budget"].help, compare["--lr-sweep"].help
     assert "original" in budget and "cpu" in budget and "n_mean_prompts=32" in budget
     assert "CPU_BUDGET" not in budget and "LR_GRIDS" not in sweep and "1e-3" in sweep.replace("0.001", "1e-3")
+
+
+def test_the_data_docs_list_every_file_each_data_root_task_reads():
+    # Was: the file layouts were documented only in a module docstring.
+    from pathlib import Path
+
+    from m2iv.cli.tasks import describe
+    from m2iv.evaluate.tasks import TASKS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "models-and-data.md").read_text(encoding="utf-8")
+    official = [describe(n) for n in TASKS if describe(n)["needs_data_root"]]
+    assert len(official) == 7
+    for t in official:
+        for path in t["files"]["test"]:
+            assert f"`{path}`" in doc, (t["name"], path)
