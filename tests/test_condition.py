@@ -158,6 +158,12 @@ def test_best_threshold_and_scores_against_known_values():
     assert ba == pytest.approx((1.0 + 2 / 3) / 2) or ba == pytest.approx((2 / 3 + 1.0) / 2)
     th, ba = best_threshold(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2]))
     assert ba == 1.0 and 0.2 < th < 0.8
+    # recall first: keep every positive (0.3 included), then refuse as few negatives as possible
+    pos, neg = torch.tensor([0.9, 0.8, 0.3]), torch.tensor([0.1, 0.2, 0.5])
+    th, tnr = best_threshold(pos, neg, recall=1.0)
+    assert 0.2 < th <= 0.3 and tnr == pytest.approx(2 / 3)
+    th, _ = best_threshold(pos, neg)  # balanced accuracy alone would give up the 0.3 positive
+    assert th > 0.5
     v = torch.tensor([1.0, 0.0])
     cond = Condition(layer=0, vector=v, center=torch.tensor([0.5, 0.0]), threshold=0.0)
     assert cond.score(torch.tensor([[1.5, 0.0], [-0.5, 0.0], [0.5, 2.0]])).tolist() == pytest.approx([1, -1, 0])

@@ -324,7 +324,8 @@ def test_search_by_example_ranks_the_same_task_first(tmp_path, lib):
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
-SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "remove", "compose", "resolve", "check")
+SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "push", "pull", "remove", "compose", "resolve",
+               "check")
 
 
 def test_every_subcommand_help_shows_an_example(capsys):

@@ -16,7 +16,7 @@ def result(tmp_path_factory):
     work = tmp_path_factory.mktemp("apps")
     lm = load_model("tiny:idefics3")
     kw = dict(shots=2, n_test=3, search_n=3, train_defaults={"steps": 2, "batch_size": 4},
-              task_overrides={"n_train": 8}, log=lambda *_: None)
+              task_overrides={"n_train": 8}, log=lambda *_: None, tune=2, sum_grid={"caps": [1.0], "french": [1.0]})
     first = library_applications(lm, work, **kw)
     again = library_applications(lm, work, **kw)  # every cell resumes from its run folder
     return work, first, again

@@ -22,7 +22,7 @@ from m2iv.constants import __version__
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.evaluate.tasks import Task, get_task
-from m2iv.library.resolve import load_spec as load_vectors  # a vector directory or library:<id-or-name>
+from m2iv.library.resolve import load_spec as load_vectors  # a vector directory, library:<id-or-name> or hf://org/name
 from m2iv.models import LoadedModel, ModelAdapter, discover, load_model
 from m2iv.train.config import TeacherConfig, TrainConfig
 from m2iv.vectors import InContextVectors, SiteSpec, apply, inject, save_vectors

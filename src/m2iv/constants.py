@@ -9,6 +9,8 @@ __version__ = "0.1.0"  # the one place the version lives; m2iv.__version__ re-ex
 
 CONFIG_NAME = "m2iv_config.json"
 VECTORS_NAME = "vectors.safetensors"
+TRAIN_LOG_NAME = "train_log.jsonl"  # one JSON record per optimizer step (loss, val_acc, ...), written by the trainer
+TRAIN_DIR_SUFFIX = ".train"  # `m2iv train --out OUT` keeps its checkpoints and log in OUT + this suffix
 FORMAT_VERSION = 2  # 2: an optional `condition` (vectors/condition.py); 1 still loads, with none
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",

@@ -31,4 +31,4 @@ def prompt(lm: LoadedModel, questions: str | Sequence[str], images: Sequence[Any
     instruction = task.instruction if task is not None else "{question}"
     builder = PromptBuilder(lm, instruction, task.answer_template if task is not None else "{answer}")
     batch = builder.encode([builder.build([], s) for s in samples])
-    return {k: v.to(lm.model.device) if hasattr(v, "to") and k != "query_start" else v for k, v in batch.items()}
+    return {k: v.to(lm.device) if hasattr(v, "to") and k != "query_start" else v for k, v in batch.items()}

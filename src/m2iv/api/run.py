@@ -72,7 +72,7 @@ class _GivenVectors(LoadedVectors):
         self._given = vectors
 
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        self.vectors = self._given.to(lm.model.device)
+        self.vectors = self._given.to(lm.device)
         self.vector_config = {"method": self.name}
 
 

@@ -48,8 +48,8 @@ class SteeredModel:
         if value is not None and not isinstance(value, InContextVectors):
             from m2iv.library.resolve import load_spec
 
-            value = load_spec(value, adapter=self.lm.adapter, device=self.lm.model.device)[0]
-        self._vectors = None if value is None else value.to(self.lm.model.device)
+            value = load_spec(value, adapter=self.lm.adapter, device=self.lm.device)[0]
+        self._vectors = None if value is None else value.to(self.lm.device)
 
     @contextmanager
     def disable_vectors(self) -> Iterator[None]:

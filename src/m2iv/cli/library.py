@@ -1,5 +1,6 @@
 """`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
-remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
+push, pull, remove, compose, resolve, check, serve). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library;
+--root overrides."""
 
 from __future__ import annotations
 
@@ -7,33 +8,7 @@ import argparse
 import json
 import sys
 
-EXAMPLES = """examples:
-  m2iv library add out/vqa --tag vqa --tag colour --prototype-from easy-vqa   # store a trained vector directory
-  m2iv library list --task easy-vqa
-  m2iv library search tiny:idefics2 --image cat.png --question "What colour is it?" --top 3
-  m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
-  m2iv library export mix mix.tar && m2iv library import mix.tar
-  m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
-  m2iv library check --repair                                       # rebuild a damaged index from the sidecars
-"""
-
-SUB_EXAMPLES = {
-    "add": "example:\n  m2iv library add out/vqa tiny:idefics2 --name vqa-idefics2 --tag vqa --tag colour "
-           "--description 'colour VQA' --prototype-from easy-vqa",
-    "list": "example:\n  m2iv library list --model tiny:idefics2 --tag vqa",
-    "show": "example:\n  m2iv library show vqa-idefics2 --json",
-    "search": "examples:\n  m2iv library search tiny:idefics2 --text colour --top 5\n"
-              "  m2iv library search tiny:idefics2 --image cat.png --question 'What colour is it?'",
-    "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
-    "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
-    "remove": "example:\n  m2iv library remove vqa-idefics2",
-    "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
-               "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
-    "condition": "example:\n  m2iv library condition safety sandbox --task sandbox-safety --name safety-gated",
-    "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
-    "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
-             "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
-}
+from m2iv.cli.library_help import EXAMPLES, SUB_EXAMPLES
 
 
 def _root_arg(p: argparse.ArgumentParser, default) -> None:
@@ -105,6 +80,17 @@ def add_parser(sub) -> None:
     q.add_argument("path", metavar="PATH", help="a directory or .tar written by `m2iv library export`")
     q.add_argument("--name", default=None, help="store under this name instead of the exported one")
 
+    q = sp("push", "upload an entry to a Hugging Face Hub repository (with a model card)", run_push)
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
+    q.add_argument("repo", metavar="REPO", help="org/name on the Hub (HF_ENDPOINT and HF_TOKEN are honoured)")
+    q.add_argument("--private", action="store_true", help="create the repository private")
+    q.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    q.add_argument("--message", default=None, help="commit message")
+
+    q = sp("pull", "add the vectors of a Hub repository (downloaded, or from the local HF cache offline)", run_pull)
+    q.add_argument("repo", metavar="REPO", help="org/name, org/name@revision or hf://org/name[@revision]")
+    q.add_argument("--name", default=None, help="store under this name (default: the pushed name, else the repo's)")
+
     q = sp("remove", "delete an entry", run_remove)
     q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
 
@@ -139,6 +125,23 @@ def add_parser(sub) -> None:
     q = sp("check", "check the index against the blobs and sidecars; --repair rebuilds it", run_check)
     q.add_argument("--repair", action="store_true",
                    help="rebuild the index from the sidecars (a damaged index is kept aside, nothing is deleted)")
+
+    q = sp("serve", "the library in the browser: browse, try entries, search by example, bench results", run_serve)
+    _model_args(q, help="model that answers and embeds examples (default: the base model most entries were made "
+                        "for); it loads on the first answer")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    q.add_argument("--port", type=_port, default=None, help="port (default: the first free one from 7860)")
+    q.add_argument("--allow-writes", action="store_true",
+                   help="let the page save compositions to the library (off by default: the page only reads)")
+    q.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="bench tables for the Results page (default: ./benchmarks, else the checkout's)")
+    q.add_argument("--data-root", default=None, help="benchmark data folder for task examples (or $M2IV_DATA)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a whole number from 1 to 65535")
+    return int(text)
 
 
 def _tag_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -274,6 +277,25 @@ def run_import(args) -> int:
     return 0
 
 
+def run_push(args) -> int:
+    from m2iv.library.remote import push
+
+    with _lib(args) as lib:
+        url = push(lib, args.ref, args.repo, private=args.private or None, revision=args.revision,
+                   commit_message=args.message)
+        print(f"pushed {lib.get(args.ref).name} to {args.repo}: {url}")
+    return 0
+
+
+def run_pull(args) -> int:
+    from m2iv.library.remote import pull
+
+    with _lib(args) as lib:
+        e = pull(lib, args.repo, name=args.name)
+        print(f"pulled {e.name} ({e.id}) for {e.base_model} from {args.repo}; use it as library:{e.name}")
+    return 0
+
+
 def run_remove(args) -> int:
     with _lib(args) as lib:
         e = lib.remove(args.ref)
@@ -324,6 +346,14 @@ def run_check(args) -> int:
     if not args.repair:
         print("run `m2iv library check --repair` to rebuild what the sidecars describe (nothing is deleted)")
     return 1
+
+
+def run_serve(args) -> int:
+    from m2iv.app.server import serve
+
+    serve(getattr(args, "root", None), args.model, host=args.host, port=args.port, allow_writes=args.allow_writes,
+          benchmarks=args.benchmarks, data_root=args.data_root, dtype=args.dtype, device=args.device)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

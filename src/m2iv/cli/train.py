@@ -147,6 +147,9 @@ def add_condition_args(p) -> None:
                    help="read this decoder layer (default: the best on held-out training queries)")
     c.add_argument("--condition-similarity", default="cosine", choices=["cosine", "cast"],
                    help="cosine to the direction (default) or CAST's cos(h, tanh(Ph))")
+    c.add_argument("--condition-recall", type=positive_float, default=None, metavar="R",
+                   help="threshold keeping at least R of the positives out of fold, fewest false alarms among those "
+                        "(default: the best balanced accuracy); e.g. 0.975 for a refusal vector")
 
 
 def fit_condition_from_args(args, lm, task, splits):
@@ -160,7 +163,7 @@ def fit_condition_from_args(args, lm, task, splits):
     layers = None if args.condition_layer is None else [args.condition_layer]
     return condition_for_task(lm, task, splits, negatives, layers=layers, pool_how=args.condition_pool,
                               kind=args.condition_kind, similarity=args.condition_similarity,
-                              seed=getattr(args, "seed", 0))
+                              seed=getattr(args, "seed", 0), recall=args.condition_recall)
 
 
 def recipe_from_args(args) -> dict:

@@ -91,7 +91,7 @@ class Answerer:
         query_start = batch.pop("query_start")
         if handle is not None and hasattr(handle, "set_query_start"):
             handle.set_query_start(query_start)
-        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        batch = {k: v.to(lm.device) for k, v in batch.items()}
         t0 = time.perf_counter()
         gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
                                 eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)

@@ -291,7 +291,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     summary = {**run, "n": len(scored), "metric": task.metric, **score,
                "mean_prompt_tokens": mean("prompt_tokens"), "mean_output_tokens": mean("output_tokens"),
                "mean_latency_ms": mean("latency_ms"),
-               "peak_memory_mb": round(peak_memory_mb(lm.model.device), 1),
+               "peak_memory_mb": round(peak_memory_mb(lm.device), 1),
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
                "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__,

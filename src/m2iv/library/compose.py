@@ -184,9 +184,10 @@ def adapter_from_config(config: dict):
                         fingerprint=config["fingerprint"])
 
 
-def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
-            operator: str = DEFAULT_OPERATOR):
-    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+def combine(lib, expression, layers=None, sites=None, operator: str = DEFAULT_OPERATOR
+            ) -> tuple[InContextVectors, dict, list]:
+    """(the composed vectors, their provenance, the source entries), in memory: nothing is written. `lib` needs
+    `get(ref)` and `load(ref)`; `compose` stores the result, `m2iv library serve` answers with it unsaved."""
 
     terms = parse_expression(expression)
     entries = [lib.get(t.ref) for t in terms]
@@ -215,6 +216,15 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
                              "negated": t.weight < 0, "band": b}
                             for t, e, b in zip(terms, entries, bands, strict=True)],
                   "layers": layer_mask, "sites": site_mask}
+    return combined, provenance, entries
+
+
+def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
+            operator: str = DEFAULT_OPERATOR):
+    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+
+    combined, provenance, entries = combine(lib, expression, layers, sites, operator)
+    first, expr = entries[0], provenance["expression"]
     tasks = {e.task for e in entries}
     with lib.scratch() as tmp:
         d = save_vectors(combined, tmp / "composed", adapter=adapter_from_config(first.config),

@@ -90,6 +90,46 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open the index for reading only, creating nothing beside it (no -wal/-shm files: a library in a
+    read-only folder or a git checkout stays as it is). While a writer has the index open (its -wal file
+    exists) the connection reads through the WAL, so new entries show at once; at rest the file is opened as
+    immutable. Callers open one connection per look, so none holds a stale snapshot for long."""
+    path = Path(path)
+    through_wal = path.with_name(path.name + "-wal").exists()
+    try:
+        try:
+            conn = _open_ro(path, "mode=ro" if through_wal else "mode=ro&immutable=1")
+        except sqlite3.OperationalError:
+            if not through_wal:
+                raise
+            conn = _open_ro(path, "mode=ro&immutable=1")  # a WAL this process may not map: read the file as it is
+    except sqlite3.OperationalError as e:
+        raise M2IVError(f"the library index {path} cannot be read ({e}); check the folder's permissions, or rebuild "
+                        "it with `m2iv library check --repair` (it keeps the old file)") from None
+    except sqlite3.DatabaseError as e:
+        raise M2IVError(f"the library index {path} is not a readable SQLite database ({e}); rebuild it with "
+                        "`m2iv library check --repair` (it keeps the old file)") from None
+    version = conn.execute("SELECT version FROM schema_version").fetchone()
+    if version is not None and version[0] > SCHEMA_VERSION:
+        conn.close()
+        raise M2IVError(f"the library at {path.parent} has schema version {version[0]}, this m2iv reads up to "
+                        f"{SCHEMA_VERSION}; upgrade m2iv")
+    return conn
+
+
+def _open_ro(path: Path, mode: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S,
+                           isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT version FROM schema_version").fetchone()  # fails here on a damaged file
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     with write(conn):
         # statement by statement: executescript() would COMMIT the open transaction

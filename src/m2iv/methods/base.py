@@ -124,7 +124,7 @@ class LoadedVectors(Method):
         if path == "library:auto":
             return self._prepare_routes(lm, splits)
         self.vectors, self.vector_config = load_spec(path, adapter=lm.adapter, strict=self.options.get("strict", True),
-                                                     device=lm.model.device, root=self.options.get("library_root"))
+                                                     device=lm.device, root=self.options.get("library_root"))
         if self.name not in ("vectors", self.vector_config.get("method")):
             raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
                             f"use --method {self.vector_config.get('method')} or --method vectors")
@@ -139,7 +139,7 @@ class LoadedVectors(Method):
         ids: list[str] = lib.route(lm, samples, strict=self.options.get("strict", True))
         self.routes: dict[str, str] = {s.id: i for s, i in zip(samples, ids, strict=True)}
         self.routed: dict[str, InContextVectors] = {
-            i: lib.load(i, adapter=lm.adapter, device=lm.model.device)[0] for i in dict.fromkeys(ids)}
+            i: lib.load(i, adapter=lm.adapter, device=lm.device)[0] for i in dict.fromkeys(ids)}
         self.vector_config = {"routes": {i: lib.get(i).name for i in self.routed}}
 
     def groups(self, samples: list) -> list[tuple[str | None, list]]:

@@ -60,7 +60,7 @@ def pooled_states(lm, builder: PromptBuilder, samples: list[Sample], layers: lis
         for i in range(0, len(samples), batch_size):
             batch = builder.encode([builder.build([], q) for q in samples[i:i + batch_size]])
             batch.pop("query_start", None)
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             mask["m"] = batch.get("attention_mask")
             lm.model(**batch)
             out.append(torch.stack([caught[layer] for layer in layers], dim=1))
@@ -80,11 +80,20 @@ def _folds(n: int, k: int, seed: int) -> torch.Tensor:
     return fold
 
 
-def best_threshold(pos: torch.Tensor, neg: torch.Tensor) -> tuple[float, float]:
-    """(threshold, balanced accuracy) of `score >= threshold` on held-out scores: the middle of the best interval."""
+def best_threshold(pos: torch.Tensor, neg: torch.Tensor, recall: float | None = None) -> tuple[float, float]:
+    """(threshold, objective) of `score >= threshold` on held-out scores. Without `recall`: the best balanced
+    accuracy, at the middle of the best interval. With it: the best true-negative rate among the thresholds that
+    keep at least `recall` of the positives (a miss costs more than a false alarm: a harmful request answered)."""
     values = torch.cat([pos, neg]).sort().values
     cuts = torch.cat([values[:1] - 1e-3, (values[1:] + values[:-1]) / 2, values[-1:] + 1e-3])
-    ba = torch.stack([((pos >= c).float().mean() + (neg < c).float().mean()) / 2 for c in cuts])
+    tpr = torch.stack([(pos >= c).float().mean() for c in cuts])
+    tnr = torch.stack([(neg < c).float().mean() for c in cuts])
+    if recall is not None:
+        ok = torch.nonzero(tpr >= recall - 1e-9).flatten()  # never empty: the lowest cut keeps every positive
+        i = int(ok[tnr[ok].argmax()])
+        j = int(ok[(tnr[ok] == tnr[i]).nonzero().flatten()].max())  # ties: the highest such cut
+        return float((cuts[i] + cuts[j]) / 2), float(tnr[i])
+    ba = (tpr + tnr) / 2
     best = torch.nonzero(ba == ba.max()).flatten()
     return float(cuts[best[len(best) // 2]]), float(ba.max())
 
@@ -110,10 +119,10 @@ def _out_of_fold(states: torch.Tensor, is_pos: torch.Tensor, fold: torch.Tensor,
     return scores
 
 
-def _rank(scores: torch.Tensor, is_pos: torch.Tensor) -> tuple[float, float, float]:
-    """(threshold, balanced accuracy, d') of out-of-fold scores."""
+def _rank(scores: torch.Tensor, is_pos: torch.Tensor, recall: float | None) -> tuple[float, float, float]:
+    """(threshold, objective, d') of out-of-fold scores (objective: balanced accuracy, or TNR at `recall`)."""
     sp, sn = scores[is_pos], scores[~is_pos]
-    th, ba = best_threshold(sp, sn)
+    th, ba = best_threshold(sp, sn, recall)
     spread = float(((sp.var() + sn.var()) / 2).sqrt().clamp_min(1e-6))
     return th, ba, float((sp.mean() - sn.mean()) / spread)
 
@@ -121,7 +130,7 @@ def _rank(scores: torch.Tensor, is_pos: torch.Tensor) -> tuple[float, float, flo
 def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives: list[Sample], *,
                   layers: list[int] | None = None, pool_how: str = "auto", kind: str = "direction",
                   similarity: str = "cosine", folds: int = 4, seed: int = 0, batch_size: int = 8,
-                  max_per_class: int = 256) -> Condition:
+                  max_per_class: int = 256, recall: float | None = None) -> Condition:
     """The condition separating `positives` (fire) from `negatives` (do not); pooling ("auto": the better of last
     and mean), layer and threshold chosen on out-of-fold scores of the training queries."""
     pos, neg = list(positives)[:max_per_class], list(negatives)[:max_per_class]
@@ -137,6 +146,7 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
     pools = ("last", "mean") if pool_how == "auto" else (pool_how,)
     is_pos = torch.tensor([True] * len(pos) + [False] * len(neg))
     fold = torch.cat([_folds(len(pos), folds, seed), _folds(len(neg), folds, seed + 1)])
+    objective = "balanced_accuracy" if recall is None else f"tnr_at_recall_{recall}"
     best: tuple | None = None
     tables: dict[str, list[dict]] = {}
     for how in pools:
@@ -144,19 +154,20 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
         tables[how] = []
         for j, layer in enumerate(layers):
             scores = _out_of_fold(states[:, j], is_pos, fold, layer, kind, similarity, how)
-            th, ba, d_prime = _rank(scores, is_pos)
-            tables[how].append({"layer": layer, "balanced_accuracy": round(ba, 4), "d_prime": round(d_prime, 3)})
+            th, ba, d_prime = _rank(scores, is_pos, recall)
+            tables[how].append({"layer": layer, objective: round(ba, 4), "d_prime": round(d_prime, 3)})
             if best is None or (ba, d_prime) > best[0]:
                 best = ((ba, d_prime), how, j, th, scores, states)
     assert best is not None
     (ba, d_prime), how, j, th, scores, states = best
     cond = _layer_condition(layers[j], states[is_pos, j], states[~is_pos, j], kind, similarity, how)
     cond.threshold = th
+    tpr = float((scores[is_pos] >= th).float().mean())
+    tnr = float((scores[~is_pos] < th).float().mean())
     cond.fit = {"method": f"{kind} ({similarity}), pooling, layer and threshold on out-of-fold scores of "
-                          f"training queries ({folds} folds)", "n": [len(pos), len(neg)], "folds": folds,
-                "seed": seed, "heldout_tpr": round(float((scores[is_pos] >= th).float().mean()), 4),
-                "heldout_tnr": round(float((scores[~is_pos] < th).float().mean()), 4),
-                "heldout_balanced_accuracy": round(ba, 4), "d_prime": round(d_prime, 3),
+                          f"training queries ({folds} folds)", "objective": objective, "n": [len(pos), len(neg)],
+                "folds": folds, "seed": seed, "heldout_tpr": round(tpr, 4), "heldout_tnr": round(tnr, 4),
+                "heldout_balanced_accuracy": round((tpr + tnr) / 2, 4), "d_prime": round(d_prime, 3),
                 "pools_tried": list(pools), "per_layer": tables[how]}
     return cond
 

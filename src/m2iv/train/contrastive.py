@@ -34,7 +34,7 @@ def own_answers(lm, builder: PromptBuilder, samples: list[Sample], max_new_token
         chunk = negatives[i:i + batch_size]
         batch = builder.encode([builder.build([], q) for q in chunk])
         batch.pop("query_start", None)
-        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        batch = {k: v.to(lm.device) for k, v in batch.items()}
         gen = lm.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                 pad_token_id=lm.tokenizer.pad_token_id)
         texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from m2iv.constants import TRAIN_DIR_SUFFIX
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
@@ -32,7 +33,7 @@ def _frozen_under(lm, base: InContextVectors | None) -> Iterator[None]:
     if base is None:
         yield
         return
-    base = base.to(lm.model.device)
+    base = base.to(lm.device)
     for p in base.parameters():
         p.requires_grad_(False)
     with apply(lm.model, base, lm.adapter, freeze_base=False, condition=False):
@@ -64,7 +65,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.model.device)
+    vectors = vectors.to(lm.device)
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
     if cfg.teacher.negatives == "zero-shot":
@@ -90,7 +91,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
         if base_vectors is not None:
             identity["base_vectors"] = tensors_sha256(base_vectors.to_tensors())
             extra["trained_with"] = {"sha256": identity["base_vectors"], "spec": base_vectors.spec()}
-        workdir = out.parent / f"{out.name}.train"
+        workdir = out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}"
         trainer = VectorTrainer(lm, vectors, cfg, workdir, show_progress=show_progress and state.is_main_process,
                                 identity=identity)
         tracker = open_tracker(report_to or [], workdir, {"recipe": cfg.to_json(), "task": task.name,

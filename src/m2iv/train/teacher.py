@@ -215,7 +215,7 @@ def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batc
                 span, lengths = query_span(batch, query_start)
                 if e == 0:
                     spans.append(lengths)
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states, cfg.hidden_site, span)
             lp = F.log_softmax(logits.float(), dim=-1).cpu()
             if logps is None:

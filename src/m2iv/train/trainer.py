@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.files import write_dir_atomic
@@ -131,8 +132,8 @@ class VectorTrainer:
         cfg = self.cfg
         batch, labels, query_start = student_batch(builder, queries)
         handle.set_query_start(query_start)
-        batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
-        amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+        amp = torch.autocast(self.lm.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
         span, lengths = query_span(batch, query_start) if align and cfg.teacher.hidden_span == "query" else (None, None)
         n_ans = labels.shape[1]
@@ -208,7 +209,7 @@ class VectorTrainer:
         for i in range(0, len(queries), batch_size):
             batch, labels, query_start = student_batch(builder, queries[i:i + batch_size])
             handle.set_query_start(query_start)
-            batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(self.lm.device) for k, v in batch.items()}
             logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)
             labels = labels.to(logits.device)
             ok = (logits.argmax(-1) == labels) | (labels == -100)
@@ -344,7 +345,7 @@ class VectorTrainer:
         bar.phases["steps"].total, bar.phases["steps"].done = cfg.steps, self.step
         bar.start("steps")
         try:
-            with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
+            with open(self.workdir / TRAIN_LOG_NAME, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
                 while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
                     rec = self._optimizer_step(builder, queries, teacher, handle)

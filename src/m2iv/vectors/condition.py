@@ -104,6 +104,8 @@ class Condition:
 
 def pool(h: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
     """(B, T, D) states of a (left- or right-padded) prompt -> (B, D): the mean over real tokens, or the last one."""
+    if how not in POOLS:
+        raise M2IVError(f"condition pool {how!r} is not one of {', '.join(POOLS)}")
     if attention_mask is None:
         attention_mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
     m = attention_mask.to(h.device)[:, -h.shape[1]:].float()

@@ -14,8 +14,8 @@ from typing import Any
 from m2iv.constants import FORMAT_VERSION
 from m2iv.errors import M2IVError
 from m2iv.vectors.condition import validate_condition
+from m2iv.vectors.names import ACTIVATIONS, SITES, TOKEN_POLICIES
 from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS
-from m2iv.vectors.vector import ACTIVATIONS, SITES, TOKEN_POLICIES
 
 REQUIRED = ("format_version", "method", "model_type", "fingerprint", "num_layers", "hidden_size", "num_heads",
             "head_dim", "sites", "token_policy", "dtype", "sha256")

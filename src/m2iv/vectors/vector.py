@@ -17,19 +17,18 @@ M²IV uses `attn` + `mlp` with the `linear` operator; baselines use the other co
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from m2iv.errors import M2IVError
 from m2iv.vectors.condition import Condition
+from m2iv.vectors.names import ACTIVATIONS, LOW_RANK, NORMALISERS, SITES, TOKEN_POLICIES
 from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS, SCALE_INIT
 
-SITES = ("attn", "attn_head", "mlp", "layer")
-TOKEN_POLICIES = ("all", "text", "query", "generated", "last", "last_onward")
-ACTIVATIONS = ("identity", "sigmoid")
-NORMALISERS = ("masked", "all_keys")
-LOW_RANK = ("key_a", "key_b", "value_a", "value_b")  # virtual_kv's factors: K = key_a @ key_b, V = value_a @ value_b
+__all__ = ["SITES", "TOKEN_POLICIES", "ACTIVATIONS", "NORMALISERS", "LOW_RANK", "InContextVectors", "SiteSpec"]
+
 
 
 @dataclass
@@ -86,6 +85,7 @@ class InContextVectors(nn.Module):
             raise M2IVError("in-context vectors need at least one site")
         self.num_layers, self.hidden_size, self.num_heads, self.head_dim = num_layers, hidden_size, num_heads, head_dim
         self.token_policy, self.method = token_policy, method
+        self.config: dict | None = None  # the m2iv_config.json these vectors were loaded with, if any
         self.sites: dict[str, SiteSpec] = {}
         self.params = nn.ParameterDict()
         for site, spec in sites.items():
@@ -150,6 +150,54 @@ class InContextVectors(nn.Module):
                        method=spec.get("method", "m2iv"), dtype=dtype, condition=condition)
         except (KeyError, TypeError) as e:
             raise M2IVError(f"vector spec is missing or has a malformed field ({e})") from None
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: dict, where: str) -> InContextVectors:
+        """The vectors a (validated) config describes, filled with `tensors`; the config is checked, and its
+        declared size against the tensors given, before anything is allocated, so a hostile config cannot make
+        this allocate more than the file holds. The result keeps `config` as `.config`."""
+        from m2iv.vectors.validate import check_tensor_bytes, validate_config
+
+        validate_config(config, where)
+        check_tensor_bytes(config, sum(t.numel() * t.element_size() for t in tensors.values()), where)
+        dtype = getattr(torch, str(config["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise M2IVError(f"{where}: unknown dtype {config['dtype']!r} in its config")
+        vectors = cls.from_spec(config, dtype=dtype)
+        vectors.load_tensors(tensors)
+        vectors.config = config
+        return vectors
+
+    # -- Hugging Face habits (m2iv/hub): the directory is the vector directory plus a model card ---------------
+    def save_pretrained(self, save_directory: str | Path, *, adapter=None, base_model: str | None = None,
+                        **meta) -> Path:
+        """Write a vector directory with a model card (README.md). Vectors loaded from a directory know their
+        model; new ones need `adapter=` (lm.adapter) and `base_model=` (the model spec). `meta` are
+        save_vectors' recipe / metrics / method_config / extra."""
+        from m2iv.hub.pretrained import save
+
+        return save(self, save_directory, adapter=adapter, base_model=base_model, **meta)
+
+    @classmethod
+    def from_pretrained(cls, spec: str | Path, *, adapter=None, strict: bool = True,
+                        device: str | torch.device = "cpu", revision: str | None = None,
+                        local_files_only: bool | None = None) -> InContextVectors:
+        """Vectors from a directory, `org/name` or `hf://org/name[@rev]` (the Hugging Face cache first; the hub
+        only for `org/name` when online and not local_files_only), verified, refused for another model."""
+        from m2iv.hub.pretrained import load
+
+        return load(cls, spec, adapter=adapter, strict=strict, device=device, revision=revision,
+                    local_files_only=local_files_only)
+
+    def push_to_hub(self, repo_id: str, *, adapter=None, base_model: str | None = None, token: str | None = None,
+                    private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
+                    **meta) -> str:
+        """save_pretrained into a scratch folder, then one commit to `repo_id` (created if missing); returns the
+        commit URL. HF_ENDPOINT and HF_TOKEN are honoured as huggingface_hub reads them."""
+        from m2iv.hub.pretrained import push
+
+        return push(self, repo_id, adapter=adapter, base_model=base_model, token=token, private=private,
+                    revision=revision, commit_message=commit_message, **meta)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Portable tensor names `layers.{i}.{site}.{param}` (i = model layer index), plus `condition.*` (float32)."""

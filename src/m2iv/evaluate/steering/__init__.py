@@ -29,7 +29,9 @@ SECTIONS = ("alignment", "styles", "safety", "routing")
 def library_applications(lm, work: str | Path, library_root: str | Path | None = None, shots: int = 16,
                          n_test: int = 100, seed: int = 0, batch_size: int = 8, train_defaults: dict | None = None,
                          task_overrides: dict | None = None, search_n: int = 50, log=print, model: str = "sandbox",
-                         sections: tuple[str, ...] = SECTIONS) -> dict:
+                         sections: tuple[str, ...] = SECTIONS, tune: int = 48, sum_grid: dict | None = None) -> dict:
+    """Every application's rows (see the module docstring); `tune` held-out training images and `sum_grid` (weights
+    per style) size the composition's choices."""
     from m2iv.evaluate.steering.alignment import grounding_rows, pope_rows
     from m2iv.evaluate.steering.routing import search_and_routing
     from m2iv.evaluate.steering.safety import SAFETY, safety_rows
@@ -45,7 +47,7 @@ def library_applications(lm, work: str | Path, library_root: str | Path | None =
             rows, _ = grounding_rows(r)
             out["rows"] += rows + pope_rows(r, shots)
         if "styles" in sections:
-            rows, out["composition"] = style_rows(r, lib, shots)
+            rows, out["composition"] = style_rows(r, lib, shots, tune, sum_grid)
             out["rows"] += rows
         if "safety" in sections:
             rows, out["safety_condition"] = safety_rows(r, lib, shots)

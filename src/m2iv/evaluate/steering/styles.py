@@ -26,18 +26,19 @@ N_BANDS = 6
 
 
 def bands(num_layers: int, n: int = N_BANDS) -> list[list[int]]:
+    n = min(n, num_layers)
     edges = [round(i * num_layers / n) for i in range(n + 1)]
     return [list(range(edges[i], edges[i + 1])) for i in range(n)]
 
 
 class Styles:
-    def __init__(self, r: Runner, lib) -> None:
+    def __init__(self, r: Runner, lib, tune: int = TUNE, sum_grid: dict | None = None) -> None:
         from m2iv.evaluate.tasks import get_task
 
-        self.r, self.lib = r, lib
+        self.r, self.lib, self.tune_n, self.sum_grid = r, lib, tune, sum_grid or SUM_GRID
         splits = get_task(STYLE_TEST).splits(None, seed=r.seed)
         self.test = {s.id: s for s in splits["test"]}
-        self.tune = splits["train"][-TUNE:]
+        self.tune = splits["train"][-tune:]
         self.samples = {**self.test, **{s.id: s for s in self.tune}}
         self.vectors: dict = {}
         n_train = (r.task_overrides or {}).get("n_train")
@@ -48,13 +49,13 @@ class Styles:
     def load(self, path: str):
         from m2iv.vectors.format import load_vectors
 
-        return load_vectors(path, adapter=self.r.lm.adapter, device=self.r.lm.model.device)[0]
+        return load_vectors(path, adapter=self.r.lm.adapter, device=self.r.lm.device)[0]
 
     def score(self, label: str, vec_dir: str | None, on_tune: bool = False, method: str = "zero-shot",
               shots: int = 0) -> tuple[dict, dict, str]:
         queries = self.tune if on_tune else None
         summary, preds, cmd = self.r.run(STYLE_TEST, ("tune-" if on_tune else "") + label, vec_dir, method=method,
-                                         shots=shots, queries=queries, limit=TUNE if on_tune else None)
+                                         shots=shots, queries=queries, limit=self.tune_n if on_tune else None)
         return summary, styled_checks(preds, self.samples), cmd
 
     def compose(self, label: str, weights: list[float], operator: str, bands_=None, items=None) -> str:
@@ -66,7 +67,7 @@ class Styles:
     def best_sum(self) -> tuple[float, float, list[dict]]:
         """The sum's weights with the most French-capitals answers on the held-out images."""
         trials = []
-        for wc, wf in itertools.product(SUM_GRID["caps"], SUM_GRID["french"]):
+        for wc, wf in itertools.product(self.sum_grid["caps"], self.sum_grid["french"]):
             _, checks, _ = self.score(f"sum-{wc}-{wf}", self.compose(f"sum-{wc}-{wf}", [wc, wf], "sum"), on_tune=True)
             trials.append({"caps": wc, "french": wf, **checks})
         best = max(trials, key=lambda t: (t["caps_and_french"], t["french_content"] + t["capitals"]))
@@ -118,10 +119,11 @@ def _add(lib, name: str, vec_dir: str, task: str, tags: tuple[str, ...]) -> str:
     return (existing[0] if existing else lib.add(vec_dir, name=name, tags=tags, task=task)).id
 
 
-def style_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
+def style_rows(r: Runner, lib, shots: int, tune: int = TUNE, sum_grid: dict | None = None
+               ) -> tuple[list[dict], dict]:
     from m2iv.evaluate.steering.common import standard_error
 
-    st = Styles(r, lib)
+    st = Styles(r, lib, tune, sum_grid)
     dirs = {style: r.trained(task)[1] for style, task in STYLES.items()}
     for style, task in STYLES.items():
         _add(lib, f"style-{style}", dirs[style], task, ("style", "sandbox"))
@@ -160,7 +162,7 @@ def style_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
                         checks_se={k2: standard_error(v, n) for k2, v in checks.items()}))
     record = {"sum_grid": sum_trials, "ablation": ablation, "partition_bands": {"caps": parts[0], "french": parts[1]},
               "split_trials": split_trials, "split_bands": {"caps": split[0], "french": split[1]},
-              "tune": {"task": STYLE_TEST, "split": "train", "n": TUNE, "note": "the last training images, never "
+              "tune": {"task": STYLE_TEST, "split": "train", "n": tune, "note": "the last training images, never "
                        "used to train a style vector"}}
     return rows, record
 

@@ -35,7 +35,7 @@ class M2IV(LoadedVectors):
         if base is not None and not hasattr(base, "spec"):
             from m2iv.library.resolve import load_spec
 
-            base = load_spec(base, adapter=lm.adapter, device=lm.model.device)[0]
+            base = load_spec(base, adapter=lm.adapter, device=lm.device)[0]
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
                                       method_config=self.method_config().to_json(),
                                       **self.train_options(),

@@ -45,7 +45,7 @@ class VTI(LoadedVectors):
         with torch.no_grad():
             vec.vector("layer")[0].copy_(direction)
             vec.params["layer__alpha"].fill_(alpha)
-        return vec.to(lm.model.device).requires_grad_(False)
+        return vec.to(lm.device).requires_grad_(False)
 
     @torch.no_grad()
     def directions(self, lm, builder: PromptBuilder, pool, batch_size: int) -> tuple[torch.Tensor, dict]:
