@@ -19,7 +19,7 @@ def test_tasks_is_a_table_with_a_header_and_json_naming_each_tasks_files(capsys)
     lines = out.splitlines()
     header, rule = lines[0], lines[1]
     assert header.split() == ["TASK", "METRIC", "DATA", "DESCRIPTION"] and set(rule) <= {"-", " "}
-    rows = lines[2:lines.index("")]
+    rows = lines[2:next(i for i, x in enumerate(lines) if x.startswith("#"))]
     columns = [header.index(c) for c in ("METRIC", "DATA", "DESCRIPTION")]
     assert all(r[c - 2:c] == "  " and r[c] != " " for r in rows for c in columns)  # every column starts aligned
     vqa = next(r for r in rows if r.startswith("vqav2 "))

@@ -90,8 +90,10 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
 
 
 def load_from_args(args: argparse.Namespace):
+    from m2iv.constants import m2iv_home
     from m2iv.models.loading import load_model
 
+    m2iv_home()  # a bad $M2IV_HOME is refused before the model loads, not when the first cache is written
     return load_model(args.model, dtype=args.dtype, device=args.device, layers=args.layers,
                       device_map=getattr(args, "device_map", None), max_memory=getattr(args, "max_memory", None),
                       offload_folder=getattr(args, "offload_folder", None))

@@ -54,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
         options["shots"] = args.shots
     method = get_method(args.method, options)
     check_out(args.out, folder=True)
+    # bad data costs no model load; only the splits the method reads (zero-shot: the test split's files)
+    splits = task.splits(args.data_root, seed=args.seed, parts=method.splits_needed())
     lm = load_from_args(args)
     cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.n_test, batch_size=args.batch_size,
                      seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
-    summary = evaluate(lm, task, method, cfg, args.out)
+    summary = evaluate(lm, task, method, cfg, args.out, splits=splits)
     if summary:
         keys = ("task", "method", "shots", "n", "metric", "score", "mean_prompt_tokens", "mean_latency_ms",
                 "peak_memory_mb")

@@ -75,6 +75,8 @@ def add_parser(sub) -> None:
     q = sp("export", "write an entry as a vector directory or a .tar", run_export)
     q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
+    q.add_argument("--force", action="store_true",
+                   help="replace an existing OUT (a .tar file, or a vector directory; never a folder of other files)")
 
     q = sp("import", "add an exported directory or .tar", run_import)
     q.add_argument("path", metavar="PATH", help="a directory or .tar written by `m2iv library export`")
@@ -265,7 +267,7 @@ def run_search(args) -> int:
 
 def run_export(args) -> int:
     with _lib(args) as lib:
-        out = lib.export(args.ref, args.out)
+        out = lib.export(args.ref, args.out, force=args.force)
         print(f"exported {lib.get(args.ref).name} to {out}")
     return 0
 

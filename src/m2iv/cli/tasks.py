@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 
-OWN_DATA = ("Your own data: --task jsonl:FILE (one JSON object per line: image, question, answer), a task .json, "
-            "or in Python m2iv.Task.from_samples / from_dataset; see docs/your-own-data.md.")
+# After the table, as comment lines (a script reading the table skips lines starting with '#').
+OWN_DATA = """\
+# your own data: --task jsonl:FILE.jsonl | jsonl:FOLDER (train.jsonl, test.jsonl, optional support.jsonl)
+#   | jsonl:train=A.jsonl,test=B.jsonl[,support=C.jsonl], scored by VQA accuracy with the prompt
+#   {prompt}
+# Another prompt, metric or answer length: a task .json (fields: name, dataset, data_path, metric, test_split,
+#   support_split, train_split, instruction, ...) passed as --task FILE.json; in Python m2iv.Task.from_samples
+#   or m2iv.Task.from_dataset. See docs/your-own-data.md."""
 
 
 def describe(name: str) -> dict:
@@ -35,7 +41,7 @@ def table(rows: list[list[str]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.tasks import TASKS
+    from m2iv.evaluate.tasks import TASKS, VQA_INSTRUCTION
 
     tasks = [describe(n) for n in TASKS]
     if getattr(args, "json", False):
@@ -47,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     lines = table(rows)
     official = [t for t in tasks if t["needs_data_root"]]
     if official:
-        lines += ["", "Files each --data-root task reads (zero-shot and saved vectors read only the test files; ICL "
-                      "and training also read the train files):"]
+        lines.append("# Files each --data-root task reads (zero-shot and saved vectors read only the test files; ICL "
+                     "and training also read the train files):")
         for t in official:
-            lines.append(f"  {t['name']} ({t['source']})")
+            lines.append(f"#   {t['name']} ({t['source']})")
             for split, paths in t["files"].items():
-                lines.append(f"    {split:<5} {', '.join(paths)}")
-        lines.append("Layouts and downloads: docs/models-and-data.md.")
-    print("\n".join([*lines, "", OWN_DATA]))
+                lines.append(f"#     {split:<5} {', '.join(paths)}")
+        lines.append("# Layouts and downloads: docs/models-and-data.md.")
+    print("\n".join([*lines, OWN_DATA.format(prompt=repr(VQA_INSTRUCTION))]))
     return 0

@@ -258,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
     method.method_config()  # settings errors before the model loads
     check_out(args.out, folder=True)
+    splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))  # bad data costs no model load
     prev = previous_run(args.out)
     overrides = plan(prev, resume=args.resume, overwrite=args.overwrite, more_steps=args.more_steps,
                      steps=getattr(args, "steps", None))
@@ -270,7 +271,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.more_steps:
         print(f"continuing {args.out} from step {prev.steps} to {overrides['steps']}", flush=True)
     lm = load_from_args(args)
-    splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))
     method.prepare(lm, task, splits)
     info = getattr(method, "info", {})
     report = {"out": args.out, "best": info.get("best"), "teacher_acc_train":

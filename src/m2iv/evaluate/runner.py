@@ -16,7 +16,6 @@ The steps: `_check_run` / `_record_run` (identity), `_selector` + `_resume` (pla
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -32,7 +31,7 @@ from m2iv.errors import M2IVError
 from m2iv.evaluate.answering import Answerer, eos_ids
 from m2iv.evaluate.results import run_record
 from m2iv.evaluate.tasks import Task
-from m2iv.files import write_json_atomic, write_jsonl_atomic
+from m2iv.files import append_lines, write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
 from m2iv.progress import Bar
@@ -81,11 +80,7 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _append(path: Path, rows: list[dict]) -> None:
     """Append rows durably (the resumable log; the finished file is rewritten atomically by `_write_results`)."""
-    with open(path, "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_lines(path, [json.dumps(r, ensure_ascii=False) + "\n" for r in rows])
 
 
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
@@ -295,6 +290,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
                "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__,
+               "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},
                **run_record(lm, task, cfg, builder, answerer.eos, example)}
     _write_results(out, rows, summary, world)
     return summary

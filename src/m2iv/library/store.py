@@ -76,7 +76,9 @@ def check_entry(entry: Entry, adapter, strict: bool = True) -> None:
 class Library:
     """A local store of trained in-context vectors (see the module docstring)."""
 
-    def __init__(self, root: str | Path | None = None, *, verify_index: bool = True) -> None:
+    def __init__(self, root: str | Path | None = None, *, verify_index: bool = True,
+                 index_name: str = schema.INDEX_NAME) -> None:
+        """`index_name` other than the default: a new index built beside the real one (repair)."""
         self.root = Path(root).expanduser() if root else default_root()
         try:
             (self.root / "blobs").mkdir(parents=True, exist_ok=True)
@@ -84,18 +86,22 @@ class Library:
             raise M2IVError(f"cannot create the library folder {self.root} ({e.strerror}); set M2IV_LIBRARY or "
                             "--root to a writable folder") from None
         self.blobs = Blobs(self.root)
-        index = self.root / schema.INDEX_NAME
+        index = self.root / index_name
         if verify_index and (not index.is_file() or index.stat().st_size == 0) and self.blobs.has_content():
             state = "missing" if not index.exists() else "empty (0 bytes)"
             raise M2IVError(f"the library index {index} is {state} but {self.root / 'blobs'} holds stored vectors; "
                             f"rebuild it with `m2iv library check --repair` (it keeps every file)")
         self._conn = schema.connect(index)
-        self.index = Index(self._conn, self.root)
+        self.index = Index(self._conn, self.root, index)
         self.problems: list[str] = []  # damaged rows skipped by the last `entries()`, one line each
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._conn.close()
+
+    def seal(self) -> None:
+        """Make the index file whole on its own (no write-ahead log), e.g. before it is renamed into place."""
+        schema.seal(self._conn, self.index.path)
 
     def __enter__(self) -> Library:
         return self
@@ -285,9 +291,10 @@ class Library:
         return entry
 
     # -- export and import (see transfer.py) -------------------------------------------------------
-    def export(self, ref: str, out: str | Path) -> Path:
-        """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
-        return export(self, ref, out)
+    def export(self, ref: str, out: str | Path, force: bool = False) -> Path:
+        """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`; an existing
+        `out` is replaced only with `force`."""
+        return export(self, ref, out, force=force)
 
     def import_path(self, path: str | Path, name: str | None = None) -> Entry:
         """Add an exported directory or tar (metadata, tags and prototype restored)."""

@@ -53,12 +53,17 @@ def entry_files(entry: Entry, data: bytes, train_log: list[dict] | None = None) 
     return files
 
 
-def export(lib: Library, ref: str, out: str | Path) -> Path:
-    """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
+def export(lib: Library, ref: str, out: str | Path, force: bool = False) -> Path:
+    """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`. An existing `out`
+    (a file, or a folder with anything in it) is refused unless `force`; even then a folder is replaced only when
+    it is a vector directory, never over a user's files."""
 
     entry = lib.get(ref)
     files = entry_files(entry, lib.read_blob(entry), lib.blobs.read_train_log(entry))
     out = Path(out).expanduser()
+    exists = out.is_file() or out.is_symlink() or out.is_dir() and any(out.iterdir())
+    if exists and not force:
+        raise M2IVError(f"{out} already exists; pass --force to replace it (force=True), or export to a new path")
     if out.suffix == ".tar":
         try:
             mtime = datetime.fromisoformat(entry.created_at).timestamp()

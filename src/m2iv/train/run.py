@@ -109,6 +109,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
                         "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
                         "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
             "best": trainer.best, "steps_done": trainer.step, "n_train": len(train), "n_val": len(val),
+            "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},
             "train_seconds": round(time.perf_counter() - t0 - t_teacher, 1)}
     if state.is_main_process and trainer.step >= cfg.steps:
         save_vectors(best, out, adapter=lm.adapter, base_model=lm.spec, recipe=cfg.to_json(),

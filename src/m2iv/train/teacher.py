@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
 from m2iv.errors import M2IVError
-from m2iv.files import write_file_atomic
+from m2iv.files import write_safetensors_atomic
 from m2iv.progress import Progress
 from m2iv.train.config import TeacherConfig
 
@@ -195,7 +195,7 @@ def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) ->
 
 
 def _write_shard(path: Path, data: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    write_file_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+    write_safetensors_atomic(path, data, metadata)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
-from m2iv.files import write_dir_atomic
+from m2iv.files import write_dir_atomic, writing
 from m2iv.identity import identity_diff, jsonable
 from m2iv.progress import Progress
 from m2iv.train import losses
@@ -336,7 +336,8 @@ class VectorTrainer:
         cfg = self.cfg
         if not queries:
             raise M2IVError("no training queries; enlarge the task's train split")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        with writing(self.workdir):
+            self.workdir.mkdir(parents=True, exist_ok=True)
         if not self._load_checkpoint():
             self._save_checkpoint()
         torch.manual_seed(cfg.seed)
@@ -344,23 +345,24 @@ class VectorTrainer:
         bar = progress or Progress("train", [("steps", cfg.steps)], disable=not self.show_progress or bool(self.rank))
         bar.phases["steps"].total, bar.phases["steps"].done = cfg.steps, self.step
         bar.start("steps")
+        log_path = self.workdir / TRAIN_LOG_NAME
         try:
-            with open(self.workdir / TRAIN_LOG_NAME, "w") as log:  # rewritten from the checkpoint's history
+            with writing(log_path), open(log_path, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
-                while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
-                    rec = self._optimizer_step(builder, queries, teacher, handle)
-                    self._validate(builder, val, handle, rec)
-                    self.history.append(rec)
-                    if self.rank == 0:
+            while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
+                rec = self._optimizer_step(builder, queries, teacher, handle)
+                self._validate(builder, val, handle, rec)
+                self.history.append(rec)
+                if self.rank == 0:
+                    with writing(log_path), open(log_path, "a") as log:
                         log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                        if tracker is not None:
-                            tracker.log(rec, self.step)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}",
-                                    **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
-                    bar.update("steps")
-                    if self._checkpoint_due():
-                        self._save_checkpoint()
+                    if tracker is not None:
+                        tracker.log(rec, self.step)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
+                bar.update("steps")
+                if self._checkpoint_due():
+                    self._save_checkpoint()
         finally:
             handle.remove()
             if progress is None:

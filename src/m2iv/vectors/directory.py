@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from m2iv.constants import CONFIG_NAME, FORMAT_VERSION, VECTORS_NAME, __version__
 from m2iv.errors import M2IVError
-from m2iv.files import sha256_file, write_dir_atomic
+from m2iv.files import save_safetensors, sha256_file, write_dir_atomic
 from m2iv.models.adapter import ModelAdapter
 from m2iv.vectors.compat import compat_reason
 from m2iv.vectors.validate import MAX_CONFIG_BYTES, check_tensor_bytes, validate_config
@@ -57,7 +57,7 @@ def write_directory(vectors: InContextVectors, directory: str | Path, config: di
     staging: dict[str, Any] = {}
 
     def write_tensors(path: Path) -> None:
-        save_file(tensors, str(path), metadata={"format": "m2iv", "format_version": str(FORMAT_VERSION)})
+        save_safetensors(tensors, path, metadata={"format": "m2iv", "format_version": str(FORMAT_VERSION)})
         staging["sha256"] = sha256_file(path)
 
     def write_config(path: Path) -> None:

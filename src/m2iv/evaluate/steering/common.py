@@ -66,7 +66,8 @@ class Runner:
     def export(self, lib, name: str) -> Path:
         """The library entry `name` as a plain vector directory (what --vectors takes), written once per run."""
         if name not in self._exported:
-            self._exported[name] = lib.export(lib.get(name).id, self.work / "library-apps" / "exported" / name)
+            self._exported[name] = lib.export(lib.get(name).id, self.work / "library-apps" / "exported" / name,
+                                              force=True)
         return self._exported[name]
 
     def save(self, vectors, label: str) -> str:
