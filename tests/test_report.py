@@ -38,7 +38,7 @@ def files(tmp_path):
 def test_report_has_a_table_per_task_cost_tables_and_both_plots(tmp_path, files):
     md = build_report(files, tmp_path / "out", title="T").read_text()
     assert md.startswith("# T") and "## t1" in md and "## t2" in md
-    assert "| m2iv | 16 | 0.9000 | exact_match | 40 | 5.0 |" in md
+    assert "| m2iv | 16 | 0.9000 |  | exact_match | 40 | 5.0 | ../compare.json |" in md
     assert "| icl (window-512) | 32 | does not fit |" in md  # many-shot ICL past the window
     assert "## Inference cost" in md and "| m2iv | 40 | 51.0 | 1.02 | 660.1 | 1.0002 | 991.0 | 34,680 | 362.0 |" in md
     assert "latency x1.03, peak tensor memory x1.0" in md

@@ -36,10 +36,25 @@ def _tasks(q: argparse.ArgumentParser) -> None:
 
 def _common(q: argparse.ArgumentParser, work: str) -> None:
     """The flags every benchmark spells and means the same way."""
+    q.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="flag values from a YAML file (keys are flag names: task, n-test, ...); a flag on the "
+                        "command line wins")
     q.add_argument("--n-test", type=positive_int, default=100, help="test queries per task (default 100)")
     q.add_argument("--seed", type=non_negative_int, default=0, help="split and demonstration seed (default 0)")
     q.add_argument("--batch-size", type=positive_int, default=8, help="queries per forward pass (default 8)")
     q.add_argument("--work", default=work, help=f"folder for the per-cell runs (resumable; default {work})")
+
+
+def _budget_text() -> str:
+    from m2iv.evaluate.bench import CPU_BUDGET
+
+    return "; ".join(f"{m.upper()} " + ", ".join(f"{k}={v}" for k, v in c.items()) for m, c in CPU_BUDGET.items())
+
+
+def _grids_text() -> str:
+    from m2iv.evaluate.bench import LR_GRIDS
+
+    return "; ".join(f"{m} {'/'.join(f'{v:g}' for v in g)}" for m, g in LR_GRIDS.items())
 
 
 def _training(q: argparse.ArgumentParser, steps: int | None, queries: int | None, batch: int | None) -> None:
@@ -62,11 +77,12 @@ def add_parser(sub) -> None:
             q.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
                            help=f"comma-separated method names (default {ALL_METHODS})")
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
-                           help="cpu: smaller extraction/search budgets for TV, FV, MTV, I2CL (see bench.CPU_BUDGET)")
+                           help="original (default): every method's own extraction, search and training budget; "
+                                f"cpu: smaller ones for a small CPU ({_budget_text()}), the rest unchanged")
             q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...",
                            help="train each trained method at several learning rates, keep the best on held-out "
-                                "train queries, test it once: 'default' (3 rates around each original, "
-                                "bench.LR_GRIDS) or one grid for all, e.g. 1e-3,1e-2,1e-1")
+                                "train queries, test it once: 'default' (a decade around each original: "
+                                f"{_grids_text()}) or one grid for all, e.g. 1e-3,1e-2,1e-1")
             q.add_argument("--val-queries", type=positive_int, default=24,
                            help="train queries held out to score the --lr-sweep rates (default 24)")
         q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
@@ -91,8 +107,10 @@ def add_parser(sub) -> None:
     add_model_args(ms)
     _tasks(ms)
     ms.add_argument("--window", type=positive_int, default=512, help="context window set for the experiment (tokens)")
-    ms.add_argument("--icl-shots", type=shots_list, default="0,1,2,4,8,16,32,64")
-    ms.add_argument("--m2iv-shots", type=shots_list, default="16,32,64,128")
+    ms.add_argument("--icl-shots", type=shots_list, default="0,1,2,4,8,16,32,64",
+                    help="ICL shot counts, each cut to what the window holds (default 0,1,2,4,8,16,32,64)")
+    ms.add_argument("--m2iv-shots", type=shots_list, default="16,32,64,128",
+                    help="demonstrations M²IV is distilled from, in contexts the window holds (default 16,32,64,128)")
     ms.add_argument("--steps", type=positive_int, default=60, help="M²IV training steps (default 60)")
     ms.add_argument("--train-queries", type=positive_int, default=96, help="cap on each task's training queries")
     ms.add_argument("--ensemble", choices=("product", "mixture"), default="product",
@@ -140,6 +158,8 @@ def add_parser(sub) -> None:
     e.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
     e.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
     e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="flag values from a YAML file; a flag on the command line wins")
     e.set_defaults(func=efficiency)
 
 

@@ -44,34 +44,10 @@ def add_parser(sub) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from m2iv.evaluate import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / len(methods)
-    for j, m in enumerate(methods):
-        score = [next((r["score"] for r in rows if r["task"] == t and r["method"] == m), 0) for t in tasks]
-        axes[0].bar([i + j * width for i in range(len(tasks))], score, width, label=m)
-    axes[0].set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(tasks))])
-    axes[0].set_xticklabels([t.replace("sandbox-", "") for t in tasks], fontsize=8)
-    axes[0].set_ylabel("accuracy (exact match)")
-    axes[0].set_ylim(0, 1)
-    axes[0].legend()
-    for m in methods:
-        rs = [r for r in rows if r["method"] == m]
-        axes[1].scatter([r["mean_prompt_tokens"] for r in rs], [r["mean_latency_ms"] for r in rs], label=m)
-    axes[1].set_xlabel("prompt tokens per query")
-    axes[1].set_ylabel("latency per query (ms)")
-    axes[1].set_xscale("log")
-    axes[1].legend()
-    fig.suptitle("m2iv demo on the sandbox LVLM: zero-shot vs 16-shot ICL vs M²IV")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(plots.bars_figure(rows, "m2iv demo on the sandbox LVLM: zero-shot vs 16-shot ICL vs M²IV",
+                                 ylabel="accuracy (exact match)"), path)
 
 
 def run(args: argparse.Namespace) -> int:

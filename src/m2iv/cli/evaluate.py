@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="zero-shot", help="zero-shot, icl, or a vector method with --vectors")
     p.add_argument("--shots", type=non_negative_int, default=None,
                    help="demonstrations per query (icl; default 0), or the shots of a method fitted here")
-    p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"])
+    p.add_argument("--selection", default="random", choices=["random", "fixed", "rices"],
+                   help="how demonstrations are chosen: random per query (seeded; default), one fixed set, or "
+                        "RICES (the most similar support examples by the model's own embeddings)")
     p.add_argument("--vectors", default=None,
                    help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         options["shots"] = args.shots
     method = get_method(args.method, options)
     check_out(args.out, folder=True)
-    splits = task.splits(args.data_root, seed=args.seed)  # bad data costs no model load
+    # bad data costs no model load; only the splits the method reads (zero-shot: the test split's files)
+    splits = task.splits(args.data_root, seed=args.seed, parts=method.splits_needed())
     lm = load_from_args(args)
     cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.n_test, batch_size=args.batch_size,
                      seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
@@ -68,24 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_tasks_parser(sub) -> None:
-    p = sub.add_parser("tasks", help="list the registered tasks", epilog="example: m2iv tasks")
+    p = sub.add_parser("tasks", help="list the registered tasks, the data they read and how to add your own",
+                       epilog="examples:\n  m2iv tasks\n  m2iv tasks --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the tasks as JSON (with each one's expected files)")
     p.set_defaults(func=list_tasks)
 
 
 def list_tasks(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.tasks import TASKS, VQA_INSTRUCTION
+    from m2iv.cli.tasks import run
 
-    for name in TASKS:
-        t = TASKS.get(name)
-        print(f"{name:<24} {t.metric:<13} {t.description}")
-    print(USER_TASKS.format(prompt=repr(VQA_INSTRUCTION)))
-    return 0
-
-
-# After the table, as comment lines (a script reading the table skips lines starting with '#').
-USER_TASKS = """\
-# your own data: --task jsonl:FILE.jsonl | jsonl:FOLDER (train.jsonl, test.jsonl, optional support.jsonl)
-#   | jsonl:train=A.jsonl,test=B.jsonl[,support=C.jsonl], scored by VQA accuracy with the prompt
-#   {prompt}
-# Another prompt, metric or answer length: a task .json (fields: name, dataset, data_path, metric, test_split,
-#   support_split, train_split, instruction, ...) passed as --task FILE.json. See docs/your-own-data.md."""
+    return run(args)

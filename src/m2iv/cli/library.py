@@ -8,39 +8,7 @@ import argparse
 import json
 import sys
 
-EXAMPLES = """examples:
-  m2iv library add out/vqa --tag vqa --tag colour --prototype-from easy-vqa   # store a trained vector directory
-  m2iv library list --task easy-vqa
-  m2iv library search tiny:idefics2 --image cat.png --question "What colour is it?" --top 3
-  m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
-  m2iv library export mix mix.tar && m2iv library import mix.tar
-  m2iv library push mix me/mix-vectors && m2iv library pull me/mix-vectors --name mix2   # via the Hub
-  m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
-  m2iv library check --repair                                       # rebuild a damaged index from the sidecars
-  m2iv library serve --root benchmarks/library/vlibrary             # the library in the browser (127.0.0.1:7860)
-"""
-
-SUB_EXAMPLES = {
-    "add": "example:\n  m2iv library add out/vqa tiny:idefics2 --name vqa-idefics2 --tag vqa --tag colour "
-           "--description 'colour VQA' --prototype-from easy-vqa",
-    "list": "example:\n  m2iv library list --model tiny:idefics2 --tag vqa",
-    "show": "example:\n  m2iv library show vqa-idefics2 --json",
-    "search": "examples:\n  m2iv library search tiny:idefics2 --text colour --top 5\n"
-              "  m2iv library search tiny:idefics2 --image cat.png --question 'What colour is it?'",
-    "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
-    "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
-    "push": "example:\n  m2iv library push vqa-idefics2 me/vqa-idefics2-vectors --private",
-    "pull": "examples:\n  m2iv library pull me/vqa-idefics2-vectors\n  m2iv library pull hf://me/vqa@v1 --name vqa-v1",
-    "remove": "example:\n  m2iv library remove vqa-idefics2",
-    "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
-               "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
-    "condition": "example:\n  m2iv library condition safety sandbox --task sandbox-safety --name safety-gated",
-    "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
-    "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
-             "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
-    "serve": "examples:\n  m2iv library serve --root benchmarks/library/vlibrary     # browse, try, search, results\n"
-             "  m2iv library serve tiny:idefics3 --root lib --port 8000 --allow-writes   # save compositions too",
-}
+from m2iv.cli.library_help import EXAMPLES, SUB_EXAMPLES
 
 
 def _root_arg(p: argparse.ArgumentParser, default) -> None:
@@ -72,7 +40,7 @@ def add_parser(sub) -> None:
     q.add_argument("directory", metavar="DIR", help="vector directory (from `m2iv train` or save_vectors)")
     q.add_argument("--name", default=None, help="unique name (default: derived from DIR)")
     _tag_arg(q, "tag the entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default="")
+    q.add_argument("--description", default="", help="a sentence saying what the vectors do")
     q.add_argument("--task", default=None, help="task the vectors are for (default: from their config)")
     q.add_argument("--prototype-from", default=None, metavar="TASK",
                    help="store a task prototype for search by example: the mean embedding of TASK's train queries")
@@ -83,19 +51,19 @@ def add_parser(sub) -> None:
 
     q = sp("list", "list entries", run_list)
     q.add_argument("--model", default=None, help="base model name, model_type or architecture fingerprint")
-    q.add_argument("--task", default=None)
-    q.add_argument("--method", default=None)
+    q.add_argument("--task", default=None, help="only entries trained on this task")
+    q.add_argument("--method", default=None, help="only entries of this method")
     _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("show", "show one entry", run_show)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("--json", action="store_true", help="print JSON (with the full vector config)")
 
     q = sp("search", "find entries for a model, by fields, text or example", run_search)
     _model_args(q, help="keep only entries applicable to this model (fingerprint and sizes); needed by --image")
-    q.add_argument("--task", default=None)
-    q.add_argument("--method", default=None)
+    q.add_argument("--task", default=None, help="only entries trained on this task")
+    q.add_argument("--method", default=None, help="only entries of this method")
     _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
     q.add_argument("--text", default=None, help="words to find in names, descriptions, tasks and tags")
     q.add_argument("--image", default=None, help="search by example: an image of the query")
@@ -105,17 +73,17 @@ def add_parser(sub) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
 
     q = sp("export", "write an entry as a vector directory or a .tar", run_export)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
     q.add_argument("--force", action="store_true",
                    help="replace an existing OUT (a .tar file, or a vector directory; never a folder of other files)")
 
     q = sp("import", "add an exported directory or .tar", run_import)
-    q.add_argument("path", metavar="PATH")
+    q.add_argument("path", metavar="PATH", help="a directory or .tar written by `m2iv library export`")
     q.add_argument("--name", default=None, help="store under this name instead of the exported one")
 
     q = sp("push", "upload an entry to a Hugging Face Hub repository (with a model card)", run_push)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
     q.add_argument("repo", metavar="REPO", help="org/name on the Hub (HF_ENDPOINT and HF_TOKEN are honoured)")
     q.add_argument("--private", action="store_true", help="create the repository private")
     q.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
@@ -126,7 +94,7 @@ def add_parser(sub) -> None:
     q.add_argument("--name", default=None, help="store under this name (default: the pushed name, else the repo's)")
 
     q = sp("remove", "delete an entry", run_remove)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
 
     q = sp("compose", "add a weighted sum of entries (with negation and layer/site masks)", run_compose)
     q.add_argument("--name", required=True, help="name of the new entry")
@@ -138,11 +106,11 @@ def add_parser(sub) -> None:
     q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
     q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
     _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default=None)
+    q.add_argument("--description", default=None, help="a sentence saying what the new entry does")
 
     q = sp("condition", "add a copy of an entry that acts only on prompts firing a condition fitted on a task",
            run_condition)
-    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry to copy with a condition")
     q.add_argument("--task", required=True, help="task whose training queries the condition is fitted on")
     q.add_argument("--name", required=True, help="name of the new entry")
     q.add_argument("--data-root", default=None, help="benchmark data folder (or $M2IV_DATA)")

@@ -110,7 +110,17 @@ def _silence_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from m2iv.cli.config_file import expand_config
+
+    if not sys.stderr.isatty():  # a log file: the libraries' own tqdm bars would fill it with carriage returns
+        for flag in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(flag, "1")
     parser = build_parser()
+    try:
+        argv = expand_config(parser, list(sys.argv[1:] if argv is None else argv))
+    except M2IVError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad command line already reported in one line
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (eval, train and bench resume when the same command is run again)", file=sys.stderr)
+        print("interrupted (eval and bench resume when the same command is run again; train with --resume)",
+              file=sys.stderr)
         return 130
     except Exception as e:
         from m2iv.files import describe_os_error, is_write_refusal

@@ -10,9 +10,10 @@ from m2iv.cli.common import check_out
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown report with tables and plots from results files",
                        epilog="example: m2iv report benchmarks/sandbox_suite.json runs/*/summary.json --out report/")
-    p.add_argument("results", nargs="+", help="summary.json files of `m2iv eval` runs or `m2iv bench` JSON tables")
+    p.add_argument("results", nargs="+", help="summary.json files of `m2iv eval` runs, `m2iv bench` JSON tables, "
+                   "train_log.jsonl files or vector directories (for loss curves)")
     p.add_argument("--out", required=True, help="folder for report.md and the PNG plots")
-    p.add_argument("--title", default="m2iv report")
+    p.add_argument("--title", default="m2iv report", help="the report's heading (default 'm2iv report')")
     p.set_defaults(func=run)
 
 
@@ -21,5 +22,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args.out, folder=True)
     path = build_report(args.results, args.out, args.title)
-    print(f"wrote {path} with accuracy_vs_shots.png and accuracy_vs_cost.png")
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"wrote {path} with {', '.join(pngs) or 'no plots'}")
     return 0

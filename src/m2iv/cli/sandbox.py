@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
                        metavar=type(value).__name__.upper(), help=f"default {value}")
     b.set_defaults(func=build)
     i = s.add_parser("info", help="print the model card", epilog="example: m2iv sandbox info --json")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the model card as JSON")
     i.set_defaults(func=info)
 
 

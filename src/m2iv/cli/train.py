@@ -9,6 +9,7 @@ from m2iv.cli.common import (
     add_model_args,
     check_out,
     load_from_args,
+    name_list,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -19,6 +20,8 @@ EXAMPLES = """examples:
   m2iv train sandbox --task sandbox-colour-nonce --shots 16 --out out/colour      # M²IV, default recipe
   m2iv train tiny:qwen2_vl --task jsonl:data.jsonl --steps 50 --w-ce 0 --out out/kl-only
   m2iv train sandbox --task sandbox-colour-nonce --method tv --method-config n_prompts=8 --out out/tv
+  m2iv train sandbox --task sandbox-colour-nonce --shots 16 --out out/colour --more-steps 100   # train further
+  m2iv train sandbox --config train.yaml --steps 50                               # flags from a file; 50 wins
   torchrun --nproc_per_node 2 -m m2iv.cli.main train ...                          # data parallel
   m2iv eval sandbox --task sandbox-colour-nonce --method m2iv --vectors out/colour --out runs/m2iv
 """
@@ -26,12 +29,24 @@ EXAMPLES = """examples:
 
 RECIPE_INT = ("steps", "batch_size", "grad_accum", "val_every", "val_size", "checkpoint_every", "seed")
 RECIPE_FLOAT = ("lr_vectors", "lr_scales", "weight_decay", "warmup", "clip", "w_mimicry", "w_synergy", "w_ce",
-                "temperature")
+                "temperature", "checkpoint_minutes")
+RECIPE_HELP = {
+    "steps": "optimizer steps", "batch_size": "training queries per micro-batch",
+    "grad_accum": "micro-batches per optimizer step", "val_every": "validate every K steps, keeping the best vectors "
+    "(0: no validation, the last vectors are kept)", "val_size": "training queries held out for validation",
+    "checkpoint_every": "steps between checkpoints (one is also written after the teacher pass and every "
+    "--checkpoint-minutes)", "seed": "seed of the splits, data order and demonstrations",
+    "lr_vectors": "learning rate of the vectors", "lr_scales": "learning rate of the weight factors (alpha, beta)",
+    "weight_decay": "AdamW weight decay", "warmup": "fraction of the steps with linear warmup before the cosine decay",
+    "clip": "gradient-norm clipping", "w_mimicry": "weight of KL(teacher || student) on the answer tokens",
+    "w_synergy": "weight of the synergistic loss between each layer's MHA and MLP vectors",
+    "w_ce": "weight of the cross-entropy on the answer tokens", "temperature": "distillation temperature",
+    "checkpoint_minutes": "minutes between time-based checkpoints"}
 TEACHER = ("selection", "draws", "topk", "ensemble", "negatives", "experts")
 VECTORS = ("operator", "sites", "token_policy")  # M²IV's layout flags: fields of the method's settings
 # Value checks per recipe field (0 is meaningful for val_every/val_size: no validation; for seed; for the weights).
 CHECKS = {"val_every": non_negative_int, "val_size": non_negative_int, "seed": non_negative_int,
-          "temperature": positive_float}
+          "temperature": positive_float, "checkpoint_minutes": positive_float}
 # Flag spellings that differ from the field name: --batch-size is queries per forward pass in every command, so
 # the training batch is --train-batch-size here as in `m2iv bench`.
 FLAGS = {"batch_size": "train-batch-size"}
@@ -51,10 +66,29 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train in-context vectors (M²IV) from the N-shot ICL teacher",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--method", default="m2iv")
+    p.add_argument("--task", required=True, help="task to train on: a name from `m2iv tasks`, jsonl:FILE or a task "
+                   ".json (docs/your-own-data.md)")
+    p.add_argument("--method", default="m2iv", help="trainable method: m2iv (default), live, mimic, i2cl, hificl, or "
+                   "an extraction method (tv, fv, icv, mtv, ...; docs/methods.md)")
     p.add_argument("--out", required=True, help="vector directory to write (a sibling DIR.train keeps checkpoints)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA); "
+                   "`m2iv tasks` lists which tasks need it and the files they read")
+    p.add_argument("--train-queries", type=positive_int, default=None,
+                   help="cap on the task's training queries (the teacher pass reads each once; default the task's "
+                        "own, e.g. 1000)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the run in --out (its vectors and checkpoints) and train afresh")
+    again.add_argument("--more-steps", type=positive_int, default=None, metavar="N",
+                       help="train the finished run in --out N steps further (a new warmup + cosine cycle); repeat "
+                            "its command with this flag")
+    p.add_argument("--report-to", type=name_list, default=[], metavar="TRACKER[,TRACKER...]",
+                   help="send each step's losses to tensorboard, wandb and/or trackio (offline; see "
+                        "m2iv.train.tracking)")
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="flag values from a YAML file (keys are flag names: task, steps, lr-vectors, ...); a flag "
+                        "on the command line wins")
     p.add_argument("--shots", type=non_negative_int, default=unset, help=f"teacher shots (default {t.shots}; "
                    "extraction methods: demonstrations per prompt, default the method's own)")
     p.add_argument("--selection", default=unset, choices=["random", "fixed", "rices"],
@@ -76,12 +110,13 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("optimisation (defaults: the method's own recipe, else these)")
     for name in RECIPE_INT:
         g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, positive_int), default=unset,
-                       help=f"default {getattr(d, name)}")
+                       help=f"{RECIPE_HELP[name]} (default {getattr(d, name)})")
     for name in RECIPE_FLOAT:
         g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, non_negative_float), default=unset,
-                       help=f"default {getattr(d, name)}")
-    g.add_argument("--synergy", default=unset, choices=["decorrelation", "barlow", "none"], help=f"default {d.synergy}")
-    g.add_argument("--bf16", action="store_true", default=unset)
+                       help=f"{RECIPE_HELP[name]} (default {getattr(d, name)})")
+    g.add_argument("--synergy", default=unset, choices=["decorrelation", "barlow", "none"],
+                   help=f"synergistic loss between the MHA and MLP vectors (default {d.synergy})")
+    g.add_argument("--bf16", action="store_true", default=unset, help="train under bfloat16 autocast")
     m = p.add_argument_group("vectors (M²IV; other methods take --method-config)")
     m.add_argument("--operator", default=unset, choices=["linear", "additive", "norm_preserving"],
                    help="default linear")
@@ -192,14 +227,21 @@ def parse_value(key: str, raw: str, kind: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from m2iv.errors import M2IVError
     from m2iv.evaluate.tasks import get_task
     from m2iv.methods import METHODS, get_method
     from m2iv.methods.base import LoadedVectors
+    from m2iv.train.session import plan, previous_run
+    from m2iv.train.tracking import check_report_to
 
     task = get_task(args.task)
+    if args.train_queries:
+        task = replace(task, n_train=args.train_queries)
+    check_report_to(args.report_to)
     cls = METHODS.get(args.method)
-    options = {"out": args.out, "train_config": recipe_from_args(args),
+    options = {"out": args.out, "train_config": recipe_from_args(args), "report_to": args.report_to,
                "method_config": method_config_from_args(args.method, getattr(cls, "config_cls", None), args)}
     if "shots" in vars(args):
         options["shots"] = args.shots
@@ -217,11 +259,23 @@ def run(args: argparse.Namespace) -> int:
     method.method_config()  # settings errors before the model loads
     check_out(args.out, folder=True)
     splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))  # bad data costs no model load
+    prev = previous_run(args.out)
+    overrides = plan(prev, resume=args.resume, overwrite=args.overwrite, more_steps=args.more_steps,
+                     steps=getattr(args, "steps", None))
+    if overrides is None:
+        print(f"{args.out} is finished ({prev.where()}); nothing to do (--more-steps N trains it further)")
+        return 0
+    options["train_config"].update(overrides)
+    if args.resume:
+        print(f"resuming {prev.workdir} at step {prev.step} of {prev.steps}", flush=True)
+    elif args.more_steps:
+        print(f"continuing {args.out} from step {prev.steps} to {overrides['steps']}", flush=True)
     lm = load_from_args(args)
     method.prepare(lm, task, splits)
     info = getattr(method, "info", {})
     report = {"out": args.out, "best": info.get("best"), "teacher_acc_train":
-              info.get("teacher", {}).get("accuracy_train"), "train_seconds": info.get("train_seconds")}
+              info.get("teacher", {}).get("accuracy_train"), "steps_done": info.get("steps_done"),
+              "train_seconds": info.get("train_seconds")}
     if args.condition or args.condition_negatives:
         from m2iv.vectors.format import load_vectors, resave
 
@@ -231,4 +285,5 @@ def run(args: argparse.Namespace) -> int:
         report["condition"] = {k: cond.fit[k] for k in ("heldout_tpr", "heldout_tnr", "heldout_balanced_accuracy")}
         report["condition"]["layer"] = cond.layer
     print(json.dumps(report, indent=2))
+    print(f"finished: {previous_run(args.out).where()}")
     return 0

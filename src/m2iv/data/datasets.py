@@ -171,6 +171,17 @@ def load_hf_datasets(root: Path, split: str, *, image_column: str | None = None,
         if split not in obj:
             raise M2IVError(f"hf_datasets: {root} has no split {split!r}; use one of {', '.join(obj)}")
         obj = obj[split]
+    return hf_samples(obj, split, root, root, image_column=image_column, question_column=question_column,
+                      answers_column=answers_column, id_column=id_column)
+
+
+def hf_samples(obj, split: str, base: Path, cache_root: Path, *, image_column: str | None = None,
+               question_column: str | None = None, answers_column: str | None = None,
+               id_column: str | None = None) -> list[Sample]:
+    """The rows of a `datasets.Dataset` as Samples: image paths are resolved against `base`, decoded images are
+    cached as PNG files under `cache_root`/.m2iv_images/<split>-<fingerprint>/."""
+    datasets = importlib.import_module("datasets")
+    root = base
     cols = obj.column_names
     img_c = _column("image", image_column, IMAGE_COLUMNS, cols, root)
     q_c = _column("question", question_column, QUESTION_COLUMNS, cols, root)
@@ -178,7 +189,7 @@ def load_hf_datasets(root: Path, split: str, *, image_column: str | None = None,
     id_c = _column("id", id_column, ID_COLUMNS, cols, root)
     feature = obj.features[a_c]
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    cache = root / ".m2iv_images" / f"{split}-{str(getattr(obj, '_fingerprint', 'data'))[:16]}"
+    cache = cache_root / ".m2iv_images" / f"{split}-{str(getattr(obj, '_fingerprint', 'data'))[:16]}"
     used = {img_c, q_c, a_c, id_c}
     samples, row = [], 0
     for table in obj.with_format("arrow").iter(batch_size=256):  # raw cells: images stay undecoded bytes

@@ -1,10 +1,12 @@
 """`m2iv report`: one Markdown report with tables and plots from any mix of results files:
-`summary.json` of `m2iv eval` runs, tables of `m2iv bench suite|compare`, curves of `m2iv bench many-shot`
-and cost tables of `m2iv bench efficiency`."""
+`summary.json` of `m2iv eval` runs, tables of `m2iv bench suite|compare`, curves of `m2iv bench many-shot`,
+cost tables of `m2iv bench efficiency`, and training logs (train_log.jsonl, a vector directory, or found beside
+the vectors a row names). A row appears once (a later file's replaces an earlier one's) with its source file."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from m2iv.errors import M2IVError
@@ -41,108 +43,130 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
     return lines + [""]
 
 
+def _setting(data: dict) -> str:
+    s = data.get("settings", {})
+    return f"batch {s.get('batch_size', '?')}, {s.get('new_tokens', '?')} new token(s)"
+
+
 def _rows_of(path: Path, data) -> list[dict]:
     if isinstance(data, dict) and "rows" in data and isinstance(data["rows"], list):
         rows = data["rows"]
     elif isinstance(data, dict) and {"task", "method", "score"} <= set(data):
-        rows = [data]
+        rows = [{**data, "vectors": ((data.get("method_options") or {}).get("options") or {}).get("vectors")}]
     else:
-        raise M2IVError(f"{path} is not an m2iv results file (expected summary.json or a bench table)")
+        raise M2IVError(f"{path} is not an m2iv results file (expected summary.json, a bench table, a "
+                        "train_log.jsonl or a vector directory)")
     out = []
     for r in rows:
         if "score" not in r or "method" not in r:
             continue
         out.append({"task": r.get("task", "?"), "method": r["method"], "variant": r.get("variant", ""),
                     "shots": r.get("shots", 0), "score": r["score"], "metric": r.get("metric", ""),
+                    "stderr": r.get("score_stderr"),
                     "prompt_tokens": r.get("mean_prompt_tokens", r.get("prompt_tokens")),
-                    "latency_ms": r.get("mean_latency_ms", r.get("latency_ms")), "source": str(path)})
+                    "latency_ms": r.get("mean_latency_ms", r.get("latency_ms")), "source": path,
+                    "vectors": r.get("vectors")})
     return out
+
+
+def _dedupe(rows: list[dict]) -> list[dict]:
+    """One row per (task, method, variant, shots): a later file's row replaces an earlier one's (as `bench merge`
+    does), keeping the first one's place."""
+    kept: dict[tuple, dict] = {}
+    for r in rows:
+        kept[(r["task"], r["method"], r["variant"] or "", r["shots"])] = r
+    return list(kept.values())
+
+
+def _train_logs(inputs: list[Path], rows: list[dict]) -> dict[str, list[dict]]:
+    """Training logs to plot: train_log.jsonl files and vector directories given, and those of the rows' vectors
+    (a vector directory's log is in its sibling `<dir>.train/`); labelled by method and folder."""
+    found: dict[Path, str] = {}
+    for p in inputs:
+        log = p if p.name == "train_log.jsonl" else p / "train_log.jsonl" if p.name.endswith(".train") else \
+            p.parent / f"{p.name}.train" / "train_log.jsonl"
+        found.setdefault(log, "")
+    for r in rows:
+        if r.get("vectors"):
+            v = Path(r["vectors"])
+            found.setdefault(v.parent / f"{v.name}.train" / "train_log.jsonl", _label(r))
+    logs = {}
+    for log, lab in found.items():
+        if not log.is_file():
+            continue
+        recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        recs = [x for x in recs if isinstance(x, dict) and "step" in x and "loss" in x]
+        if recs:
+            folder = log.parent.name.removesuffix(".train")
+            logs[f"{lab or _method_of(log)} [{folder}]"] = recs
+    return logs
+
+
+def _method_of(log: Path) -> str:
+    """The method of the vectors next to a training log (their m2iv_config.json), else "vectors"."""
+    config = log.parent.parent / log.parent.name.removesuffix(".train") / "m2iv_config.json"
+    try:
+        return str(json.loads(config.read_text()).get("method", "vectors"))
+    except (OSError, ValueError, AttributeError):
+        return "vectors"
 
 
 def _label(r: dict) -> str:
     return r["method"] + (f" ({r['variant']})" if r["variant"] else "")
 
 
-def _plots(plt, rows: list[dict], tasks: list[str], out: Path) -> None:
-    """accuracy_vs_shots.png (a panel per task, a line per method) and accuracy_vs_cost.png (a point per task
-    and method at its prompt length); one colour per method in both, legends outside the axes."""
-    from matplotlib.lines import Line2D
-
-    labels = list(dict.fromkeys(_label(r) for r in rows))
-    cmap = plt.get_cmap("tab20")
-    colour = {lab: cmap(i % 20) for i, lab in enumerate(labels)}
-    marker = {t: "osD^v<>Pp*hX"[i % 12] for i, t in enumerate(tasks)}
-    scored = [r for r in rows if r["score"] is not None]
-    methods = [Line2D([], [], color=colour[lab], marker="o", label=lab) for lab in labels]
-
-    ncols = min(3, len(tasks))
-    nrows = -(-len(tasks) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
-    for ax, t in zip(axes.flat, tasks, strict=False):
-        for lab in labels:
-            pts = sorted((r["shots"], r["score"]) for r in scored if r["task"] == t and _label(r) == lab)
-            if pts:
-                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colour[lab])
-        ax.set_xscale("symlog", base=2)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_title(t.replace("sandbox-", ""), fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    fig.supxlabel("shots (demonstrations in the prompt, or distilled into vectors)")
-    fig.supylabel("score")
-    fig.legend(handles=methods, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    fig.savefig(out / "accuracy_vs_shots.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in scored:
-        if r["prompt_tokens"]:
-            ax.scatter(r["prompt_tokens"], r["score"], color=colour[_label(r)], marker=marker[r["task"]], s=28)
-    ax.set_xscale("log")
-    ax.set_xlabel("prompt tokens per query (cost)")
-    ax.set_ylabel("score")
-    first = ax.legend(handles=methods, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="method")
-    ax.add_artist(first)
-    second = ax.legend(handles=[Line2D([], [], color="grey", marker=marker[t], linestyle="",
-                                       label=t.replace("sandbox-", ""))
-                       for t in tasks], loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(tasks), 5),
-              fontsize=7, title="task")
-    fig.savefig(out / "accuracy_vs_cost.png", dpi=110, bbox_inches="tight", bbox_extra_artists=(first, second))
-    plt.close(fig)
+def _table(rows: list[dict], tasks: list[str], out: Path) -> list[str]:
+    lines = []
+    for t in tasks:
+        lines += [f"## {t}", "", "| method | shots | score | ± SE | metric | prompt tokens | latency ms | source |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted((r for r in rows if r["task"] == t), key=lambda r: (_label(r), r["shots"])):
+            score = "does not fit" if r["score"] is None else f"{r['score']:.4f}"
+            se = "" if r["stderr"] is None else f"{r['stderr']:.4f}"
+            src = os.path.relpath(r["source"], out)
+            lines.append(f"| {_label(r)} | {r['shots']} | {score} | {se} | {r['metric']} | "
+                         f"{'' if r['prompt_tokens'] is None else round(r['prompt_tokens'], 1)} | "
+                         f"{'' if r['latency_ms'] is None else round(r['latency_ms'], 1)} | {src} |")
+        lines.append("")
+    return lines
 
 
 def build_report(paths: list[str | Path], out: str | Path, title: str = "m2iv report") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """report.md (a table per task, sources relative to the report) with accuracy_vs_shots.png,
+    accuracy_vs_cost.png, efficiency.png and, when training logs are found, loss_curves.png."""
+    from m2iv.evaluate import plots
     from m2iv.files import write_text_atomic
 
-    loaded = [(Path(p), _read(Path(p))) for p in paths]
+    inputs = [Path(p) for p in paths]
+    logs_given = [p for p in inputs if p.name == "train_log.jsonl" or p.is_dir()]
+    loaded = [(p, _read(p)) for p in inputs if p not in logs_given]
     costs = [(p, d) for p, d in loaded if isinstance(d, dict) and _is_efficiency(d)]
-    rows = [r for p, d in loaded if not _is_efficiency(d) for r in _rows_of(p, d)]
-    if not rows and not costs:
+    rows = _dedupe([r for p, d in loaded if not _is_efficiency(d) for r in _rows_of(p, d)])
+    logs = _train_logs(logs_given, rows)
+    if not rows and not costs and not logs:
         raise M2IVError("the results files hold no rows")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    lines = [f"# {title}", "", f"Sources: {', '.join(sorted(str(p) for p, _ in loaded))}", ""]
-    for t in tasks:
-        lines += [f"## {t}", "", "| method | shots | score | metric | prompt tokens | latency ms |",
-                  "|---|---|---|---|---|---|"]
-        for r in sorted((r for r in rows if r["task"] == t), key=lambda r: (_label(r), r["shots"])):
-            score = "does not fit" if r["score"] is None else f"{r['score']:.4f}"
-            lines.append(f"| {_label(r)} | {r['shots']} | {score} | {r['metric']} | "
-                         f"{'' if r['prompt_tokens'] is None else round(r['prompt_tokens'], 1)} | "
-                         f"{'' if r['latency_ms'] is None else round(r['latency_ms'], 1)} |")
-        lines.append("")
+    sources = sorted(os.path.relpath(p, out) for p in inputs)
+    lines = [f"# {title}", "", f"Sources (relative to this report): {', '.join(sources)}", ""]
+    lines += _table(rows, tasks, out)
     if costs:
         lines += ["## Inference cost", ""]
         for p, d in costs:
             lines += _efficiency_lines(p, d)
+    figures = []
     if rows:
-        _plots(plt, rows, tasks, out)
-        lines += ["![accuracy vs shots](accuracy_vs_shots.png)", "", "![accuracy vs cost](accuracy_vs_cost.png)", ""]
+        figures += [(plots.shots_figure(rows, tasks), "accuracy_vs_shots.png", "accuracy vs shots"),
+                    (plots.cost_figure(rows, tasks), "accuracy_vs_cost.png", "accuracy vs cost")]
+    cost_rows = [{**r, "task": d.get("settings", {}).get("task", "?"), "variant": "", "setting": _setting(d)}
+                 for _, d in costs for r in d["rows"]] or [r for r in rows if r.get("latency_ms") is not None]
+    if cost_rows:
+        figures.append((plots.efficiency_figure(cost_rows), "efficiency.png", "efficiency"))
+    if logs:
+        figures.append((plots.loss_figure(logs), "loss_curves.png", "loss and validation curves"))
+    for fig, name, alt in figures:
+        plots.save(fig, out / name)
+        lines += [f"![{alt}]({name})", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
     return out / "report.md"

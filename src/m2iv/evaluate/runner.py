@@ -9,8 +9,8 @@ folder holding another run's results, or predictions with no run.json, is refuse
 deleted). Under `accelerate launch` each process takes every world_size-th example, writes its own rank
 file, and the main process merges them in test order into the same two files a single process writes.
 
-The steps: `_check_run` / `_record_run` (identity), `_selector` + `_resume` (plan), `_answer_all` /
-`_answer_batch` (batch answering), `_merge` + `_score` (scoring), `_write_results` (writing).
+The steps: `_check_run` / `_record_run` (identity), `_selector` + `_resume` (plan), `_answer_all` with
+`answering.Answerer` (batch answering), `_merge` + `_score` (scoring, with `results`), `_write_results` (writing).
 """
 
 from __future__ import annotations
@@ -18,31 +18,30 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from m2iv.data.images import ImageError, open_image
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, Selector, model_embedder
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import Task, postprocess
+from m2iv.evaluate.answering import Answerer, eos_ids
+from m2iv.evaluate.results import run_record
+from m2iv.evaluate.tasks import Task
 from m2iv.files import append_lines, write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
-from m2iv.models.families import end_of_turn_tokens
+from m2iv.progress import Bar
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
 VECTORS_KEY = "vectors"  # the part of a run's identity known only once the method is prepared
 # Method options that do not change an answer (where to save, progress bars, the fingerprint check).
-NOT_IDENTITY_OPTIONS = ("out", "progress", "strict")
+NOT_IDENTITY_OPTIONS = ("out", "progress", "strict", "report_to")
 
 
 @dataclass
@@ -89,33 +88,6 @@ def peak_memory_mb(device: torch.device | str = "cpu") -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-class _ImageCheck:
-    def __init__(self) -> None:
-        self.good: set[str] = set()
-
-    def first_bad(self, paths: list[str]) -> ImageError | None:
-        for p in paths:
-            if p in self.good:
-                continue
-            try:
-                open_image(p)
-            except ImageError as e:
-                return e
-            self.good.add(p)
-        return None
-
-
-def eos_ids(lm) -> list[int]:
-    """The tokenizer's EOS plus the family's end-of-turn tokens (the adapter table) that its vocabulary has."""
-    tok = lm.tokenizer
-    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    for t in end_of_turn_tokens(lm.family):
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i != tok.unk_token_id and i >= 0:
-            ids.add(i)
-    return sorted(ids)
 
 
 # -- run identity ---------------------------------------------------------------------------------------
@@ -206,62 +178,12 @@ def _resume(out: Path, test: list[Sample], world: int, rank: int) -> tuple[Path,
     return part, mine, [s for s in mine if s.id not in done]
 
 
-# -- batch answering -------------------------------------------------------------------------------------
-@dataclass
-class _Answerer:
-    lm: Any
-    task: Task
-    cfg: EvalConfig
-    builder: PromptBuilder
-    selector: Selector | None
-    n_demos: int
-    checker: _ImageCheck = field(default_factory=_ImageCheck)
-    eos: list[int] = field(default_factory=list)
-    quiet: bool = False
-
-    def prompts(self, chunk: list[Sample]) -> tuple[list[dict], list[tuple], ImageError | None]:
-        """Skipped rows, (query, demos, prompt) to answer, and the bad image that stops the run (if any)."""
-        rows: list[dict] = []
-        prompts: list[tuple] = []
-        for q in chunk:
-            demos = self.selector.select(q, self.n_demos) if self.selector else []
-            bad = self.checker.first_bad([p for d in demos for p in d.images] + list(q.images))
-            if bad is not None:
-                if self.cfg.on_bad_image == "stop":
-                    return rows, prompts, bad  # answer the queries before it, keep them, then stop
-                if not self.quiet:
-                    tqdm.write(f"warning: skipping {q.id}: {bad}", file=sys.stderr)
-                rows.append({"id": q.id, "skipped": True, "error": str(bad)})
-                continue
-            prompts.append((q, demos, self.builder.build(demos, q)))
-        return rows, prompts, None
-
-    def answer(self, prompts: list[tuple], handle, key) -> list[dict]:
-        """Generate the answers of one batch of prompts: one row per query."""
-        lm, task = self.lm, self.task
-        batch = self.builder.encode([p for _, _, p in prompts])
-        query_start = batch.pop("query_start")
-        if handle is not None and hasattr(handle, "set_query_start"):
-            handle.set_query_start(query_start)
-        batch = {k: v.to(lm.device) for k, v in batch.items()}
-        t0 = time.perf_counter()
-        gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
-        ms = (time.perf_counter() - t0) * 1000 / len(prompts)
-        texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        n_tokens = batch["attention_mask"].sum(dim=1).tolist()
-        fired = getattr(handle, "fired", None) or [None] * len(prompts)  # per row: did the vectors' condition fire
-        return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
-                 "demos": [d.id for d in demos], "prompt_tokens": int(n), "latency_ms": round(ms, 3),
-                 **({"route": key} if key is not None else {}), **({"condition_fired": f} if f is not None else {})}
-                for (q, demos, _), raw, n, f in zip(prompts, texts, n_tokens, fired, strict=True)]
-
-
-def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
+def _answer_all(answerer: Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
                 show: bool) -> None:
     cfg, lm = answerer.cfg, answerer.lm
-    bar = tqdm(total=n_mine, initial=n_mine - len(todo), desc=f"{answerer.task.name} {method.name}",
-               disable=not show, dynamic_ncols=True)
+    bar = Bar(n_mine, f"{answerer.task.name} {method.name}", initial=n_mine - len(todo), disable=not show,
+              unit="queries")
+    answerer.bar = bar
     groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
     for key, items in groups:
         with torch.no_grad(), method.inference(lm, key) as handle:
@@ -286,19 +208,23 @@ def _merge(out: Path, test: list[Sample], world: int) -> list[dict]:
     return [by_id[s.id] for s in test if s.id in by_id]
 
 
-def _score(task: Task, rows: list[dict]) -> tuple[list[dict], float]:
-    """The answered rows (each given its per-example score where the metric has one) and the task score."""
+def _score(task: Task, rows: list[dict], seed: int = 0) -> tuple[list[dict], dict]:
+    """The answered rows (each given its per-example score where the metric has one) and the task score with its
+    standard error (`results.standard_error`)."""
     from m2iv.evaluate.metrics import score
+    from m2iv.evaluate.results import standard_error
 
     scored = [r for r in rows if not r.get("skipped")]
     if not scored:
-        return scored, 0.0
-    result = score(task.metric, [str(r["prediction"]) for r in scored], [list(r["answers"]) for r in scored])
+        return scored, {"score": 0.0, "score_stderr": None, "stderr_method": "none (no examples)"}
+    preds, refs = [str(r["prediction"]) for r in scored], [list(r["answers"]) for r in scored]
+    result = score(task.metric, preds, refs)
     per_example = result.get("per_example")
     if isinstance(per_example, list):
         for r, s in zip(scored, per_example, strict=True):
             r["score"] = s
-    return scored, float(result["score"])
+    se, how = standard_error(task.metric, preds, refs, per_example, float(result["score"]), seed)
+    return scored, {"score": float(result["score"]), "score_stderr": se, "stderr_method": how}
 
 
 def _write_results(out: Path, rows: list[dict], summary: dict, world: int) -> None:
@@ -308,8 +234,13 @@ def _write_results(out: Path, rows: list[dict], summary: dict, world: int) -> No
     write_json_atomic(out / SUMMARY, summary)
 
 
+def read_predictions(out_dir: str | Path) -> list[dict]:
+    """The rows of a run's predictions.jsonl."""
+    return _read_rows(Path(out_dir) / PREDICTIONS)
+
+
 def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Path,
-             splits: dict[str, list[Sample]] | None = None) -> dict:
+             splits: dict[str, list[Sample]] | None = None, show_progress: bool = True) -> dict:
     """Run (or resume) an evaluation and return the summary (also written to out_dir/summary.json)."""
     from m2iv.constants import __version__
     from m2iv.dist import state as dist_state
@@ -319,7 +250,7 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     if cfg.on_bad_image not in ("skip", "stop"):
         raise M2IVError(f"--on-bad-image must be skip or stop, not {cfg.on_bad_image!r}")
-    splits = splits or task.splits(cfg.data_root, seed=cfg.seed)
+    splits = splits or task.splits(cfg.data_root, seed=cfg.seed, parts=method.splits_needed())
     test = splits["test"][: cfg.limit] if cfg.limit else splits["test"]
     if not test:
         raise M2IVError(f"task {task.name} has no test examples; check the data root and split")
@@ -341,22 +272,25 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     # 2. plan and answer what is left
     world = state.num_processes
     part, mine, todo = _resume(out, test, world, state.process_index)
-    answerer = _Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
-    _answer_all(answerer, method, todo, len(mine), part, show=state.is_main_process)
+    answerer = Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
+    _answer_all(answerer, method, todo, len(mine), part, show=show_progress and state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
 
     # 3. score and write
     rows = _merge(out, test, world)
-    scored, score = _score(task, rows)
-    mean = lambda key: sum(r[key] for r in scored) / len(scored) if scored else 0.0  # noqa: E731
-    summary = {**run, "n": len(scored), "metric": task.metric, "score": score,
-               "mean_prompt_tokens": mean("prompt_tokens"), "mean_latency_ms": mean("latency_ms"),
+    scored, score = _score(task, rows, cfg.seed)
+    mean = lambda key: sum(r.get(key, 0) for r in scored) / len(scored) if scored else 0.0  # noqa: E731
+    example = next((r["prompt"] for r in scored if "prompt" in r), None)
+    summary = {**run, "n": len(scored), "metric": task.metric, **score,
+               "mean_prompt_tokens": mean("prompt_tokens"), "mean_output_tokens": mean("output_tokens"),
+               "mean_latency_ms": mean("latency_ms"),
                "peak_memory_mb": round(peak_memory_mb(lm.device), 1),
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
                "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__,
-               "prompt": {"instruction": task.instruction, "answer_template": task.answer_template}}
+               "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},
+               **run_record(lm, task, cfg, builder, answerer.eos, example)}
     _write_results(out, rows, summary, world)
     return summary

@@ -101,35 +101,10 @@ def merge_tables(paths: list[str | Path]) -> tuple[list[dict], dict]:
 
 
 def plot_curves(rows: list[dict], path: str | Path, title: str) -> None:
-    import matplotlib
+    """Score against shots as small multiples, a panel per task (`plots.curves_figure`)."""
+    from m2iv.evaluate import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    def method(r: dict) -> str:  # 0 shots is ICL's start; a mixture teacher's students are a line of their own
-        m = "icl" if r["method"] == "zero-shot" else r["method"]
-        return m + (f" ({r['ensemble_mode']})" if r.get("ensemble_mode", "product") != "product" else "")
-
-    several = len({method(r) for r in rows}) > 1
-    for t, m in dict.fromkeys((r["task"], method(r)) for r in rows):
-        pts = sorted((r["shots"], r["score"]) for r in rows
-                     if r["task"] == t and method(r) == m and r.get("score") is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="-" if m == "icl" else "--",
-                label=f"{t}: {m}" if several else t)
-    beyond = sorted({r["shots"] for r in rows if r.get("fits") is False and r.get("score") is None})
-    if beyond:  # ICL prompts that exceed the context window: no score exists
-        ax.scatter(beyond, [0.0] * len(beyond), marker="x", color="red", zorder=3,
-                   label="ICL does not fit the window")
-    ax.set_xscale("symlog", base=2)
-    ax.set_xlabel("shots")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(plots.curves_figure(rows, title), path)
 
 
 __all__ = ["averages", "label_rate", "markdown", "merge_tables", "plot_curves", "row_key", "write_table"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from m2iv.data.datasets import DATASETS, load_dataset, make_splits
-from m2iv.data.sample import Sample
+from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
 from m2iv.registry import Registry
 
@@ -46,15 +46,20 @@ class Task:
     def load(self, split: str, root: str | Path | None) -> list[Sample]:
         return load_dataset(self.dataset, split, self.data_path or root)
 
-    def splits(self, root: str | Path | None = None, seed: int = 0) -> dict[str, list[Sample]]:
+    def splits(self, root: str | Path | None = None, seed: int = 0,
+               parts: tuple[str, ...] | None = None) -> dict[str, list[Sample]]:
         """Disjoint train/support/test lists fixed by `seed` (demonstrations never come from test).
 
         Counts are capped to what the data holds: with one source split, support takes at most a quarter
         and train at most half of the rest, test the remainder (or n_test); with separate splits, support
         takes at most half of the support split and train the rest (up to n_train); with a train_split too,
-        support takes up to n_support of the support split and train up to n_train of the train split.
+        support takes up to n_support of the support split and train up to n_train of the train split. `parts`
+        ("test" alone, for a method that needs no demonstrations and trains nothing) reads only the test split's files.
         """
-        if self.train_split and self.train_split not in (self.support_split, self.test_split):
+        three = bool(self.train_split) and self.train_split not in (self.support_split, self.test_split)
+        if parts is not None and set(parts) <= {"test"} and self.test_split != self.support_split:
+            return {"test": self._drawn(self.test_split, self.n_test, root, seed) if three else self._test(root, seed)}
+        if three:
             return self._three_splits(root, seed)
         if self.test_split == self.support_split:
             pool = self.load(self.test_split, root)
@@ -65,7 +70,11 @@ class Task:
         pool = self.load(self.support_split, root)
         n_support = max(1, min(self.n_support, len(pool) // 2))
         n_train = min(self.n_train or len(pool), len(pool) - n_support)
-        parts = make_splits(pool, seed=seed, n_support=n_support, n_test=0, n_train=None)
+        pools = make_splits(pool, seed=seed, n_support=n_support, n_test=0, n_train=None)
+        return {"train": pools["train"][:n_train], "support": pools["support"], "test": self._test(root, seed)}
+
+    def _test(self, root: str | Path | None, seed: int) -> list[Sample]:
+        """The test queries of a task with its own test split (all, or n_test of them fixed by `seed`)."""
         test = self.load(self.test_split, root)
         if self.n_test is not None:
             import random
@@ -73,22 +82,85 @@ class Task:
             test = sorted(test, key=lambda s: s.id)
             random.Random(seed).shuffle(test)
             test = test[: self.n_test]
-        return {"train": parts["train"][:n_train], "support": parts["support"], "test": test}
+        return test
+
+    def _drawn(self, split: str, n: int | None, root: str | Path | None, seed: int) -> list[Sample]:
+        """A source split in a seeded order, capped at n."""
+        import random
+
+        rows = sorted(self.load(split, root), key=lambda s: s.id)
+        random.Random(seed).shuffle(rows)
+        return rows if n is None else rows[:n]
 
     def _three_splits(self, root: str | Path | None, seed: int) -> dict[str, list[Sample]]:
         """Each part from its own source split, in a seeded order, capped at its count."""
-        import random
-
-        def drawn(split: str, n: int | None) -> list[Sample]:
-            rows = sorted(self.load(split, root), key=lambda s: s.id)
-            random.Random(seed).shuffle(rows)
-            return rows if n is None else rows[:n]
-
-        return {"train": drawn(self.train_split, self.n_train), "support": drawn(self.support_split, self.n_support),
-                "test": drawn(self.test_split, self.n_test)}
+        return {"train": self._drawn(self.train_split, self.n_train, root, seed),
+                "support": self._drawn(self.support_split, self.n_support, root, seed),
+                "test": self._drawn(self.test_split, self.n_test, root, seed)}
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_samples(cls, name: str, samples=None, *, train=None, test=None, **settings) -> Task:
+        """A task over data in memory: one list (split into train / support / test by seed, as a jsonl task), or
+        `train` (demonstrations and training queries) and `test` lists. Items are `Sample`s or dicts with image(s)
+        (paths or PIL images), question, answer(s) and optionally id (`m2iv.data.memory`). `settings` are Task
+        fields: metric (default vqa_accuracy), instruction, postprocess, max_new_tokens, n_support, n_test, ..."""
+        from m2iv.data.memory import samples_from_records
+
+        if (samples is None) == (train is None or test is None):
+            raise M2IVError("Task.from_samples: give one list of samples, or both train= and test=")
+        pools = {"all": tuple(samples_from_records(samples))} if samples is not None else \
+            {"train": tuple(samples_from_records(train, "train")), "test": tuple(samples_from_records(test, "test"))}
+        one = samples is not None
+        fields_ = {"metric": "vqa_accuracy", "n_support": 64, "n_train": None,
+                   "description": f"{name}: {sum(map(len, pools.values()))} samples given in Python", **settings}
+        return InMemoryTask(name, "memory", test_split="all" if one else "test",
+                            support_split="all" if one else "train", pools=pools, **fields_)
+
+    @classmethod
+    def from_dataset(cls, name: str, dataset, test=None, *, image_column: str | None = None,
+                     question_column: str | None = None, answers_column: str | None = None,
+                     id_column: str | None = None, **settings) -> Task:
+        """A task over a `datasets.Dataset` (split by seed), a Dataset for training plus one for `test`, or a
+        DatasetDict with "train" and "test" (or "validation") splits. Columns are found by name (image, question,
+        answers, id; or name them); decoded images are cached as PNG files under $M2IV_HOME/cache/images."""
+        from m2iv.data.datasets import hf_samples
+        from m2iv.data.memory import image_cache
+
+        columns = {"image_column": image_column, "question_column": question_column,
+                   "answers_column": answers_column, "id_column": id_column}
+        if test is None and hasattr(dataset, "keys"):  # a DatasetDict
+            held = next((k for k in ("test", "validation") if k in dataset), None)
+            if "train" not in dataset or held is None:
+                raise M2IVError(f"Task.from_dataset: the DatasetDict has splits {list(dataset)}; it needs train and "
+                                "test (or validation), or pass one Dataset")
+            dataset, test = dataset["train"], dataset[held]
+
+        def rows(ds, split: str) -> list[Sample]:
+            return hf_samples(ds, split, Path.cwd(), image_cache() / "datasets", **columns)
+
+        if test is None:
+            return cls.from_samples(name, rows(dataset, "all"), **settings)
+        return cls.from_samples(name, train=rows(dataset, "train"), test=rows(test, "test"), **settings)
+
+
+@dataclass(frozen=True)
+class InMemoryTask(Task):
+    """A task whose samples were given in Python (`Task.from_samples`, `Task.from_dataset`); `pools` maps each
+    source split name to its samples."""
+
+    pools: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def load(self, split: str, root: str | Path | None) -> list[Sample]:
+        if split not in self.pools:
+            raise M2IVError(f"task {self.name} has no split {split!r}; it has {', '.join(self.pools)}")
+        return list(self.pools[split])
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(Task)}
+        return {**out, "data_hash": {k: content_hash(list(v)) for k, v in self.pools.items()}}
 
 
 def _short_answer(text: str) -> str:

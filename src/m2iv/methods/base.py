@@ -37,6 +37,10 @@ class Method:
     def prompt_shots(self, shots: int) -> int:
         return 0
 
+    def splits_needed(self) -> tuple[str, ...]:
+        """The task splits this method reads (a zero-shot run reads only the test split's files)."""
+        return ("train", "support", "test")
+
     def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
         """Fit or load; called once before evaluation."""
 
@@ -51,12 +55,18 @@ class Method:
 class ZeroShot(Method):
     name = "zero-shot"
 
+    def splits_needed(self) -> tuple[str, ...]:
+        return ("test",)
+
 
 class ICL(Method):
     name = "icl"
 
     def prompt_shots(self, shots: int) -> int:
         return shots
+
+    def splits_needed(self) -> tuple[str, ...]:
+        return ("support", "test")
 
 
 class LoadedVectors(Method):
@@ -75,6 +85,10 @@ class LoadedVectors(Method):
     @property
     def trainable(self) -> bool:
         return type(self).fit is not LoadedVectors.fit
+
+    def splits_needed(self) -> tuple[str, ...]:
+        """Saved vectors answer from the test split alone; fitting reads the training and support splits too."""
+        return ("test",) if self.options.get("vectors") else ("train", "support", "test")
 
     def fit(self, lm, task, splits: dict):
         raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME (vectors from `m2iv train`)")
@@ -149,6 +163,10 @@ class LoadedVectors(Method):
         with apply(lm.model, vectors, lm.adapter, freeze_base=False,
                    condition=self.options.get("condition", True)) as handle:
             yield handle
+
+    def train_options(self) -> dict[str, Any]:
+        """How `train_vectors` runs for this method (not what it trains): the progress line and trackers."""
+        return {"show_progress": self.options.get("progress", True), "report_to": self.options.get("report_to")}
 
     def require_out(self) -> str:
         out = self.options.get("out")

@@ -1,4 +1,4 @@
-"""The three M²IV losses (m2iv-method.md §2.4), one small function each.
+"""The three M²IV losses (docs/method-notes.md), one small function each.
 
 Shapes: logits (B, A, V) at the A answer positions; labels (B, A) with -100 on padding.
 """

@@ -17,8 +17,10 @@ from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
 from m2iv.identity import tensors_sha256
 from m2iv.models.adapter import weights_fingerprint
+from m2iv.progress import Progress
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
+from m2iv.train.tracking import open_tracker
 from m2iv.train.trainer import VectorTrainer
 from m2iv.vectors.format import save_vectors
 from m2iv.vectors.inject import apply
@@ -51,12 +53,14 @@ def training_identity(lm, task, train: list[Sample], val: list[Sample], support:
 def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainConfig, out: str | Path,
                   method_config: dict | None = None, show_progress: bool = True,
                   stop_after: int | None = None, experts: list[list[Sample]] | None = None,
-                  base_vectors: InContextVectors | None = None) -> tuple[InContextVectors, dict]:
+                  base_vectors: InContextVectors | None = None,
+                  report_to: list[str] | None = None) -> tuple[InContextVectors, dict]:
     """Train `vectors` on task's train split against its N-shot teacher; save the best to `out`.
 
     `experts`: one demonstration pool per name in cfg.teacher.experts (a teacher of several experts).
     `base_vectors`: vectors injected, frozen, under the student while it trains (sequential training: the new
-    vectors learn to act on top of these; only the new ones are saved)."""
+    vectors learn to act on top of these; only the new ones are saved).
+    `report_to`: experiment trackers that receive every step's record (tensorboard, wandb, trackio; `tracking`)."""
     from m2iv.dist import state as dist_state
 
     state = dist_state()
@@ -73,21 +77,34 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
                         "(enlarge the data or lower n_support)")
     n_val = min(cfg.val_size, len(train) // 5) if cfg.val_every else 0
     val, train = train[len(train) - n_val:], train[: len(train) - n_val]
+    needs_teacher = bool(cfg.w_mimicry or cfg.w_align)
+    job = job_progress(cfg, len(train) if needs_teacher else 0, show_progress and state.is_main_process)
     t0 = time.perf_counter()
     teacher = None
-    if cfg.w_mimicry or cfg.w_align:
-        teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
-                                  show_progress=show_progress and state.is_main_process, experts=experts)
-    t_teacher = time.perf_counter() - t0
-    identity = training_identity(lm, task, train, val, splits["support"], method_config)
-    extra: dict[str, Any] = {}
-    if base_vectors is not None:
-        identity["base_vectors"] = tensors_sha256(base_vectors.to_tensors())
-        extra["trained_with"] = {"sha256": identity["base_vectors"], "spec": base_vectors.spec()}
-    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}",
-                            show_progress=show_progress and state.is_main_process, identity=identity)
-    with _frozen_under(lm, base_vectors):
-        best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
+    try:
+        if needs_teacher:
+            teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
+                                      experts=experts, progress=job)
+        t_teacher = time.perf_counter() - t0
+        identity = training_identity(lm, task, train, val, splits["support"], method_config)
+        extra: dict[str, Any] = {}
+        if base_vectors is not None:
+            identity["base_vectors"] = tensors_sha256(base_vectors.to_tensors())
+            extra["trained_with"] = {"sha256": identity["base_vectors"], "spec": base_vectors.spec()}
+        workdir = out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}"
+        trainer = VectorTrainer(lm, vectors, cfg, workdir, show_progress=show_progress and state.is_main_process,
+                                identity=identity)
+        tracker = open_tracker(report_to or [], workdir, {"recipe": cfg.to_json(), "task": task.name,
+                               "model": lm.spec, **({"method": method_config} if method_config else {})},
+                               name=out.name) if state.is_main_process else None
+        try:
+            with _frozen_under(lm, base_vectors):
+                best = trainer.fit(builder, train, teacher, val, stop_after=stop_after, progress=job, tracker=tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
+    finally:
+        job.close()
     info: dict[str, Any] = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
                         "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
                         "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
@@ -102,3 +119,13 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
                      extra={"training": info, **extra})
     state.wait_for_everyone()
     return best, info
+
+
+def job_progress(cfg: TrainConfig, n_queries: int, show: bool) -> Progress:
+    """One progress line for teacher pass and training, with the time left for both. Until a step is timed, a
+    step is estimated from the teacher's time per item: `batch x accum` student forward + backward passes (about
+    3 forwards each) of prompts `shots x ensemble + 1` times shorter than the teacher's."""
+    teacher_items = n_queries * cfg.teacher.draws
+    factor = 3 * cfg.batch_size * cfg.grad_accum / (cfg.teacher.shots * cfg.teacher.ensemble + 1)
+    phases = ([("teacher", teacher_items)] if teacher_items else []) + [("steps", cfg.steps)]
+    return Progress("train job", phases, hint={"steps": ("teacher", factor)}, disable=not show)

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
 from m2iv.errors import M2IVError
 from m2iv.files import write_safetensors_atomic
+from m2iv.progress import Progress
 from m2iv.train.config import TeacherConfig
 
 SHARD = 64  # (query, draw) items per shard file
@@ -119,8 +119,10 @@ def _pad_left(t: torch.Tensor, n: int, value) -> torch.Tensor:
 
 def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
                     task_name: str, seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 4,
-                    show_progress: bool = True, experts: list[list[Sample]] | None = None) -> TeacherTargets:
-    """`experts`: several demonstration pools, each one context per ensemble slot (cfg.experts names them)."""
+                    show_progress: bool = True, experts: list[list[Sample]] | None = None,
+                    progress: Progress | None = None) -> TeacherTargets:
+    """`experts`: several demonstration pools, each one context per ensemble slot (cfg.experts names them).
+    `progress`: the job's progress line, whose phase "teacher" counts the (query, draw) items; else one of its own."""
     from m2iv.constants import m2iv_home
 
     if cfg.shots < 1:
@@ -141,7 +143,8 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
         selectors = [cls(pool, seed=seed) for pool in (experts or [support])]
     items = [(q, d) for q in queries for d in range(cfg.draws)]
     shards = [items[i:i + SHARD] for i in range(0, len(items), SHARD)]
-    bar = tqdm(total=len(items), desc=f"teacher {cfg.shots}-shot", disable=not show_progress, dynamic_ncols=True)
+    bar = progress or Progress(f"teacher {cfg.shots}-shot", [("teacher", len(items))], disable=not show_progress)
+    bar.start("teacher")
     loaded = []
     for si, shard in enumerate(shards):
         path = root / f"shard-{si:05d}.safetensors"
@@ -155,9 +158,10 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
             data = _compute_shard(lm, builder, shard, selectors, cfg, seed, batch_size, bar)
             _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard])})
         else:
-            bar.update(len(shard))
+            bar.skip("teacher", len(shard))
         loaded.append(data)
-    bar.close()
+    if progress is None:
+        bar.close()
     n = max(d["labels"].shape[1] for d in loaded)
     cat = lambda k, v: torch.cat([_pad_left(d[k], n, v) for d in loaded])  # noqa: E731
     return TeacherTargets(
@@ -195,7 +199,7 @@ def _write_shard(path: Path, data: dict[str, torch.Tensor], metadata: dict[str, 
 
 
 @torch.no_grad()
-def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batch_size, bar) -> dict:
+def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batch_size, bar: Progress) -> dict:
     labels_all, values_all, index_all, hidden_all, ptoks, spans = [], [], [], [], [], []
     n_ctx = cfg.ensemble * len(selectors)  # contexts per target: every expert pool's ensemble slots
     for i in range(0, len(shard), batch_size):
@@ -233,7 +237,7 @@ def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batc
         labels_all.append(labels)
         if hs_sum is not None:
             hidden_all.append((hs_sum / n_ctx).half())
-        bar.update(len(chunk))
+        bar.update("teacher", len(chunk))
     n = max(t.shape[1] for t in labels_all)
     out = {"labels": torch.cat([_pad_left(t, n, -100) for t in labels_all]).long(),
            "values": torch.cat([_pad_left(t, n, 0.0) for t in values_all]),

@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 from m2iv.files import write_dir_atomic, writing
 from m2iv.identity import identity_diff, jsonable
+from m2iv.progress import Progress
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, query_span, student_batch
@@ -39,17 +39,31 @@ from m2iv.vectors.vector import InContextVectors
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base rates: linear warmup, then cosine decay to 0."""
-    warm = max(1, int(cfg.warmup * cfg.steps))
+    """Multiplier of the base rates: linear warmup, then cosine decay to 0, over each cycle (the whole run, or
+    the cycles that `cfg.restarts` start when a finished run is continued)."""
+    start = max((r for r in cfg.restarts if r <= step), default=0)
+    end = min((r for r in cfg.restarts if r > step), default=cfg.steps)
+    step, steps = step - start, end - start
+    warm = max(1, int(cfg.warmup * steps))
     if step < warm:
         return (step + 1) / warm
-    progress = (step - warm) / max(1, cfg.steps - warm)
+    progress = (step - warm) / max(1, steps - warm)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 CHECKPOINT = "checkpoint"
 # Recipe fields that do not change the trained vectors (how often to save, progress display).
-NOT_IDENTITY = ("checkpoint_every",)
+NOT_IDENTITY = ("checkpoint_every", "checkpoint_minutes")
+# What a continuation of a finished run changes in its recipe (`extends`).
+CONTINUED = ("recipe.restarts", "recipe.steps")
+
+
+def extends(stored: dict, current: dict, step: int) -> bool:
+    """Whether `current` continues the finished run `stored` (at `step`): the same run but for more steps, with a
+    new learning-rate cycle starting where the stored one ended."""
+    old, new = stored.get("recipe", {}), current.get("recipe", {})
+    return (step == old.get("steps") and new.get("restarts", []) == [*old.get("restarts", []), old.get("steps")]
+            and set(identity_diff(stored, current)) <= set(CONTINUED))
 
 
 def _dist():
@@ -95,6 +109,7 @@ class VectorTrainer:
         self.best = {"metric": -1.0, "step": -1}
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict] = []
+        self.saved_at = time.monotonic()
 
     # -- data -------------------------------------------------------------------------------------
     def _order(self, n: int, step: int) -> list[int]:
@@ -203,6 +218,7 @@ class VectorTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
+        self.saved_at = time.monotonic()
         if self.rank != 0:
             return
         tensors = {f"vectors.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.params.items()}
@@ -224,12 +240,17 @@ class VectorTrainer:
         write_dir_atomic(self.workdir / CHECKPOINT,
                          {"state.safetensors": write_tensors, "trainer_state.json": write_meta})
 
+    def _checkpoint_due(self) -> bool:
+        cfg = self.cfg
+        return (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                or time.monotonic() - self.saved_at >= cfg.checkpoint_minutes * 60)
+
     def _load_checkpoint(self) -> bool:
         """Resume from the checkpoint if there is one; refuse one of another run or a corrupt one (kept)."""
         ck = self.workdir / CHECKPOINT
         if not (ck / "trainer_state.json").is_file():
             return False
-        fix = f"use another --out, or delete {ck} to start afresh"
+        fix = f"use another --out, or add --overwrite (or delete {ck}) to start afresh"
         try:
             meta = json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
@@ -237,9 +258,11 @@ class VectorTrainer:
         if not isinstance(meta, dict) or not all(k in meta for k in ("step", "best", "param_groups", "history")):
             raise M2IVError(f"{ck}/trainer_state.json is incomplete (not written by this m2iv); {fix}")
         diff = identity_diff(meta.get("identity"), self.identity)
-        if diff:
+        if diff and not extends(meta.get("identity") or {}, self.identity, int(meta["step"])):
+            more = " (to train a finished run further, repeat its command with --more-steps N)" \
+                if diff == ["recipe.steps"] else ""
             raise M2IVError(f"{ck} holds a checkpoint of another run or other settings (differs in "
-                            f"{', '.join(diff)}); {fix}")
+                            f"{', '.join(diff)}){more}; {fix}")
         try:
             t = load_file(str(ck / "state.safetensors"))
             with torch.no_grad():
@@ -304,18 +327,24 @@ class VectorTrainer:
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
 
     def fit(self, builder, queries: list[Sample], teacher: TeacherTargets | None, val: list[Sample],
-            stop_after: int | None = None) -> InContextVectors:
-        """Train and return the vectors of the best validation step (the last step without validation)."""
+            stop_after: int | None = None, progress: Progress | None = None, tracker=None) -> InContextVectors:
+        """Train and return the vectors of the best validation step (the last step without validation).
+
+        A checkpoint is written before the first step (the teacher pass is then behind a killed run), every
+        `checkpoint_every` steps, whenever `checkpoint_minutes` have passed since the last one, and at the end.
+        `progress`: the job's progress line (phase "steps"); `tracker`: receives each step's record (`tracking`)."""
         cfg = self.cfg
         if not queries:
             raise M2IVError("no training queries; enlarge the task's train split")
         with writing(self.workdir):
             self.workdir.mkdir(parents=True, exist_ok=True)
-        self._load_checkpoint()
+        if not self._load_checkpoint():
+            self._save_checkpoint()
         torch.manual_seed(cfg.seed)
         handle = inject(self.lm.model, self.vectors, self.lm.adapter)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
-                   dynamic_ncols=True)
+        bar = progress or Progress("train", [("steps", cfg.steps)], disable=not self.show_progress or bool(self.rank))
+        bar.phases["steps"].total, bar.phases["steps"].done = cfg.steps, self.step
+        bar.start("steps")
         log_path = self.workdir / TRAIN_LOG_NAME
         try:
             with writing(log_path), open(log_path, "w") as log:  # rewritten from the checkpoint's history
@@ -327,14 +356,17 @@ class VectorTrainer:
                 if self.rank == 0:
                     with writing(log_path), open(log_path, "a") as log:
                         log.write(json.dumps(rec) + "\n")
+                    if tracker is not None:
+                        tracker.log(rec, self.step)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}",
                                 **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
-                bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                bar.update("steps")
+                if self._checkpoint_due():
                     self._save_checkpoint()
         finally:
             handle.remove()
-            bar.close()
+            if progress is None:
+                bar.close()
         best = InContextVectors.from_spec(self.vectors.spec()).with_condition(self.vectors.condition)
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}

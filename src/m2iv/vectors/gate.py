@@ -1,4 +1,4 @@
-"""The attention-normaliser gate of MimIC's heads (Jiang et al., CVPR 2025; m2iv-method.md §6).
+"""The attention-normaliser gate of MimIC's heads (Jiang et al., CVPR 2025; docs/method-notes.md).
 
 MimIC shifts each head's output before o_proj by  mu * v,  mu = Z1 / (Z1 + Z2) = sigmoid(logZ1 - logZ2),
 where logZ2 = logsumexp(q K^T / sqrt(d_h)) is the head's attention normaliser over the real keys and

@@ -1,4 +1,4 @@
-"""How a vector enters a branch output h (paper notation in m2iv-method.md §2.3, §6).
+"""How a vector enters a branch output h (docs/method-notes.md).
 
 Every operator maps (h, v, alpha, beta) -> h', broadcasting over (B, T, ..., D):
 - additive:        h + a*v                              (LIVE-like form A, TV/FV adds)

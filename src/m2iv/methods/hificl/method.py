@@ -77,5 +77,5 @@ class HiFICL(LoadedVectors):
         train_cfg = self.recipe({**base, "steps": steps})
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
                                       method_config={"name": self.name, **asdict(cfg)},
-                                      show_progress=self.options.get("progress", True))
+                                      **self.train_options())
         return vectors, {**info, "saved": True}

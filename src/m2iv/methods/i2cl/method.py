@@ -165,5 +165,5 @@ class I2CL(LoadedVectors):
         with training_noise(lm, vectors, cfg.noise_scale):
             best, info = train_vectors(lm, task, {"train": demos, "support": splits.get("support", [])}, vectors,
                                        recipe, out, method_config={**asdict(cfg), "demo_ids": [d.id for d in demos]},
-                                       show_progress=self.options.get("progress", True))
+                                       **self.train_options())
         return best.to(lm.device), {**info, "saved": True, "demo_ids": [d.id for d in demos]}

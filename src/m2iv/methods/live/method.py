@@ -86,5 +86,5 @@ class LIVE(LoadedVectors):
             "kl_skip_first": cfg.kl_skip_first, "val_every": 0})
         vectors = self.make_vectors(lm, cfg, seed=recipe.seed)
         best, info = train_vectors(lm, task, splits, vectors, recipe, out, method_config=asdict(cfg),
-                                   show_progress=self.options.get("progress", True))
+                                   **self.train_options())
         return best.to(lm.device), {**info, "saved": True}

@@ -1,4 +1,4 @@
-"""M²IV (arXiv 2504.04633): what is learned and where it is injected (m2iv-method.md §2.2–2.3)."""
+"""M²IV (arXiv 2504.04633): what is learned and where it is injected (docs/method-notes.md)."""
 
 from __future__ import annotations
 

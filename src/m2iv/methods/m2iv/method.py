@@ -38,6 +38,6 @@ class M2IV(LoadedVectors):
             base = load_spec(base, adapter=lm.adapter, device=lm.device)[0]
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
                                       method_config=self.method_config().to_json(),
-                                      show_progress=self.options.get("progress", True),
+                                      **self.train_options(),
                                       experts=self._expert_pools(), base_vectors=base)
         return vectors, {**info, "saved": True}

@@ -71,5 +71,5 @@ class MimIC(LoadedVectors):
                                              "hidden_span": cfg.align_span}})
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
                                       method_config={"name": "mimic", **cfg.__dict__},
-                                      show_progress=self.options.get("progress", True))
+                                      **self.train_options())
         return vectors, {**info, "saved": True}
