@@ -15,6 +15,7 @@ vector), then each choice is scored once on the test images:
 from __future__ import annotations
 
 import itertools
+import re
 
 from m2iv.evaluate.steering.common import Runner, row, styled_checks
 
@@ -155,7 +156,7 @@ def style_rows(r: Runner, lib, shots: int, tune: int = TUNE, sum_grid: dict | No
                ("distilled from both teachers", distilled, "", "", 0)]
     rows = []
     for config, vec, operator, method, k in configs:
-        label = config.split(" (")[0].replace(" ", "-").replace(",", "")
+        label = re.sub(r"[^a-z0-9.]+", "-", config.lower()).strip("-")  # one run folder per configuration
         summary, checks, cmd = st.score(label, vec, method=method or "zero-shot", shots=k)
         n = summary["n"]
         rows.append(row("style", STYLE_TEST, config, summary, cmd, operator=operator or None, checks=checks,
