@@ -220,45 +220,41 @@ class _Answerer:
     builder: PromptBuilder
     selector: Selector | None
     n_demos: int
+    method: Method
     checker: _ImageCheck = field(default_factory=_ImageCheck)
     eos: list[int] = field(default_factory=list)
     quiet: bool = False
 
     def prompts(self, chunk: list[Sample]) -> tuple[list[dict], list[tuple], ImageError | None]:
-        """Skipped rows, (query, demos, prompt) to answer, and the bad image that stops the run (if any)."""
+        """Skipped rows, (query, demos) to answer, and the bad image that stops the run (if any)."""
         rows: list[dict] = []
-        prompts: list[tuple] = []
+        pairs: list[tuple] = []
         for q in chunk:
             demos = self.selector.select(q, self.n_demos) if self.selector else []
             bad = self.checker.first_bad([p for d in demos for p in d.images] + list(q.images))
             if bad is not None:
                 if self.cfg.on_bad_image == "stop":
-                    return rows, prompts, bad  # answer the queries before it, keep them, then stop
+                    return rows, pairs, bad  # answer the queries before it, keep them, then stop
                 if not self.quiet:
                     tqdm.write(f"warning: skipping {q.id}: {bad}", file=sys.stderr)
                 rows.append({"id": q.id, "skipped": True, "error": str(bad)})
                 continue
-            prompts.append((q, demos, self.builder.build(demos, q)))
-        return rows, prompts, None
+            pairs.append((q, demos))
+        return rows, pairs, None
 
-    def answer(self, prompts: list[tuple], handle, key) -> list[dict]:
-        """Generate the answers of one batch of prompts: one row per query."""
+    def answer(self, pairs: list[tuple], handle, key) -> list[dict]:
+        """Generate the answers of one batch of (query, demos): one row per query (the method's own decoding)."""
         lm, task = self.lm, self.task
-        batch = self.builder.encode([p for _, _, p in prompts])
-        query_start = batch.pop("query_start")
-        if handle is not None and hasattr(handle, "set_query_start"):
-            handle.set_query_start(query_start)
-        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        batch = self.method.encode(lm, self.builder, pairs)
         t0 = time.perf_counter()
-        gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
-        ms = (time.perf_counter() - t0) * 1000 / len(prompts)
-        texts = lm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        n_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        new, n_tokens = self.method.generate(lm, batch, handle, max_new_tokens=task.max_new_tokens, do_sample=False,
+                                             eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
+        ms = (time.perf_counter() - t0) * 1000 / len(pairs)
+        texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
                  "demos": [d.id for d in demos], "prompt_tokens": int(n), "latency_ms": round(ms, 3),
                  **({"route": key} if key is not None else {})}
-                for (q, demos, _), raw, n in zip(prompts, texts, n_tokens, strict=True)]
+                for (q, demos), raw, n in zip(pairs, texts, n_tokens, strict=True)]
 
 
 def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
@@ -345,7 +341,8 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     # 2. plan and answer what is left
     world = state.num_processes
     part, mine, todo = _resume(out, test, world, state.process_index)
-    answerer = _Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
+    answerer = _Answerer(lm, task, cfg, builder, selector, n_demos, method, eos=eos_ids(lm),
+                         quiet=not state.is_main_process)
     _answer_all(answerer, method, todo, len(mine), part, show=state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,8 @@ from m2iv.errors import M2IVError
 from m2iv.models.adapter import weights_fingerprint
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
-from m2iv.train.trainer import VectorTrainer
+from m2iv.train.trainer import Trainable, VectorTrainer
 from m2iv.vectors.format import save_vectors
-from m2iv.vectors.vector import InContextVectors
 
 
 def training_identity(lm, task, train: list[Sample], val: list[Sample], support: list[Sample],
@@ -30,15 +30,21 @@ def training_identity(lm, task, train: list[Sample], val: list[Sample], support:
             "method_config": method_config or {}}
 
 
-def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainConfig, out: str | Path,
+def _save_vectors(vectors, out: Path, *, lm, **fields) -> None:
+    save_vectors(vectors, out, adapter=lm.adapter, base_model=lm.spec, **fields)
+
+
+def train_vectors(lm, task, splits: dict, vectors: Trainable, cfg: TrainConfig, out: str | Path,
                   method_config: dict | None = None, show_progress: bool = True,
-                  stop_after: int | None = None) -> tuple[InContextVectors, dict]:
-    """Train `vectors` on task's train split against its N-shot teacher; save the best to `out`."""
+                  stop_after: int | None = None, save: Callable[..., Any] | None = None) -> tuple[Any, dict]:
+    """Train `vectors` (or an adapter: LoRA, a KV prefix) on task's train split against its N-shot teacher; save the
+    best to `out` with `save(best, out, lm=lm, recipe=, metrics=, method_config=, extra=)` (default: a vector
+    directory; adapters pass m2iv.adapters.peft_dir.save_adapter)."""
     from m2iv.dist import state as dist_state
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.model.device)
+    vectors = vectors.to(lm.model.device)  # type: ignore[attr-defined]
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
     if len(train) < 2:
@@ -62,10 +68,12 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
             "best": trainer.best, "steps_done": trainer.step, "n_train": len(train), "n_val": len(val),
             "train_seconds": round(time.perf_counter() - t0 - t_teacher, 1)}
     if state.is_main_process and trainer.step >= cfg.steps:
-        save_vectors(best, out, adapter=lm.adapter, base_model=lm.spec, recipe=cfg.to_json(),
-                     metrics={"val_teacher_forced_acc": trainer.best["metric"], "best_step": trainer.best["step"],
-                              "teacher_acc_train": info["teacher"]["accuracy_train"]},
-                     method_config={**(method_config or {}), "task": task.name, "task_version": task.version},
-                     extra={"training": info})
+        (save or _save_vectors)(best, out, lm=lm, recipe=cfg.to_json(),
+                                metrics={"val_teacher_forced_acc": trainer.best["metric"],
+                                         "best_step": trainer.best["step"],
+                                         "teacher_acc_train": info["teacher"]["accuracy_train"]},
+                                method_config={**(method_config or {}), "task": task.name,
+                                               "task_version": task.version},
+                                extra={"training": info})
     state.wait_for_everyone()
     return best, info
