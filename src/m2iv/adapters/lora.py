@@ -134,7 +134,8 @@ class LoRAWeights(nn.Module):
         from peft import LoraConfig
 
         paths = "|".join(re.escape(self.module_path(t)) for t in self.targets)
-        return LoraConfig(r=self.rank, lora_alpha=int(self.alpha) if self.alpha.is_integer() else self.alpha, lora_dropout=self.dropout, target_modules=f"({paths})",
+        alpha = int(self.alpha) if self.alpha.is_integer() else self.alpha  # PEFT types lora_alpha as an int
+        return LoraConfig(r=self.rank, lora_alpha=alpha, lora_dropout=self.dropout, target_modules=f"({paths})",
                           bias="none", task_type="CAUSAL_LM", base_model_name_or_path=base_model)
 
     # -- applying ------------------------------------------------------------------------------------------

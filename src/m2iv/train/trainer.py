@@ -277,7 +277,7 @@ class VectorTrainer:
         return True
 
     # -- the loop ------------------------------------------------------------------------------------
-    def _optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
+    def optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
         """One optimizer step (grad_accum micro-batches, all-reduced across ranks); its log record."""
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -336,7 +336,7 @@ class VectorTrainer:
             with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
                 while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
-                    rec = self._optimizer_step(builder, queries, teacher, handle)
+                    rec = self.optimizer_step(builder, queries, teacher, handle)
                     self._validate(builder, val, handle, rec)
                     self.history.append(rec)
                     if self.rank == 0:
