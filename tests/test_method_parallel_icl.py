@@ -93,3 +93,14 @@ def test_random_chunks_partition_evenly_and_kmeans_finds_separated_groups():
     found = kmeans_chunks(emb[order], 3, seed=0, key="q")
     groups = [sorted(int(order[i]) // 4 for i in c) for c in found]
     assert sorted(groups) == [[0] * 4, [1] * 4, [2] * 4]
+
+
+def test_eval_takes_its_settings_on_the_command_line():
+    from m2iv.cli.main import build_parser
+    from m2iv.cli.train import method_config_from_args
+    from m2iv.methods.parallel_icl import ParallelICLConfig
+
+    args = build_parser().parse_args(["eval", "tiny:llava", "--task", "t", "--method", "parallel-icl", "--shots", "8",
+                                      "--method-config", "chunks=2", "--method-config", "chunking=random",
+                                      "--out", "o"])
+    assert method_config_from_args("parallel-icl", ParallelICLConfig, args) == {"chunks": 2, "chunking": "random"}
