@@ -123,7 +123,7 @@ def test_failed_save_leaves_the_previous_directory_intact(tmp_path, monkeypatch)
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("m2iv.vectors.format.save_file", broken)
+    monkeypatch.setattr("m2iv.vectors.directory.save_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save_vectors(vec * 2.0, d, adapter=lm.adapter, base_model="tiny:llama")
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before

@@ -244,6 +244,8 @@ def test_library_export_over_a_folder_of_user_files_is_refused_and_keeps_them(tm
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     rc, _, err = _library_cli(root, "export", "e1", str(out))
+    assert rc == 2 and "already exists; pass --force" in err and err.count("\n") == 1
+    rc, _, err = _library_cli(root, "export", "e1", str(out), "--force")
     assert rc == 2 and "is not a vector directory" in err and err.count("\n") == 1
     assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert _library_cli(root, "export", "e1", str(tmp_path / "fresh"))[0] == 0  # an empty or new folder is fine

@@ -251,8 +251,10 @@ def test_export_import_round_trip_dir_and_tar(tmp_path, lib):
             assert other.import_path(path).id == f.id and len(other) == 1  # importing again changes nothing
             renamed = other.import_path(path, name="vqa-2")
             assert renamed.id != f.id and renamed.sha256 == f.sha256
+    with pytest.raises(M2IVError, match="already exists; pass --force"):
+        lib.export("vqa", tmp_path)  # never replaces an existing folder unasked
     with pytest.raises(M2IVError, match="not a vector directory"):
-        lib.export("vqa", tmp_path)  # never replaces an unrelated folder
+        lib.export("vqa", tmp_path, force=True)  # nor an unrelated one when asked
 
 
 def _tar_with(path, name, kind="file"):
@@ -313,7 +315,7 @@ def test_search_by_example_ranks_the_same_task_first(tmp_path, lib):
     Image.fromarray(np.full((30, 40, 3), (10, 10, 230), np.uint8)).save(img)
     hits = lib.search(lm=lm, example=example_sample(img, "How many dots can you see?"))
     assert hits[0].entry.name == "count-vqa"
-    from m2iv.data.formats import load_jsonl
+    from m2iv.data.jsonl import load_jsonl
 
     samples = load_jsonl(Path(colour[6:]), "test")[:3] + load_jsonl(Path(count[6:]), "test")[:3]
     ids = lib.route(lm, samples)
@@ -324,7 +326,8 @@ def test_search_by_example_ranks_the_same_task_first(tmp_path, lib):
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
-SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "remove", "compose", "resolve", "check")
+SUBCOMMANDS = ("add", "list", "show", "search", "export", "import", "push", "pull", "remove", "compose", "resolve",
+               "check")
 
 
 def test_every_subcommand_help_shows_an_example(capsys):

@@ -53,3 +53,33 @@ def test_library_auto_routes_each_query_to_its_tasks_vectors(tmp_path, monkeypat
     out = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     right = [r["route"] == ids["red" if r["id"].startswith("mred") else "blue"] for r in out]
     assert len(out) == 10 and sum(right) >= 9  # routing accuracy >= 90 %
+
+
+def test_library_auto_keeps_a_routed_entrys_condition(tmp_path, monkeypatch):
+    """The routed entry carries a condition that no query fires: its answers are the plain model's, row by row."""
+    import torch
+
+    from m2iv.data.datasets import load_dataset
+    from m2iv.vectors.condition import Condition
+
+    monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("M2IV_LIBRARY", str(tmp_path / "lib"))
+    lm = tiny("idefics2")
+    red = _jsonl(tmp_path / "red", "red", (220, 20, 20), "What colour is the big square?", 8)
+    never = Condition(layer=0, vector=torch.ones(lm.adapter.hidden_size), center=torch.zeros(lm.adapter.hidden_size),
+                      threshold=2.0)  # a cosine never reaches 2
+    vec = random_vectors(lm, seed=1, scale=2.0).with_condition(never)
+    lib = Library()
+    e = lib.add(save_vectors(vec, tmp_path / "v", adapter=lm.adapter, base_model="tiny:idefics2"), name="gated")
+    lib.add_prototype_from_task(e.id, lm, get_task(f"jsonl:{red}"), n=4)
+    task = get_task(f"jsonl:{red}")
+    test = load_dataset("jsonl", "test", red)
+    splits = {"train": [], "support": test[:1], "test": test}
+    evaluate(lm, task, get_method("vectors", {"vectors": "library:auto"}), EvalConfig(batch_size=4), tmp_path / "auto",
+             splits=splits)
+    evaluate(lm, task, get_method("zero-shot"), EvalConfig(batch_size=4), tmp_path / "plain", splits=splits)
+    auto = [json.loads(x) for x in (tmp_path / "auto" / "predictions.jsonl").read_text().splitlines()]
+    plain = [json.loads(x) for x in (tmp_path / "plain" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["route"] for r in auto] == [e.id] * len(test)
+    assert [r["condition_fired"] for r in auto] == [False] * len(test)
+    assert [r["raw"] for r in auto] == [r["raw"] for r in plain]

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from m2iv.evaluate.steering import ROUTED, library_applications, markdown
+from m2iv.evaluate.steering import library_applications, markdown
+from m2iv.evaluate.steering.routing import ROUTED
 from m2iv.library import Library
 from m2iv.models.loading import load_model
 
@@ -15,7 +16,7 @@ def result(tmp_path_factory):
     work = tmp_path_factory.mktemp("apps")
     lm = load_model("tiny:idefics3")
     kw = dict(shots=2, n_test=3, search_n=3, train_defaults={"steps": 2, "batch_size": 4},
-              task_overrides={"n_train": 8}, log=lambda *_: None)
+              task_overrides={"n_train": 8}, log=lambda *_: None, tune=2, sum_grid={"caps": [1.0], "french": [1.0]})
     first = library_applications(lm, work, **kw)
     again = library_applications(lm, work, **kw)  # every cell resumes from its run folder
     return work, first, again
@@ -25,26 +26,37 @@ def test_every_application_is_measured_and_a_rerun_reuses_the_runs(result):
     work, first, again = result
     apps = {(r["application"], r["task"], r["config"]) for r in first["rows"]}
     assert {a for a, _, _ in apps} == {"alignment", "style", "safety"}
-    assert {c for a, _, c in apps if a == "style"} == {"zero-shot", "caps", "french", "caps + french",
-                                                                 "0.5 caps + 0.5 french"}
-    assert {(t, c) for a, t, c in apps if a == "safety"} >= {
-        ("sandbox-safety-harmful", "m2iv negated"), ("sandbox-safety-benign", "m2iv negated")}
+    styles = {c for a, _, c in apps if a == "style"}
+    assert {"zero-shot", "caps", "french", "sum caps + french", "stack caps, french", "partition (ablation bands)",
+            "sequential: stack caps, french-after-caps", "distilled from both teachers"} <= styles
+    tests = {"sandbox-safety-harmful", "sandbox-safety-benign", "sandbox-safety-nearmiss"}
+    for config in ("zero-shot", "m2iv", "m2iv 180 steps", "m2iv contrastive", "m2iv + condition", "m2iv negated"):
+        assert {t for a, t, c in apps if a == "safety" and c == config} == tests
+    gated = [r for r in first["rows"] if r["config"] == "m2iv + condition"]
+    assert all("condition_fired" in r for r in gated) and all("condition_fired" not in r for r in first["rows"]
+                                                               if r["config"] == "m2iv")
+    assert {"layer", "heldout_tpr", "heldout_tnr", "per_layer"} <= set(first["safety_condition"])
+    assert {c for a, t, c in apps if t == "sandbox-pope"} >= {"zero-shot", "icl-2shot", "m2iv-2shot", "vti-style"}
+    for r in first["rows"]:  # every row: its n, a standard error where it has a score, the command behind it
+        assert r["command"].startswith(("m2iv ", "M2IV_LIBRARY=")) and "n" in r
+        assert r.get("score") is None or r["se"] is not None
     assert all(set(r["checks"]) == {"capitals", "french_content", "english_content", "caps_and_french"}
                for r in first["rows"] if r["application"] == "style")
     strip = lambda res: [{k: v for k, v in r.items() if k != "mean_latency_ms"} for r in res["rows"]]  # noqa: E731
     assert strip(first) == strip(again)
-    assert [r["task"] for r in first["routing"]] == ROUTED
+    assert [r["task"] for r in first["routing"]] == list(ROUTED)
     s = first["search_by_example"]
     assert s["n"] == 12 and 0.0 <= s["top1"] <= 1.0 and len(s["library"]) == 4
     json.dumps(first)
-    assert "Search by example" in markdown(first)
+    md = markdown(first)
+    assert "Search by example" in md and "## Safety" in md and "POPE" in md and "## Composition" in md
 
 
-def test_composition_and_negation_are_library_entries_with_provenance(result):
+def test_library_holds_the_conditioned_composed_and_negated_entries(result):
     work, _, _ = result
     with Library(work / "library-apps" / "library") as lib:
-        both = lib.get("style-caps-french")
-        assert [t["name"] for t in both.provenance["terms"]] == ["style-caps", "style-french"]
+        gated = lib.get("safety-gated")
+        assert gated.provenance["kind"] == "conditioned" and lib.load("safety-gated")[0].condition is not None
         neg = lib.get("safety-negated")
         assert neg.provenance["terms"][0]["negated"] is True
         safety, negated = lib.load("safety")[0], lib.load("safety-negated")[0]

@@ -160,7 +160,7 @@ def prefix_from_text(lm, batch: dict, num_virtual_tokens: int) -> torch.Tensor:
     if n < num_virtual_tokens:
         raise M2IVError(f"the demonstrations hold {n} tokens, fewer than the cartridge's {num_virtual_tokens}; lower "
                         "num_virtual_tokens or raise --shots")
-    out = lm.model(**{k: v.to(lm.model.device) for k, v in batch.items()}, use_cache=True)
+    out = lm.model(**{k: v.to(lm.device) for k, v in batch.items()}, use_cache=True)
     cache = out.past_key_values
     legacy = [(layer.keys, layer.values) for layer in cache.layers]
     return prompt_embeddings_from_past_key_values(legacy, num_virtual_tokens=num_virtual_tokens).float().cpu()

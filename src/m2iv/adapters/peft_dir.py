@@ -100,5 +100,5 @@ def load_adapter(directory: str | Path, lm, strict: bool = True):
     except (SafetensorError, OSError, ValueError) as e:
         raise M2IVError(f"{weights} is not a readable safetensors file ({e})") from None
     adapter.load_tensors({k: v.float() for k, v in tensors.items()})
-    return adapter.to(lm.model.device), cfg
+    return adapter.to(lm.device), cfg
 

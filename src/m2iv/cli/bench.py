@@ -118,6 +118,9 @@ def add_parser(sub) -> None:
     lb.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
     _training(lb, 60, 96, 16)
     lb.add_argument("--search-n", type=positive_int, default=50, help="held-out queries per task for search by example")
+    lb.add_argument("--section", type=name_list, default=["alignment", "styles", "safety", "routing"],
+                    metavar="NAME[,NAME...]", help="which applications to run: alignment, styles, safety, routing "
+                                                   "(default all)")
     _common(lb, "runs/bench/shared")
     lb.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
     lb.set_defaults(func=library_cmd)
@@ -254,18 +257,25 @@ def merge_cmd(args: argparse.Namespace) -> int:
 
 def library_cmd(args: argparse.Namespace) -> int:
     from m2iv.constants import __version__
-    from m2iv.evaluate.steering import library_applications, markdown
+    from m2iv.errors import M2IVError
+    from m2iv.evaluate.steering import SECTIONS, library_applications, markdown
     from m2iv.files import write_text_atomic
 
+    unknown = sorted(set(args.section) - set(SECTIONS))
+    if unknown:
+        raise M2IVError(f"unknown --section {', '.join(unknown)}; sections are {', '.join(SECTIONS)}")
     check_out(args.out, folder=False)
     lm = load_from_args(args)
     result = library_applications(lm, args.work, shots=args.shots, n_test=args.n_test, seed=args.seed,
                                   batch_size=args.batch_size, search_n=args.search_n,
                                   train_defaults={"steps": args.steps, "batch_size": args.train_batch_size},
-                                  task_overrides={"n_train": args.train_queries})
+                                  task_overrides={"n_train": args.train_queries}, model=args.model,
+                                  sections=tuple(args.section))
+    section = "" if set(args.section) == set(SECTIONS) else f" --section {','.join(args.section)}"
     result["meta"] = {"command": f"m2iv bench library {args.model} --shots {args.shots} --n-test {args.n_test} "
                                  f"--steps {args.steps} --train-queries {args.train_queries} --train-batch-size "
-                                 f"{args.train_batch_size} --search-n {args.search_n} --out {args.out}",
+                                 f"{args.train_batch_size} --search-n {args.search_n} --work {args.work}{section} "
+                                 f"--out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine()}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     write_text_atomic(Path(args.out).with_suffix(".md"), markdown(result))

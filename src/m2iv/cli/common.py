@@ -4,6 +4,7 @@ that refuse a bad command line before minutes are spent loading a model."""
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -76,15 +77,60 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
         p.add_argument("model", metavar="MODEL", nargs="?", default=default, help=f"{spec} (default {default})")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--device-map", default=None, type=device_map_arg, metavar="MAP",
+                   help="shard a model that does not fit one device (accelerate): auto, balanced, sequential, or a "
+                        "JSON object / .json file {module: device} (devices: 0, cuda:1, cpu, disk)")
+    p.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...", type=max_memory_arg,
+                   help="with --device-map: what each device may hold, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    p.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="with --device-map: where weights sent to `disk` are kept")
     p.add_argument("--layers", default=None,
                    help="override layer discovery: dotted path of the decoder layer list or a regex over "
                         "module names (for models m2iv does not know)")
 
 
 def load_from_args(args: argparse.Namespace):
+    from m2iv.constants import m2iv_home
     from m2iv.models.loading import load_model
 
-    return load_model(args.model, dtype=args.dtype, device=args.device, layers=args.layers)
+    m2iv_home()  # a bad $M2IV_HOME is refused before the model loads, not when the first cache is written
+    return load_model(args.model, dtype=args.dtype, device=args.device, layers=args.layers,
+                      device_map=getattr(args, "device_map", None), max_memory=getattr(args, "max_memory", None),
+                      offload_folder=getattr(args, "offload_folder", None))
+
+
+def max_memory_arg(text: str) -> dict:
+    """--max-memory DEV=SIZE,...: checked at parse time."""
+    from m2iv.models.placement import parse_max_memory
+
+    try:
+        return parse_max_memory(text) or {}
+    except M2IVError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def device_map_arg(text: str) -> str | dict:
+    """--device-map: a strategy name, a JSON object, or a .json file holding one; checked before a model loads."""
+    from m2iv.models.placement import STRATEGIES, check_device_map
+
+    if text in STRATEGIES:
+        return text
+    raw = text
+    if text.endswith(".json"):
+        try:
+            raw = Path(text).expanduser().read_text()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"cannot read {text} ({e.strerror or e})") from None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither one of {', '.join(STRATEGIES)} nor a JSON object "
+                                         "{module: device}") from None
+    try:
+        check_device_map(value)
+    except M2IVError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
 
 
 # -- up-front checks (before a model loads) ---------------------------------------------------------------------

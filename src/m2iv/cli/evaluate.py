@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
     p.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of an inference method (e.g. chunks=4 for parallel-icl); repeatable")
+    p.add_argument("--ignore-condition", action="store_true",
+                   help="apply vectors that carry a condition to every query (what the condition adds, measured)")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate the first N test queries (default all)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="queries per forward pass (default 4)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="split and demonstration seed (default 0)")
@@ -51,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
     if args.method_config:
         options["method_config"] = method_config_from_args(args.method, getattr(METHODS.get(args.method),
                                                                                "config_cls", None), args)
+    if args.ignore_condition:  # absent otherwise, so runs without the flag keep their identity
+        options["condition"] = False
     if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default
         options["shots"] = args.shots
     method = get_method(args.method, options)
     check_out(args.out, folder=True)
+    splits = task.splits(args.data_root, seed=args.seed)  # bad data costs no model load
     lm = load_from_args(args)
     cfg = EvalConfig(shots=args.shots or 0, selection=args.selection, limit=args.n_test, batch_size=args.batch_size,
                      seed=args.seed, on_bad_image=args.on_bad_image, data_root=args.data_root)
-    summary = evaluate(lm, task, method, cfg, args.out)
+    summary = evaluate(lm, task, method, cfg, args.out, splits=splits)
     if summary:
         keys = ("task", "method", "shots", "n", "metric", "score", "mean_prompt_tokens", "mean_latency_ms",
                 "peak_memory_mb")
@@ -75,9 +80,19 @@ def add_tasks_parser(sub) -> None:
 
 
 def list_tasks(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.tasks import TASKS
+    from m2iv.evaluate.tasks import TASKS, VQA_INSTRUCTION
 
     for name in TASKS:
         t = TASKS.get(name)
         print(f"{name:<24} {t.metric:<13} {t.description}")
+    print(USER_TASKS.format(prompt=repr(VQA_INSTRUCTION)))
     return 0
+
+
+# After the table, as comment lines (a script reading the table skips lines starting with '#').
+USER_TASKS = """\
+# your own data: --task jsonl:FILE.jsonl | jsonl:FOLDER (train.jsonl, test.jsonl, optional support.jsonl)
+#   | jsonl:train=A.jsonl,test=B.jsonl[,support=C.jsonl], scored by VQA accuracy with the prompt
+#   {prompt}
+# Another prompt, metric or answer length: a task .json (fields: name, dataset, data_path, metric, test_split,
+#   support_split, train_split, instruction, ...) passed as --task FILE.json. See docs/your-own-data.md."""

@@ -1,5 +1,6 @@
 """`m2iv library …`: the local store of trained vectors (add, list, show, search, export, import,
-remove, compose, resolve, check). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library; --root overrides."""
+push, pull, remove, compose, resolve, check, serve). The library lives in $M2IV_LIBRARY, else $M2IV_HOME/library;
+--root overrides."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ EXAMPLES = """examples:
   m2iv library search tiny:idefics2 --image cat.png --question "What colour is it?" --top 3
   m2iv library compose --name mix "0.5*vqa + 1.0*captions - noise" --layers 0-5
   m2iv library export mix mix.tar && m2iv library import mix.tar
+  m2iv library push mix me/mix-vectors && m2iv library pull me/mix-vectors --name mix2   # via the Hub
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors library:vqa --out runs/lib
   m2iv library check --repair                                       # rebuild a damaged index from the sidecars
+  m2iv library serve --root benchmarks/library/vlibrary             # the library in the browser (127.0.0.1:7860)
 """
 
 SUB_EXAMPLES = {
@@ -26,12 +29,17 @@ SUB_EXAMPLES = {
               "  m2iv library search tiny:idefics2 --image cat.png --question 'What colour is it?'",
     "export": "examples:\n  m2iv library export vqa-idefics2 out/vqa-copy\n  m2iv library export vqa-idefics2 vqa.tar",
     "import": "example:\n  m2iv library import vqa.tar --name vqa-copy",
+    "push": "example:\n  m2iv library push vqa-idefics2 me/vqa-idefics2-vectors --private",
+    "pull": "examples:\n  m2iv library pull me/vqa-idefics2-vectors\n  m2iv library pull hf://me/vqa@v1 --name vqa-v1",
     "remove": "example:\n  m2iv library remove vqa-idefics2",
     "compose": "examples:\n  m2iv library compose --name mix 0.5*vqa + 1.0*captions - noise --tag mix\n"
                "  m2iv library compose --name early \"vqa\" --layers 0-5,7 --sites attn,mlp",
+    "condition": "example:\n  m2iv library condition safety sandbox --task sandbox-safety --name safety-gated",
     "resolve": "example:\n  m2iv library resolve library:vqa-idefics2      # prints a verified vector directory",
     "check": "examples:\n  m2iv library check             # report problems (exit 1 when there are any)\n"
              "  m2iv library check --repair    # rebuild the index from the sidecars; nothing is deleted",
+    "serve": "examples:\n  m2iv library serve --root benchmarks/library/vlibrary     # browse, try, search, results\n"
+             "  m2iv library serve tiny:idefics3 --root lib --port 8000 --allow-writes   # save compositions too",
 }
 
 
@@ -99,10 +107,23 @@ def add_parser(sub) -> None:
     q = sp("export", "write an entry as a vector directory or a .tar", run_export)
     q.add_argument("ref", metavar="ID_OR_NAME")
     q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
+    q.add_argument("--force", action="store_true",
+                   help="replace an existing OUT (a .tar file, or a vector directory; never a folder of other files)")
 
     q = sp("import", "add an exported directory or .tar", run_import)
     q.add_argument("path", metavar="PATH")
     q.add_argument("--name", default=None, help="store under this name instead of the exported one")
+
+    q = sp("push", "upload an entry to a Hugging Face Hub repository (with a model card)", run_push)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("repo", metavar="REPO", help="org/name on the Hub (HF_ENDPOINT and HF_TOKEN are honoured)")
+    q.add_argument("--private", action="store_true", help="create the repository private")
+    q.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    q.add_argument("--message", default=None, help="commit message")
+
+    q = sp("pull", "add the vectors of a Hub repository (downloaded, or from the local HF cache offline)", run_pull)
+    q.add_argument("repo", metavar="REPO", help="org/name, org/name@revision or hf://org/name[@revision]")
+    q.add_argument("--name", default=None, help="store under this name (default: the pushed name, else the repo's)")
 
     q = sp("remove", "delete an entry", run_remove)
     q.add_argument("ref", metavar="ID_OR_NAME")
@@ -111,10 +132,26 @@ def add_parser(sub) -> None:
     q.add_argument("--name", required=True, help="name of the new entry")
     q.add_argument("expression", nargs="+", metavar="EXPR",
                    help="like 0.5*a + 1.0*b - c (quote it when a term starts with '-')")
+    q.add_argument("--operator", default=None, choices=["sum", "stack", "partition"],
+                   help="sum the shifts, stack the entries' maps in order, or partition the layers (terms written "
+                        "name@LAYERS); default: the library's default operator")
     q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
     q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
     _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
     q.add_argument("--description", default=None)
+
+    q = sp("condition", "add a copy of an entry that acts only on prompts firing a condition fitted on a task",
+           run_condition)
+    q.add_argument("ref", metavar="ID_OR_NAME")
+    q.add_argument("--task", required=True, help="task whose training queries the condition is fitted on")
+    q.add_argument("--name", required=True, help="name of the new entry")
+    q.add_argument("--data-root", default=None, help="benchmark data folder (or $M2IV_DATA)")
+    q.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    _tag_arg(q, "tag the new entry (default: the source's tags)")
+    _model_args(q, help="model the condition reads (default: the entry's base model)")
+    from m2iv.cli.train import add_condition_args
+
+    add_condition_args(q)
 
     q = sp("resolve", "print the verified vector directory of library:<id-or-name>", run_resolve)
     q.add_argument("ref", metavar="SPEC", help="library:<id-or-name> or an id/name")
@@ -122,6 +159,23 @@ def add_parser(sub) -> None:
     q = sp("check", "check the index against the blobs and sidecars; --repair rebuilds it", run_check)
     q.add_argument("--repair", action="store_true",
                    help="rebuild the index from the sidecars (a damaged index is kept aside, nothing is deleted)")
+
+    q = sp("serve", "the library in the browser: browse, try entries, search by example, bench results", run_serve)
+    _model_args(q, help="model that answers and embeds examples (default: the base model most entries were made "
+                        "for); it loads on the first answer")
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    q.add_argument("--port", type=_port, default=None, help="port (default: the first free one from 7860)")
+    q.add_argument("--allow-writes", action="store_true",
+                   help="let the page save compositions to the library (off by default: the page only reads)")
+    q.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="bench tables for the Results page (default: ./benchmarks, else the checkout's)")
+    q.add_argument("--data-root", default=None, help="benchmark data folder for task examples (or $M2IV_DATA)")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a whole number from 1 to 65535")
+    return int(text)
 
 
 def _tag_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -245,7 +299,7 @@ def run_search(args) -> int:
 
 def run_export(args) -> int:
     with _lib(args) as lib:
-        out = lib.export(args.ref, args.out)
+        out = lib.export(args.ref, args.out, force=args.force)
         print(f"exported {lib.get(args.ref).name} to {out}")
     return 0
 
@@ -254,6 +308,25 @@ def run_import(args) -> int:
     with _lib(args) as lib:
         e = lib.import_path(args.path, name=args.name)
         print(f"imported {e.name} ({e.id}) for {e.base_model}; use it as library:{e.name}")
+    return 0
+
+
+def run_push(args) -> int:
+    from m2iv.library.remote import push
+
+    with _lib(args) as lib:
+        url = push(lib, args.ref, args.repo, private=args.private or None, revision=args.revision,
+                   commit_message=args.message)
+        print(f"pushed {lib.get(args.ref).name} to {args.repo}: {url}")
+    return 0
+
+
+def run_pull(args) -> int:
+    from m2iv.library.remote import pull
+
+    with _lib(args) as lib:
+        e = pull(lib, args.repo, name=args.name)
+        print(f"pulled {e.name} ({e.id}) for {e.base_model} from {args.repo}; use it as library:{e.name}")
     return 0
 
 
@@ -267,8 +340,23 @@ def run_remove(args) -> int:
 def run_compose(args) -> int:
     with _lib(args) as lib:
         e = lib.compose(args.name, " ".join(args.expression), layers=args.layers, sites=args.sites,
-                        tags=_tags(args.tag), description=args.description)
+                        tags=_tags(args.tag), description=args.description, operator=args.operator)
         print(f"composed {e.name} ({e.id}) = {e.provenance['expression']}; use it as library:{e.name}")
+    return 0
+
+
+def run_condition(args) -> int:
+    from m2iv.cli.train import fit_condition_from_args
+    from m2iv.evaluate.tasks import get_task
+
+    task = get_task(args.task)
+    with _lib(args) as lib:
+        src = lib.get(args.ref)
+        lm = _load_model(args.model or src.base_model, args.dtype, args.device)
+        cond = fit_condition_from_args(args, lm, task, task.splits(args.data_root, seed=args.seed))
+        e = lib.with_condition(src.id, cond, name=args.name, adapter=lm.adapter, tags=_tags(args.tag))
+        print(f"added {e.name} ({e.id}): {src.name} gated at layer {cond.layer} (held-out balanced accuracy "
+              f"{cond.fit['heldout_balanced_accuracy']}); use it as library:{e.name}")
     return 0
 
 
@@ -292,6 +380,14 @@ def run_check(args) -> int:
     if not args.repair:
         print("run `m2iv library check --repair` to rebuild what the sidecars describe (nothing is deleted)")
     return 1
+
+
+def run_serve(args) -> int:
+    from m2iv.app.server import serve
+
+    serve(getattr(args, "root", None), args.model, host=args.host, port=args.port, allow_writes=args.allow_writes,
+          benchmarks=args.benchmarks, data_root=args.data_root, dtype=args.dtype, device=args.device)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

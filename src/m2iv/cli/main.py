@@ -3,11 +3,15 @@
 Every failure ends as one line on stderr: `error: <cause; fix>` and exit 2 for a user error (M2IVError or a
 bad command line), `error: <Type>: <message> (run with --debug for the traceback)` and exit 1 for anything
 unexpected, `interrupted` and exit 130 for Ctrl-C. `--debug` (before or after the subcommand) adds the traceback.
+A write the file system refuses (disk full, read-only, ...) is a user error naming the path. Output piped into a
+reader that stops early (`m2iv library show X --json | head -c 100`) ends quietly with exit 141, as a Unix tool
+killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -22,6 +26,8 @@ EPILOG = """examples:
   m2iv tasks                                # registered tasks
   m2iv library list                         # stored vectors; use --vectors library:NAME anywhere
   m2iv demo                                 # the main job on the sandbox model
+  m2iv merge sandbox --vectors out/v --out merged/   # a plain HF checkpoint with the vectors folded in
+  m2iv export --vectors out/v --format gguf-control-vector --out v.gguf   # a llama.cpp control vector
   m2iv --debug eval ...                     # the full traceback of an unexpected error
 
 The same flag means the same thing everywhere: MODEL is positional; --task and --method take one name or a
@@ -72,14 +78,14 @@ def iter_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m2iv.cli import bench, demo, evaluate, inspect, library, report, sandbox, train
+    from m2iv.cli import bench, demo, evaluate, export, inspect, library, merge, report, sandbox, train
     from m2iv.constants import __version__
 
     parser = Parser(prog="m2iv", description="Vectorized multimodal in-context learning.",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"m2iv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (inspect, train, evaluate, bench, report, library, sandbox, demo):
+    for module in (inspect, train, evaluate, bench, report, library, sandbox, demo, merge, export):
         module.add_parser(sub)
     evaluate.add_tasks_parser(sub)
     for path, p in iter_parsers(parser):
@@ -89,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if path else False,
                        help="show the full traceback of an error")
     return parser
+
+
+EXIT_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe cannot fail loudly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE
     except M2IVError as e:
         if debug:
             traceback.print_exc()
@@ -112,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (eval, train and bench resume when the same command is run again)", file=sys.stderr)
         return 130
     except Exception as e:
+        from m2iv.files import describe_os_error, is_write_refusal
+
+        if is_write_refusal(e):  # an OSError outside m2iv.files (a library, torch): still the path and the fix
+            assert isinstance(e, OSError)
+            print(f"error: {describe_os_error(e)}", file=sys.stderr)
+            return 2
         if debug:
             traceback.print_exc()
         message = " ".join(str(e).split())

@@ -27,7 +27,7 @@ EXAMPLES = """examples:
 RECIPE_INT = ("steps", "batch_size", "grad_accum", "val_every", "val_size", "checkpoint_every", "seed")
 RECIPE_FLOAT = ("lr_vectors", "lr_scales", "weight_decay", "warmup", "clip", "w_mimicry", "w_synergy", "w_ce",
                 "temperature")
-TEACHER = ("selection", "draws", "topk", "ensemble")
+TEACHER = ("selection", "draws", "topk", "ensemble", "negatives", "experts")
 VECTORS = ("operator", "sites", "token_policy")  # M²IV's layout flags: fields of the method's settings
 # Value checks per recipe field (0 is meaningful for val_every/val_size: no validation; for seed; for the weights).
 CHECKS = {"val_every": non_negative_int, "val_size": non_negative_int, "seed": non_negative_int,
@@ -65,6 +65,14 @@ def add_parser(sub) -> None:
                    help=f"teacher logits kept per token (0: full distribution; default {t.topk})")
     p.add_argument("--ensemble", type=positive_int, default=unset,
                    help=f"contexts per teacher target (many-shot; default {t.ensemble})")
+    p.add_argument("--negatives", default=unset, choices=["icl", "zero-shot"],
+                   help="zero-shot: train queries labelled meta.condition=false towards the plain model's own answer "
+                        "(contrastive training; default icl)")
+    p.add_argument("--experts", default=unset, type=lambda v: [x for x in v.split(",") if x], metavar="TASK[,TASK]",
+                   help="a teacher of several experts: one ICL context per task's demonstration pool, combined as a "
+                        "product (e.g. a capitals task and a French task for French capitals)")
+    p.add_argument("--with-vectors", default=None, metavar="DIR",
+                   help="train on top of these vectors (injected and frozen under the student: sequential training)")
     g = p.add_argument_group("optimisation (defaults: the method's own recipe, else these)")
     for name in RECIPE_INT:
         g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, positive_int), default=unset,
@@ -83,7 +91,44 @@ def add_parser(sub) -> None:
                    help="default all")
     m.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the method's settings (e.g. site=layer for live, n_trials=50 for mtv); repeatable")
+    add_condition_args(p)
     p.set_defaults(func=run)
+
+
+def add_condition_args(p) -> None:
+    """The flags that fit a condition (train --condition, library condition)."""
+    c = p.add_argument_group("condition (the vectors act only on prompts that fire it; fitted on training queries)")
+    c.add_argument("--condition", action="store_true",
+                   help="fit a condition: positives are the task's training queries labelled meta.condition=true "
+                        "(negatives: false), or all of them against --condition-negatives")
+    c.add_argument("--condition-negatives", default=None, metavar="TASK",
+                   help="a task whose training queries the vectors must leave alone")
+    c.add_argument("--condition-kind", default="direction", choices=["direction", "prototype"],
+                   help="diff-in-means direction (default) or the positives' prototype")
+    c.add_argument("--condition-pool", default="auto", choices=["auto", "last", "mean"],
+                   help="take the prompt's last token, or the mean over its tokens (default auto: the better one on "
+                        "out-of-fold training queries)")
+    c.add_argument("--condition-layer", type=non_negative_int, default=None,
+                   help="read this decoder layer (default: the best on held-out training queries)")
+    c.add_argument("--condition-similarity", default="cosine", choices=["cosine", "cast"],
+                   help="cosine to the direction (default) or CAST's cos(h, tanh(Ph))")
+    c.add_argument("--condition-recall", type=positive_float, default=None, metavar="R",
+                   help="threshold keeping at least R of the positives out of fold, fewest false alarms among those "
+                        "(default: the best balanced accuracy); e.g. 0.975 for a refusal vector")
+
+
+def fit_condition_from_args(args, lm, task, splits):
+    """The condition the --condition flags ask for, fitted on `splits`' training queries."""
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.train.condition import condition_for_task
+
+    negatives = None
+    if args.condition_negatives:
+        negatives = get_task(args.condition_negatives).splits(args.data_root, seed=getattr(args, "seed", 0))["train"]
+    layers = None if args.condition_layer is None else [args.condition_layer]
+    return condition_for_task(lm, task, splits, negatives, layers=layers, pool_how=args.condition_pool,
+                              kind=args.condition_kind, similarity=args.condition_similarity,
+                              seed=getattr(args, "seed", 0), recall=args.condition_recall)
 
 
 def recipe_from_args(args) -> dict:
@@ -160,17 +205,30 @@ def run(args: argparse.Namespace) -> int:
         options["shots"] = args.shots
     if "seed" in vars(args):
         options["seed"] = args.seed
+    if args.with_vectors:
+        options["with_vectors"] = args.with_vectors
+    if "experts" in vars(args):
+        options["teacher_experts"] = list(args.experts)  # resolved to their demonstration pools by the method
+        options["data_root"] = args.data_root
     method = get_method(args.method, options)
     if not isinstance(method, LoadedVectors) or not method.trainable:
         names = [n for n in METHODS if getattr(METHODS.get(n)({}), "trainable", False)]
         raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
     method.method_config()  # settings errors before the model loads
     check_out(args.out, folder=True)
+    splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))  # bad data costs no model load
     lm = load_from_args(args)
-    splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))
     method.prepare(lm, task, splits)
     info = getattr(method, "info", {})
-    print(json.dumps({"out": args.out, "best": info.get("best"), "teacher_acc_train":
-                      info.get("teacher", {}).get("accuracy_train"), "train_seconds": info.get("train_seconds")},
-                     indent=2))
+    report = {"out": args.out, "best": info.get("best"), "teacher_acc_train":
+              info.get("teacher", {}).get("accuracy_train"), "train_seconds": info.get("train_seconds")}
+    if args.condition or args.condition_negatives:
+        from m2iv.vectors.format import load_vectors, resave
+
+        cond = fit_condition_from_args(args, lm, task, splits)
+        vectors, config = load_vectors(args.out, adapter=lm.adapter)
+        resave(args.out, vectors.with_condition(cond), config, adapter=lm.adapter)
+        report["condition"] = {k: cond.fit[k] for k in ("heldout_tpr", "heldout_tnr", "heldout_balanced_accuracy")}
+        report["condition"]["layer"] = cond.layer
+    print(json.dumps(report, indent=2))
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from m2iv.data.formats import OFFICIAL, Loader, check_split
+from m2iv.data.limits import check_sizes
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
 from m2iv.files import write_file_atomic
@@ -50,7 +51,10 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, **option
     for key in options:
         if key not in accepted:
             raise M2IVError(f"dataset {name!r} has no option {key!r}; it accepts: {', '.join(accepted) or 'none'}")
-    path = resolve_root(root) if getattr(loader, "needs_root", True) else None
+    if getattr(loader, "raw_root", False):  # resolves (and names the problems of) its own path
+        path = root
+    else:
+        path = resolve_root(root) if getattr(loader, "needs_root", True) else None
     samples = loader(path, split, **options)
     if not samples:
         raise M2IVError(f"{name}: split {split!r} under {path} has no samples; check the split name and the files")
@@ -59,6 +63,7 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, **option
         if s.id in seen:
             raise M2IVError(f"{name}: duplicate sample id {s.id!r} in split {split!r}; ids must be unique")
         seen.add(s.id)
+        check_sizes(s.question, s.answers, len(s.images), f"{name} split {split} sample {s.id}")
     return samples
 
 
@@ -135,8 +140,9 @@ def _hf_image(value: Any, target: Path, base: Path, where: str) -> str:
             from m2iv.data.images import pixel_limit
 
             try:
-                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as im:
-                    im = im if im.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA") else im.convert("RGB")
+                with pixel_limit(), Image.open(io.BytesIO(value["bytes"])) as opened:
+                    keep = opened.mode in ("1", "L", "LA", "I", "P", "RGB", "RGBA")
+                    im: Image.Image = opened if keep else opened.convert("RGB")
                     # atomic: a concurrent or killed run never leaves half a PNG
                     write_file_atomic(target, lambda tmp: im.save(tmp, format="PNG"))
             except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -1,4 +1,4 @@
-"""Readers for the official on-disk formats of the VQA / captioning benchmarks and the generic JSONL format.
+"""Readers for the official on-disk formats of the VQA / captioning benchmarks (your own JSONL data: jsonl.py).
 
 Every reader takes the data root (`--data-root` or `$M2IV_DATA`) and a split and returns `Sample`s with absolute
 image paths. Layout under the data root (a reader also accepts the root pointing straight at its own folder):
@@ -19,11 +19,11 @@ Image files are not opened here (that would stat every file); `m2iv.data.images.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from m2iv.data.jsonl import load_jsonl
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
 
@@ -265,74 +265,6 @@ load_coco_captions = _karpathy_loader("coco_captions", "dataset_coco.json", "COC
                                       _coco_image_dir)
 load_flickr30k = _karpathy_loader("flickr30k", "dataset_flickr30k.json", "Flickr30k",
                                   lambda img, path, where: "flickr30k-images", _flickr_image_dir)
-
-JSONL_ROW = '{"image": "img/1.jpg", "question": "What color?", "answers": ["red"]}'
-_JSONL_KEYS = {"id", "image", "images", "question", "answer", "answers", "split"}
-
-
-def _jsonl_row(row: Any, path: Path, lineno: int) -> tuple[list[str], str, tuple[str, ...]]:
-    """(images, question, answers) of one row, or one line naming the file, the line and the fix."""
-    def bad(msg: str) -> M2IVError:
-        return M2IVError(f"{path} line {lineno}: {msg}; each line needs a JSON object like {JSONL_ROW}")
-
-    if not isinstance(row, dict):
-        raise bad(f"expected a JSON object, got {type(row).__name__}")
-    if ("image" in row) == ("images" in row):
-        raise bad("give exactly one of the fields 'image' (a path) or 'images' (a list of paths)")
-    images = [row["image"]] if "image" in row else row["images"]
-    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        raise bad("'image' must be a non-empty string and 'images' a list of non-empty strings")
-    if not isinstance(row.get("question"), str):
-        raise bad("missing field 'question'" if "question" not in row else "field 'question' must be a string")
-    if ("answer" in row) == ("answers" in row):
-        raise bad("give exactly one of the fields 'answer' (a string) or 'answers' (a list of strings)")
-    answers = [row["answer"]] if "answer" in row else row["answers"]
-    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-        raise bad("'answer' must be a string and 'answers' a non-empty list of strings")
-    if "id" in row and not isinstance(row["id"], (str, int)) or isinstance(row.get("id"), bool):
-        raise bad("field 'id' must be a string or an integer")
-    if "split" in row and not isinstance(row["split"], str):
-        raise bad("field 'split' must be a string")
-    return images, row["question"], tuple(answers)
-
-
-def load_jsonl(root: Path, split: str) -> list[Sample]:
-    """Generic user data: root is a .jsonl file, or a folder holding {split}.jsonl; rows with another 'split' are
-    skipped (split 'all' keeps every row); relative image paths resolve against the file's folder."""
-    root = Path(root).expanduser().resolve()
-    path = root if root.is_file() or root.suffix == ".jsonl" else root / f"{split}.jsonl"
-    require_file(path, "jsonl", f"one JSON object per line like {JSONL_ROW}",
-                 "pass the .jsonl file, or a folder holding <split>.jsonl, as --data-root")
-    base, samples, other_splits = path.parent, [], set()
-    first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise M2IVError(f"{path} line {lineno}: invalid JSON ({e.msg} at column {e.colno}); each line needs "
-                                f"a JSON object like {JSONL_ROW}") from None
-            images, question, answers = _jsonl_row(row, path, lineno)
-            row_split = row.get("split", split)
-            if split != "all" and row_split != split:
-                other_splits.add(row_split)
-                continue
-            sid = str(row.get("id", f"{path.stem}-{lineno}"))
-            if sid in first_line:
-                raise M2IVError(f"{path} line {lineno}: duplicate id {sid!r} (first on line {first_line[sid]}); "
-                                "give every row a unique 'id'")
-            first_line[sid] = lineno
-            paths = tuple(os.path.normpath(base / os.path.expanduser(p)) for p in images)
-            meta = {k: v for k, v in row.items() if k not in _JSONL_KEYS}
-            samples.append(Sample(id=sid, images=paths, question=question.strip(),
-                                  answers=tuple(a.strip() for a in answers), split=row_split, meta=meta))
-    if not samples and other_splits:
-        raise M2IVError(f"{path}: no rows with split {split!r} (it has {', '.join(sorted(other_splits))}); pass "
-                        "one of those as the split, or 'all'")
-    return samples
-
 
 OFFICIAL: dict[str, Loader] = {
     "vqav2": load_vqav2, "okvqa": load_okvqa, "vizwiz": load_vizwiz, "gqa": load_gqa, "textvqa": load_textvqa,

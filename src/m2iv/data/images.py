@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -59,7 +61,7 @@ def pixel_limit() -> Iterator[int]:
         Image.MAX_IMAGE_PIXELS = old
 
 
-def _decode(source: str | Path | io.BytesIO) -> Image.Image:
+def _decode(source: str | Path | IO[bytes]) -> Image.Image:
     with pixel_limit() as limit:
         try:
             im = Image.open(source)
@@ -86,15 +88,44 @@ def _cause(e: BaseException) -> str:
     return type(e).__name__ + (f": {e}" if str(e) else "")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open as RGB, fully decoded now (so a truncated file or a bomb fails here, not inside the model)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ImageError(p, "no such file")
+def _kind(mode: int) -> str | None:
+    """Why a file of this mode is not an image file (None: a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not an image file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not an image file; m2iv does not read from pipes"
+    return "a socket or device, not an image file"
+
+
+def _open_regular(p: Path) -> io.BufferedReader:
+    """The file opened for reading without ever blocking: O_NONBLOCK makes opening a FIFO return at once, and
+    the mode is checked on the open descriptor, so a path swapped for a FIFO after a check cannot hang a run."""
     try:
-        return _decode(p)
-    except _BAD as e:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageError(p, "a broken symbolic link" if os.path.islink(p) else "no such file") from None
+    except NotADirectoryError:
+        raise ImageError(p, "no such file: a part of its path is a file, not a folder") from None
+    except OSError as e:
         raise ImageError(p, _cause(e)) from None
+    kind = _kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise ImageError(p, kind)
+    return os.fdopen(fd, "rb")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open as RGB, fully decoded now (so a truncated file or a bomb fails here, not inside the model); a path
+    that is missing, a folder or a FIFO is named as such."""
+    p = Path(path)
+    with _open_regular(p) as f:
+        try:
+            return _decode(f)
+        except _BAD as e:
+            raise ImageError(p, _cause(e)) from None
 
 
 def image_from_bytes(data: bytes, where: str) -> Image.Image:

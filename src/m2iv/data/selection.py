@@ -119,7 +119,7 @@ def model_embedder(lm, builder, layer: int | None = None, batch_size: int = 8) -
             chunk = samples[i:i + batch_size]
             batch = builder.encode([builder.build([], s) for s in chunk])
             batch.pop("query_start")
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             hs = lm.model(**batch, output_hidden_states=True).hidden_states[layer + 1]  # (B, T, D)
             m = batch["attention_mask"].unsqueeze(-1).to(hs.dtype)  # (B, T, 1)
             outs.append(((hs * m).sum(1) / m.sum(1)).float().cpu())

@@ -16,7 +16,6 @@ The steps: `_check_run` / `_record_run` (identity), `_selector` + `_resume` (pla
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -33,7 +32,7 @@ from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, Selector, model_embedder
 from m2iv.errors import M2IVError
 from m2iv.evaluate.tasks import Task, postprocess
-from m2iv.files import write_json_atomic, write_jsonl_atomic
+from m2iv.files import append_lines, write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
 from m2iv.models.families import end_of_turn_tokens
@@ -82,11 +81,7 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _append(path: Path, rows: list[dict]) -> None:
     """Append rows durably (the resumable log; the finished file is rewritten atomically by `_write_results`)."""
-    with open(path, "a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_lines(path, [json.dumps(r, ensure_ascii=False) + "\n" for r in rows])
 
 
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
@@ -251,10 +246,11 @@ class _Answerer:
                                              eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
         ms = (time.perf_counter() - t0) * 1000 / len(pairs)
         texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
+        fired = getattr(handle, "fired", None) or [None] * len(pairs)  # per row: did the vectors' condition fire
         return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
                  "demos": [d.id for d in demos], "prompt_tokens": int(n), "latency_ms": round(ms, 3),
-                 **({"route": key} if key is not None else {})}
-                for (q, demos), raw, n in zip(pairs, texts, n_tokens, strict=True)]
+                 **({"route": key} if key is not None else {}), **({"condition_fired": f} if f is not None else {})}
+                for (q, demos), raw, n, f in zip(pairs, texts, n_tokens, fired, strict=True)]
 
 
 def _answer_all(answerer: _Answerer, method: Method, todo: list[Sample], n_mine: int, part: Path,
@@ -354,9 +350,10 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     mean = lambda key: sum(r[key] for r in scored) / len(scored) if scored else 0.0  # noqa: E731
     summary = {**run, "n": len(scored), "metric": task.metric, "score": score,
                "mean_prompt_tokens": mean("prompt_tokens"), "mean_latency_ms": mean("latency_ms"),
-               "peak_memory_mb": round(peak_memory_mb(lm.model.device), 1),
+               "peak_memory_mb": round(peak_memory_mb(lm.device), 1),
                "skipped": [{"id": r["id"], "error": r["error"]} for r in rows if r.get("skipped")],
                "splits": {k: {"n": len(v), "hash": content_hash(v)} for k, v in splits.items()},
-               "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__}
+               "batch_size": cfg.batch_size, "world_size": world, "m2iv_version": __version__,
+               "prompt": {"instruction": task.instruction, "answer_template": task.answer_template}}
     _write_results(out, rows, summary, world)
     return summary

@@ -1,7 +1,8 @@
 """Tasks (lm-evaluation-harness style): a dataset + prompt template + answer post-processing + metric,
 addressed by name. Built-in: the seven benchmarks of the field (official local files under
 --data-root / M2IV_DATA) and easy-vqa (shipped on PyPI). A user task is a JSON file with the same
-fields, or `jsonl:<path>` for the generic JSONL format.
+fields (a relative data_path starts at the file's folder), or `jsonl:<spec>` for the generic JSONL format
+(`m2iv.data.jsonl`; docs/your-own-data.md).
 
     task = get_task("vqav2");  splits = task.splits(data_root, seed=0)  # train / support / test
 """
@@ -29,7 +30,7 @@ class Task:
     dataset: str  # a DATASETS name (see data/datasets.py)
     metric: str  # a METRICS name (see evaluate/metrics.py)
     test_split: str  # source split the test queries come from
-    support_split: str  # source split demonstrations and training queries come from
+    support_split: str  # source split demonstrations (and, without train_split, training queries) come from
     instruction: str = VQA_INSTRUCTION  # "{question}" is filled in
     answer_template: str = "{answer}"  # how a demonstration's answer is written
     postprocess: str = "short_answer"  # see POSTPROCESS
@@ -37,9 +38,10 @@ class Task:
     n_support: int = 256  # demonstration pool size
     n_train: int | None = 1000  # training queries for vector methods (None: all remaining)
     n_test: int | None = None  # None: the whole test split
-    data_path: str = ""  # jsonl tasks: the file or folder
+    data_path: str = ""  # jsonl tasks: the file, folder or split map (m2iv.data.jsonl)
     description: str = ""
     version: int = 1
+    train_split: str = ""  # source split of the training queries when it is not support_split's remainder
 
     def load(self, split: str, root: str | Path | None) -> list[Sample]:
         return load_dataset(self.dataset, split, self.data_path or root)
@@ -49,8 +51,11 @@ class Task:
 
         Counts are capped to what the data holds: with one source split, support takes at most a quarter
         and train at most half of the rest, test the remainder (or n_test); with separate splits, support
-        takes at most half of the support split and train the rest (up to n_train).
+        takes at most half of the support split and train the rest (up to n_train); with a train_split too,
+        support takes up to n_support of the support split and train up to n_train of the train split.
         """
+        if self.train_split and self.train_split not in (self.support_split, self.test_split):
+            return self._three_splits(root, seed)
         if self.test_split == self.support_split:
             pool = self.load(self.test_split, root)
             n_support = max(1, min(self.n_support, len(pool) // 4))
@@ -69,6 +74,18 @@ class Task:
             random.Random(seed).shuffle(test)
             test = test[: self.n_test]
         return {"train": parts["train"][:n_train], "support": parts["support"], "test": test}
+
+    def _three_splits(self, root: str | Path | None, seed: int) -> dict[str, list[Sample]]:
+        """Each part from its own source split, in a seeded order, capped at its count."""
+        import random
+
+        def drawn(split: str, n: int | None) -> list[Sample]:
+            rows = sorted(self.load(split, root), key=lambda s: s.id)
+            random.Random(seed).shuffle(rows)
+            return rows if n is None else rows[:n]
+
+        return {"train": drawn(self.train_split, self.n_train), "support": drawn(self.support_split, self.n_support),
+                "test": drawn(self.test_split, self.n_test)}
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -106,26 +123,43 @@ for _t in [
 
 
 def get_task(name: str) -> Task:
-    """A registered name, `jsonl:<path>`, or a path to a task JSON file."""
+    """A registered name, `jsonl:<spec>` (its files are checked row by row now), or a path to a task JSON file."""
     if name.startswith("jsonl:"):
-        path = name.split(":", 1)[1]
-        return Task(f"jsonl:{Path(path).name}", "jsonl", "vqa_accuracy", "test", "test", data_path=path,
-                    n_support=64, n_train=None, description=f"user JSONL data at {path}")
+        from m2iv.data.jsonl import jsonl_layout
+
+        layout = jsonl_layout(name.split(":", 1)[1])
+        return Task(layout.name, "jsonl", "vqa_accuracy", layout.test_split, layout.support_split,
+                    data_path=layout.data_path, train_split=layout.train_split, n_support=64, n_train=None,
+                    description=f"your JSONL data at {layout.data_path}")
     if name.endswith(".json") and Path(name).is_file():
-        try:
-            spec = json.loads(Path(name).read_text())
-        except json.JSONDecodeError as e:
-            raise M2IVError(f"task file {name} is not valid JSON ({e.msg}, line {e.lineno})") from None
-        known = {f.name for f in fields(Task)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise M2IVError(f"task file {name} has unknown field(s) {unknown}; fields are {sorted(known)}")
-        try:
-            return Task(**spec)
-        except TypeError as e:
-            raise M2IVError(f"task file {name} is incomplete ({e}); it needs name, dataset, metric, "
-                            "test_split, support_split") from None
+        return _task_file(Path(name))
     return TASKS.get(name)
+
+
+def _task_file(path: Path) -> Task:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise M2IVError(f"task file {path} is not valid JSON ({e}); fix the file") from None
+    if not isinstance(spec, dict):
+        raise M2IVError(f"task file {path} must hold a JSON object of Task fields; see docs/your-own-data.md")
+    known = {f.name for f in fields(Task)}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise M2IVError(f"task file {path} has unknown field(s) {unknown}; fields are {sorted(known)}")
+    data_path = spec.get("data_path")
+    if isinstance(data_path, str) and data_path:  # relative paths start at the task file's folder
+        from m2iv.data.jsonl import split_map
+
+        base = path.parent
+        spec["data_path"] = (",".join(f"{k}={v}" for k, v in split_map(data_path, base).items())
+                             if "=" in data_path and not (base / data_path).exists()
+                             else str((base / Path(data_path).expanduser()).resolve()))
+    try:
+        return Task(**spec)
+    except TypeError as e:
+        raise M2IVError(f"task file {path} is incomplete ({e}); it needs name, dataset, metric, "
+                        "test_split, support_split") from None
 
 
 def postprocess(task: Task, text: str) -> str:

@@ -27,7 +27,7 @@ def reference_step(lm, builder, queries: list, optimizer=None) -> None:
     from m2iv.train.teacher import _answer_logits, student_batch
 
     batch, labels, _ = student_batch(builder, queries)
-    batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+    batch = {k: v.to(lm.device) for k, v in batch.items()}
     logits, _ = _answer_logits(lm, batch, labels.shape[1], False)
     losses.supervised(logits, labels.to(logits.device)).backward()
     if optimizer is not None:
@@ -42,7 +42,7 @@ def _load_trainable(lm, directory: str):
 
     if is_adapter_dir(directory):
         return load_adapter(directory, lm)
-    return load_vectors(directory, adapter=lm.adapter, device=lm.model.device)
+    return load_vectors(directory, adapter=lm.adapter, device=lm.device)
 
 
 def _method_step(lm, task, splits: dict, builder, queries: list, directory: str, workdir: str):

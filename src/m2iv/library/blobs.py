@@ -2,6 +2,7 @@
 
     blobs/<sha[:2]>/<sha>.safetensors      tensor file (read-only), identical content stored once
     blobs/<sha[:2]>/<sha>.<id>.json        entry <id>'s record (config, names, tags, prototype)
+    blobs/<sha[:2]>/<sha>.<id>.train_log.jsonl   the trainer's per-step log, when `library add` found one
 
 The SQLite index is fast to query but one damaged file; the sidecars make it rebuildable
 (`m2iv library check --repair`). A blob is hashed on every read and never used when it changed.
@@ -20,10 +21,24 @@ from m2iv.files import write_file_atomic, write_json_atomic
 from m2iv.library.entry import Entry, entry_record
 
 MAX_SIDECAR_BYTES = 256 << 20
+MAX_TRAIN_LOG_BYTES = 64 << 20  # about 300k steps of records; a larger log is not kept (see transfer.train_log_of)
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def parse_train_log(data: bytes) -> list[dict]:
+    """The JSON-object lines of a training log, in order; anything else (a line torn by a kill) is dropped."""
+    records = []
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
 
 
 class Blobs:
@@ -72,6 +87,27 @@ class Blobs:
 
     def remove_sidecar(self, entry: Entry) -> None:
         self.sidecar(entry.sha256, entry.id).unlink(missing_ok=True)
+        self.train_log(entry.sha256, entry.id).unlink(missing_ok=True)
+
+    def train_log(self, sha: str, entry_id: str) -> Path:
+        return self.dir / sha[:2] / f"{sha}.{entry_id}.train_log.jsonl"
+
+    def write_train_log(self, sha: str, entry_id: str, data: bytes) -> Path:
+        return write_file_atomic(self.train_log(sha, entry_id), lambda tmp: tmp.write_bytes(data))
+
+    def read_train_log(self, entry: Entry) -> list[dict]:
+        """The entry's training records, oldest first ([] when `library add` found no log beside its vectors)."""
+        path = self.train_log(entry.sha256, entry.id)
+        try:
+            if path.stat().st_size > MAX_TRAIN_LOG_BYTES:
+                raise M2IVError(f"the training log {path} of library entry {entry.name} is over "
+                                f"{MAX_TRAIN_LOG_BYTES >> 20} MB; it was not read")
+            return parse_train_log(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise M2IVError(f"the training log {path} of library entry {entry.name} cannot be read ({e.strerror})"
+                            ) from None
 
     def sidecars(self) -> Iterator[tuple[Path, dict | str]]:
         """Every sidecar file: (path, its JSON) or (path, why it cannot be read)."""

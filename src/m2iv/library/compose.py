@@ -1,12 +1,13 @@
 """Composition of library entries: `0.5*a + 1.0*b - c`, optionally restricted to layers and sites.
 
-Per branch and layer, the new entry injects the weighted sum of the entries' effective vectors
-(sum_i w_i * alpha_i * v_i, see `InContextVectors.combine`), with alpha = 1 and the first entry's
-scale on h. A layer mask (`--layers 0-5,7`) or site mask (`--sites attn,mlp`) drops everything
-outside it from the new entry, so nothing is injected there (a zero shift). Entries of different
-models (fingerprint or sizes) or different layouts (sites, layers, operators, token policy) are
-refused with the reason. The new entry's provenance records the expression, every source entry
-(id, name, sha256, weight, negation) and the masks.
+The operator (vectors/composition.py) says how the entries' maps are put together per branch and layer:
+`sum` injects the weighted sum of their effective vectors (sum_i w_i * alpha_i * v_i, the first entry's scale
+on h); `stack` applies each entry in turn, exactly; `partition` stacks entries that each act only on their
+own layer band, written `name@LAYERS` (`caps@20-29 + french@0-19`). A layer mask (`--layers 0-5,7`) or site
+mask (`--sites attn,mlp`) drops everything outside it from the new entry. Entries of different models
+(fingerprint or sizes), different layouts (sites, layers, operators, token policy) or different conditions
+are refused with the reason. The new entry's provenance records the operator, the expression, every source
+entry (id, name, sha256, weight, negation, band) and the masks.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import torch
 from m2iv.errors import M2IVError
 from m2iv.models.adapter import ModelAdapter
 from m2iv.vectors.compat import compat_reason
+from m2iv.vectors.composition import compose_vectors
 from m2iv.vectors.format import save_vectors
 from m2iv.vectors.vector import SITES, InContextVectors
 
-_EXAMPLE = "write it like '0.5*a + 1.0*b - c' (spaces around + and -)"
+_EXAMPLE = "write it like '0.5*a + 1.0*b - c' (spaces around + and -; 'a@0-9' keeps a to layers 0-9)"
+DEFAULT_OPERATOR = "sum"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -30,6 +33,7 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 class Term:
     weight: float
     ref: str
+    band: str | None = None  # `name@0-9,12`: the layers this term acts on (partition operator)
 
 
 def parse_expression(expression: str | list[str] | tuple[str, ...]) -> list[Term]:
@@ -74,9 +78,10 @@ def _term(piece: str, sign: float, expression) -> Term:
             raise bad
     else:
         raise bad
-    if not ref or _NUMBER.match(ref) or re.search(r"\s", ref):
+    ref, at, band = ref.partition("@")
+    if not ref or _NUMBER.match(ref) or re.search(r"\s", ref) or (at and not band):
         raise bad
-    return Term(sign * weight, ref)
+    return Term(sign * weight, ref, band or None)
 
 
 def parse_layers(spec: str | list[int] | None, num_layers: int) -> list[int] | None:
@@ -160,7 +165,7 @@ def mask(vectors, layers: list[int] | None = None, sites: list[str] | None = Non
     out = InContextVectors(num_layers=vectors.num_layers, hidden_size=vectors.hidden_size,
                            num_heads=vectors.num_heads, head_dim=vectors.head_dim, sites=keep,
                            token_policy=vectors.token_policy, method=vectors.method,
-                           dtype=next(vectors.parameters()).dtype)
+                           dtype=next(vectors.parameters()).dtype, condition=vectors.condition)
     with torch.no_grad():
         for key, p in out.params.items():
             site = key.split("__")[0]
@@ -179,8 +184,10 @@ def adapter_from_config(config: dict):
                         fingerprint=config["fingerprint"])
 
 
-def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None):
-    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+def combine(lib, expression, layers=None, sites=None, operator: str = DEFAULT_OPERATOR
+            ) -> tuple[InContextVectors, dict, list]:
+    """(the composed vectors, their provenance, the source entries), in memory: nothing is written. `lib` needs
+    `get(ref)` and `load(ref)`; `compose` stores the result, `m2iv library serve` answers with it unsaved."""
 
     terms = parse_expression(expression)
     entries = [lib.get(t.ref) for t in terms]
@@ -197,20 +204,32 @@ def compose(lib, name: str, expression, layers=None, sites=None, tags=(), descri
         _check_same_layout(first, vecs[0], e, v)
     layer_mask = parse_layers(layers, first.num_layers)
     site_mask = parse_sites(sites)
-    combined = mask(vecs[0].combine([t.weight for t in terms], vecs[1:]), layer_mask, site_mask)
+    bands = [parse_layers(t.band, first.num_layers) for t in terms]
+    combined = mask(compose_vectors(vecs, [t.weight for t in terms], operator, bands), layer_mask, site_mask)
     parts = []
     for i, (t, e) in enumerate(zip(terms, entries, strict=True)):
         sign = ("-" if t.weight < 0 else "") if i == 0 else ("- " if t.weight < 0 else "+ ")
-        parts.append(f"{sign}{abs(t.weight)!r}*{e.name}")
+        parts.append(f"{sign}{abs(t.weight)!r}*{e.name}" + (f"@{t.band}" if t.band else ""))
     expr = " ".join(parts)
-    provenance = {"kind": "composed", "expression": expr,
+    provenance = {"kind": "composed", "operator": operator, "expression": expr,
                   "terms": [{"id": e.id, "name": e.name, "sha256": e.sha256, "weight": t.weight,
-                             "negated": t.weight < 0} for t, e in zip(terms, entries, strict=True)],
+                             "negated": t.weight < 0, "band": b}
+                            for t, e, b in zip(terms, entries, bands, strict=True)],
                   "layers": layer_mask, "sites": site_mask}
+    return combined, provenance, entries
+
+
+def compose(lib, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
+            operator: str = DEFAULT_OPERATOR):
+    """Add the composition `expression` (a string or a list of Terms) to `lib` as the entry `name`."""
+
+    combined, provenance, entries = combine(lib, expression, layers, sites, operator)
+    first, expr = entries[0], provenance["expression"]
     tasks = {e.task for e in entries}
     with lib.scratch() as tmp:
         d = save_vectors(combined, tmp / "composed", adapter=adapter_from_config(first.config),
-                         base_model=first.base_model, method_config={"composed": expr, "task": next(iter(tasks))
+                         base_model=first.base_model, method_config={"composed": expr, "operator": operator,
+                                                                      "task": next(iter(tasks))
                                                                       if len(tasks) == 1 else None},
                          extra={"provenance": provenance})
         return lib.add(d, name=name, tags=tags, description=expr if description is None else description,

@@ -23,8 +23,9 @@ from m2iv.library.entry import PREFIX, REPAIR_HINT, Entry
 class Index:
     """The entries and tags tables of one library (`conn` from schema.connect)."""
 
-    def __init__(self, conn: sqlite3.Connection, root: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, root: Path, path: Path | None = None) -> None:
         self.conn, self.root = conn, root
+        self.path = path or root / schema.INDEX_NAME
 
     def entry(self, row: sqlite3.Row) -> Entry:
         """The Entry of a row; a damaged row is a one-line M2IVError naming the repair."""
@@ -128,7 +129,7 @@ class Index:
         self.conn.execute("DELETE FROM entries WHERE id = ?", (eid,))
 
     def write(self):
-        return schema.write(self.conn)
+        return schema.write(self.conn, self.path)
 
 
 def _row_id(row) -> str:

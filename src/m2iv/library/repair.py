@@ -2,21 +2,25 @@
 
 Checked: the index opens and every row reads; every entry has its blob (hash verified) and its sidecar,
 and the sidecar agrees with the row; every sidecar has its entry; every blob belongs to an entry.
-Repairing rebuilds what the sidecars describe: a missing, empty or unreadable index is moved aside
-(`index.sqlite.broken-<time>`, never deleted) and a new one built from the sidecars; entries missing from
-a readable index are re-added, damaged rows replaced from their sidecar, and missing or stale sidecars
-written from the index. Nothing on disk is deleted; what cannot be repaired (a missing or changed blob, an
-orphaned blob, a damaged sidecar) is reported.
+Repairing rebuilds what the sidecars describe: a new index is built from the sidecars beside a missing, empty
+or unreadable one, and only once it is complete is the old one moved aside (`index.sqlite.broken-<time>`,
+never deleted) and the new one renamed into place, so a full or read-only disk leaves the library as it was.
+Entries missing from a readable index are re-added, damaged rows replaced from their sidecar, and missing or
+stale sidecars written from the index. Nothing on disk is deleted; what cannot be repaired (a missing or
+changed blob, an orphaned blob, a damaged sidecar) is reported. An index that cannot be opened because of the
+disk (full, read-only, no permission) is not damaged: that is reported, and nothing is rebuilt.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from m2iv.errors import M2IVError
+from m2iv.files import FileWriteError, writing
 from m2iv.library import schema
 from m2iv.library.entry import Entry, default_root, entry_from_record, entry_record
 from m2iv.library.store import Library
@@ -87,6 +91,9 @@ def check(root: str | Path | None = None, repair: bool = False) -> Report:
     report.problems += bad_sidecars
     try:
         lib = Library(root)
+    except FileWriteError as e:  # the disk, not the index: a rebuild would need the same disk
+        report.problems.append(f"{e} (the index was left as it is)")
+        return report
     except M2IVError as e:
         if not repair:
             report.problems.append(str(e))
@@ -102,18 +109,32 @@ def check(root: str | Path | None = None, repair: bool = False) -> Report:
 
 
 def _rebuild(root: Path, sidecars: dict[str, tuple[Path, Entry]], damaged: list[str], report: Report) -> None:
-    """Move the index aside and build a new one from the sidecars."""
+    """Build a new index from the sidecars beside the old one; only once it is whole, move the old one aside and
+    rename the new one into place. A failure on the way (a full disk) removes the half-built one and leaves the
+    old index where it was."""
     index = root / schema.INDEX_NAME
-    kept = _move_aside(index) if index.exists() else None
+    new_name = f".{index.name}.new-{uuid.uuid4().hex[:8]}"
+    built = Report()
+    try:
+        with Library(root, verify_index=False, index_name=new_name) as lib:
+            for _, entry in sorted(sidecars.values(), key=lambda s: (s[1].created_at, s[1].name)):
+                _restore(lib, entry, built)
+            _report_orphans(lib, sidecars, {}, built)
+            lib.seal()
+        with writing(index):
+            kept = _move_aside(index) if index.exists() else None
+            os.replace(root / new_name, index)
+    except BaseException:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (root / (new_name + suffix)).unlink(missing_ok=True)
+        raise
     report.fixed.append("started a new index" + (f" (the old one is kept as {kept.name})" if kept else ""))
-    with Library(root, verify_index=False) as lib:
-        for _, entry in sorted(sidecars.values(), key=lambda s: (s[1].created_at, s[1].name)):
-            _restore(lib, entry, report)
-        for eid in damaged:
-            if eid not in sidecars:
-                report.problems.append(f"damaged index row {eid} has no sidecar, so it could not be restored "
-                                       f"(the old index is kept as {kept.name if kept else '?'})")
-        _report_orphans(lib, sidecars, {}, report)
+    report.fixed += built.fixed
+    report.problems += built.problems
+    for eid in damaged:
+        if eid not in sidecars:
+            report.problems.append(f"damaged index row {eid} has no sidecar, so it could not be restored "
+                                   f"(the old index is kept as {kept.name if kept else '?'})")
 
 
 def _check_index(lib: Library, sidecars: dict[str, tuple[Path, Entry]], repair: bool, report: Report

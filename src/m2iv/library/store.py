@@ -43,9 +43,29 @@ from m2iv.library.entry import (
     prototype_bytes,
 )
 from m2iv.library.index import Index
-from m2iv.library.transfer import entry_files, export, file_writer, import_path, read_vector_dir, vectors_from_bytes
+from m2iv.library.transfer import (
+    entry_files,
+    export,
+    file_writer,
+    import_path,
+    read_vector_dir,
+    train_log_of,
+    vectors_from_bytes,
+)
 from m2iv.vectors.compat import compat_reason
-from m2iv.vectors.format import save_vectors
+from m2iv.vectors.format import resave, save_vectors
+
+
+def select(entries: builtins.list[Entry], *, model: str | None = None, task: str | None = None,
+           method: str | None = None, tag: str | builtins.list[str] | tuple[str, ...] | None = None
+           ) -> builtins.list[Entry]:
+    """The entries matching every filter given (see `Library.entries`), oldest first."""
+    tags = [tag] if isinstance(tag, str) else list(tag or ())
+    keep = [e for e in entries
+            if (not model or model in (e.base_model, e.model_type, e.fingerprint))
+            and (not task or e.task == task) and (not method or e.method == method)
+            and all(t in e.tags for t in tags)]
+    return sorted(keep, key=lambda e: (e.created_at, e.name))
 
 
 def check_entry(entry: Entry, adapter, strict: bool = True) -> None:
@@ -56,7 +76,9 @@ def check_entry(entry: Entry, adapter, strict: bool = True) -> None:
 class Library:
     """A local store of trained in-context vectors (see the module docstring)."""
 
-    def __init__(self, root: str | Path | None = None, *, verify_index: bool = True) -> None:
+    def __init__(self, root: str | Path | None = None, *, verify_index: bool = True,
+                 index_name: str = schema.INDEX_NAME) -> None:
+        """`index_name` other than the default: a new index built beside the real one (repair)."""
         self.root = Path(root).expanduser() if root else default_root()
         try:
             (self.root / "blobs").mkdir(parents=True, exist_ok=True)
@@ -64,18 +86,22 @@ class Library:
             raise M2IVError(f"cannot create the library folder {self.root} ({e.strerror}); set M2IV_LIBRARY or "
                             "--root to a writable folder") from None
         self.blobs = Blobs(self.root)
-        index = self.root / schema.INDEX_NAME
+        index = self.root / index_name
         if verify_index and (not index.is_file() or index.stat().st_size == 0) and self.blobs.has_content():
             state = "missing" if not index.exists() else "empty (0 bytes)"
             raise M2IVError(f"the library index {index} is {state} but {self.root / 'blobs'} holds stored vectors; "
                             f"rebuild it with `m2iv library check --repair` (it keeps every file)")
         self._conn = schema.connect(index)
-        self.index = Index(self._conn, self.root)
+        self.index = Index(self._conn, self.root, index)
         self.problems: list[str] = []  # damaged rows skipped by the last `entries()`, one line each
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._conn.close()
+
+    def seal(self) -> None:
+        """Make the index file whole on its own (no write-ahead log), e.g. before it is renamed into place."""
+        schema.seal(self._conn, self.index.path)
 
     def __enter__(self) -> Library:
         return self
@@ -93,6 +119,10 @@ class Library:
     def read_blob(self, entry: Entry) -> bytes:
         return self.blobs.read(entry)
 
+    def train_log(self, ref: str) -> builtins.list[dict]:
+        """The per-step records of the entry's training (loss, val_acc, ...) that `add` kept; [] when it had none."""
+        return self.blobs.read_train_log(self.get(ref))
+
     def get(self, ref: str) -> Entry:
         """An entry by id, name, `library:<id-or-name>` or a unique id prefix (>= 4 characters)."""
         return self.index.get(ref)
@@ -102,12 +132,7 @@ class Library:
         """Entries, oldest first; `model` matches the base model name, model_type or fingerprint; `tag` (one or
         several) keeps entries carrying every tag. Damaged rows are skipped and described in `self.problems`."""
         entries, self.problems = self.index.all()
-        tags = [tag] if isinstance(tag, str) else list(tag or ())
-        keep = [e for e in entries
-                if (not model or model in (e.base_model, e.model_type, e.fingerprint))
-                and (not task or e.task == task) and (not method or e.method == method)
-                and all(t in e.tags for t in tags)]
-        return sorted(keep, key=lambda e: (e.created_at, e.name))
+        return select(entries, model=model, task=task, method=method, tag=tag)
 
     list = entries  # `lib.list(task=...)` reads naturally
 
@@ -156,7 +181,8 @@ class Library:
             description: str = "", task: str | None = None, method: str | None = None, shots: int | None = None,
             metrics: dict | None = None, provenance: dict | None = None, prototype=None,
             prototype_info: dict | None = None) -> Entry:
-        """Add the vector directory `directory` (verified first); fields not given come from its config."""
+        """Add the vector directory `directory` (verified first); fields not given come from its config. The
+        trainer's log (`<directory>.train/train_log.jsonl`) is kept beside the blob when it is this run's."""
         directory = Path(directory)
         config, config_text, data = read_vector_dir(directory)
         task = task or dig(config, "method_config", "task")
@@ -171,7 +197,8 @@ class Library:
         return self.insert(config, config_text, data, name=name, derived_name=directory.resolve().name,
                            tags=tags, description=description, task=task, method=method or config["method"],
                            shots=shots, metrics=config.get("metrics") or {} if metrics is None else metrics,
-                           provenance=provenance, prototype=prototype, prototype_info=prototype_info)
+                           provenance=provenance, prototype=prototype, prototype_info=prototype_info,
+                           train_log=train_log_of(directory, config))
 
     def add_vectors(self, vectors, *, adapter, base_model: str, name: str | None = None, **kw) -> Entry:
         """Save `vectors` (an InContextVectors for `adapter`'s model) and add them; `kw` as for `add`."""
@@ -192,8 +219,8 @@ class Library:
     def insert(self, config: dict, config_text: str, data: bytes, *, name: str | None, derived_name: str,
                tags, description: str, task: str | None, method: str, shots: int | None, metrics: dict,
                provenance: dict, prototype=None, prototype_info: dict | None = None, entry_id: str | None = None,
-               created_at: str | None = None) -> Entry:
-        """Store the blob, then index the entry and write its sidecar in one transaction."""
+               created_at: str | None = None, train_log: bytes | None = None) -> Entry:
+        """Store the blob, then index the entry and write its sidecar (and training log) in one transaction."""
         sha = config["sha256"]
         tags = sorted({t.strip() for t in tags if t and t.strip()})
         if name is not None:
@@ -208,7 +235,8 @@ class Library:
                   "created_at": created_at or now(), "sha256": sha, "config": config_text,
                   "provenance": json.dumps(provenance or {}, sort_keys=True), "prototype": proto,
                   "prototype_info": json.dumps(prototype_info, sort_keys=True) if prototype_info else None}
-        sidecar = None
+        sidecar: Path | None = None
+        log: Path | None = None
         try:
             with self.index.write():
                 # a concurrent `remove` may have deleted the blob between our write and this lock: rewrite it
@@ -223,9 +251,12 @@ class Library:
                 eid = entry_id if entry_id and not self.index.id_taken(entry_id) else self.index.new_id()
                 self.index.insert({"id": eid, "name": final, **values}, tags)
                 sidecar = self.blobs.write_sidecar(self.index.entry_by_id(eid))
+                if train_log:
+                    log = self.blobs.write_train_log(sha, eid, train_log)
         except BaseException:
-            if sidecar is not None:
-                sidecar.unlink(missing_ok=True)
+            for path in (sidecar, log):
+                if path is not None:
+                    path.unlink(missing_ok=True)
             raise
         return self.get(eid)
 
@@ -260,20 +291,38 @@ class Library:
         return entry
 
     # -- export and import (see transfer.py) -------------------------------------------------------
-    def export(self, ref: str, out: str | Path) -> Path:
-        """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`."""
-        return export(self, ref, out)
+    def export(self, ref: str, out: str | Path, force: bool = False) -> Path:
+        """Write the entry as a vector directory at `out`, or as a tar when `out` ends with `.tar`; an existing
+        `out` is replaced only with `force`."""
+        return export(self, ref, out, force=force)
 
     def import_path(self, path: str | Path, name: str | None = None) -> Entry:
         """Add an exported directory or tar (metadata, tags and prototype restored)."""
         return import_path(self, path, name)
 
     # -- composition, search, routing (see compose.py and search.py) -------------------------------
-    def compose(self, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None
-                ) -> Entry:
-        from m2iv.library.compose import compose
+    def compose(self, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
+                operator: str | None = None) -> Entry:
+        from m2iv.library.compose import DEFAULT_OPERATOR, compose
 
-        return compose(self, name, expression, layers=layers, sites=sites, tags=tags, description=description)
+        return compose(self, name, expression, layers=layers, sites=sites, tags=tags, description=description,
+                       operator=operator or DEFAULT_OPERATOR)
+
+    def with_condition(self, ref: str, condition, *, name: str, adapter, tags=(), description: str | None = None
+                       ) -> Entry:
+        """Add a copy of entry `ref` that acts only on prompts firing `condition` (a vectors.condition.Condition
+        fitted by m2iv.train.condition); the source entry stays as it is. Prototype and tags are carried over."""
+        src = self.get(ref)
+        vectors, config = self.load(src.id, adapter=adapter)
+        provenance = {"kind": "conditioned", "source": {"id": src.id, "name": src.name, "sha256": src.sha256},
+                      "condition": condition.to_json()}
+        with self.scratch() as tmp:
+            d = resave(tmp, vectors.with_condition(condition), config, adapter=adapter, out=tmp / "conditioned")
+            return self.add(d, name=name, tags=tuple(tags) or tuple(src.tags), task=src.task, method=src.method,
+                            shots=src.shots, metrics=src.metrics, provenance=provenance,
+                            description=description if description is not None else
+                            f"{src.name}, acting only where its condition fires (layer {condition.layer})",
+                            prototype=src.prototype, prototype_info=src.prototype_info)
 
     def search(self, **kw):
         from m2iv.library.search import search
@@ -305,4 +354,4 @@ class _TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-__all__ = ["PREFIX", "REPAIR_HINT", "Entry", "Library", "check_entry"]
+__all__ = ["PREFIX", "REPAIR_HINT", "Entry", "Library", "check_entry", "select"]

@@ -14,6 +14,7 @@ from m2iv.methods import (  # noqa: F401  (each registers itself)
     mtv,
     parallel_icl,
     tv,
+    vti,
 )
 from m2iv.methods.base import ICL, METHODS, LoadedVectors, Method, ZeroShot, get_method, register_method
 from m2iv.methods.m2iv import M2IV, M2IVConfig

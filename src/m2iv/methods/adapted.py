@@ -37,7 +37,7 @@ class TrainedAdapter(LoadedVectors):
         adapter = self.make_adapter(lm, task, splits, recipe.seed)
         best, info = train_vectors(lm, task, splits, adapter, recipe, out, method_config={"name": self.name,
                                    **asdict(cfg)}, show_progress=self.options.get("progress", True), save=save_adapter)
-        return best.to(lm.model.device), {**info, "saved": True}
+        return best.to(lm.device), {**info, "saved": True}
 
     def prepare(self, lm, task, splits: dict, options=None) -> None:
         from m2iv.adapters.peft_dir import load_adapter

@@ -64,7 +64,7 @@ class Method:
         query_start = batch.pop("query_start")
         if handle is not None and hasattr(handle, "set_query_start"):
             handle.set_query_start(query_start)
-        batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+        batch = {k: v.to(lm.device) for k, v in batch.items()}
         gen = lm.model.generate(**batch, **kwargs)
         return gen[:, batch["input_ids"].shape[1]:], batch["attention_mask"].sum(dim=1).tolist()
 
@@ -131,7 +131,7 @@ class LoadedVectors(Method):
         if path == "library:auto":
             return self._prepare_routes(lm, splits)
         self.vectors, self.vector_config = load_spec(path, adapter=lm.adapter, strict=self.options.get("strict", True),
-                                                     device=lm.model.device, root=self.options.get("library_root"))
+                                                     device=lm.device, root=self.options.get("library_root"))
         if self.name not in ("vectors", self.vector_config.get("method")):
             raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
                             f"use --method {self.vector_config.get('method')} or --method vectors")
@@ -146,7 +146,7 @@ class LoadedVectors(Method):
         ids: list[str] = lib.route(lm, samples, strict=self.options.get("strict", True))
         self.routes: dict[str, str] = {s.id: i for s, i in zip(samples, ids, strict=True)}
         self.routed: dict[str, InContextVectors] = {
-            i: lib.load(i, adapter=lm.adapter, device=lm.model.device)[0] for i in dict.fromkeys(ids)}
+            i: lib.load(i, adapter=lm.adapter, device=lm.device)[0] for i in dict.fromkeys(ids)}
         self.vector_config = {"routes": {i: lib.get(i).name for i in self.routed}}
 
     def groups(self, samples: list) -> list[tuple[str | None, list]]:
@@ -165,8 +165,10 @@ class LoadedVectors(Method):
         vectors = self.routed[key] if key is not None else self.vectors
         if vectors is None:
             raise M2IVError(f"--method {self.name}: no vectors prepared; prepare() loads or fits them first")
-        # Answering trains nothing, so the base weights keep their requires_grad (see `inject`).
-        with apply(lm.model, vectors, lm.adapter, freeze_base=False) as handle:
+        # Answering trains nothing, so the base weights keep their requires_grad (see `inject`). A condition the
+        # vectors carry gates them unless the run asks for the vectors everywhere (`condition: False`).
+        with apply(lm.model, vectors, lm.adapter, freeze_base=False,
+                   condition=self.options.get("condition", True)) as handle:
             yield handle
 
     def require_out(self) -> str:

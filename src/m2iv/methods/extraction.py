@@ -53,7 +53,7 @@ def model_batches(lm, builder: PromptBuilder, prompts: list[Prompt], batch_size:
         batch = builder.encode(prompts[i:i + batch_size])
         batch.pop("query_start")
         batch.pop("labels", None)
-        yield {k: v.to(lm.model.device) for k, v in batch.items()}
+        yield {k: v.to(lm.device) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def first_token_scores(lm, builder: PromptBuilder, queries: list[Sample], vector
     ctx = nullcontext() if vectors is None else apply(lm.model, vectors, lm.adapter, freeze_base=False)
     with ctx:
         for i, batch in enumerate(model_batches(lm, builder, prompts, batch_size)):
-            t = targets[i * batch_size:(i + 1) * batch_size].to(lm.model.device)
+            t = targets[i * batch_size:(i + 1) * batch_size].to(lm.device)
             lp = torch.log_softmax(lm.model(**batch).logits[:, -1].float(), dim=-1)  # (B, V)
             hits.append((lp.argmax(-1) == t).float().cpu())
             logps.append(lp.gather(1, t[:, None])[:, 0].cpu())

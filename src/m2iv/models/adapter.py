@@ -177,11 +177,16 @@ def weights_fingerprint(model: nn.Module, per_tensor: int = 256) -> str:
     (cheap enough for every evaluation summary and teacher-cache key)."""
     import torch
 
+    from m2iv.models.placement import parameter_values
+
     h = hashlib.sha256(architecture_fingerprint(model).encode())
+    samples: dict[str, bytes] = {}
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        for name, p in parameter_values(model):  # offloaded weights (a sharded model) read in block by block
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // per_tensor)
-            h.update(name.encode())
-            h.update(flat[::step][:per_tensor].float().cpu().numpy().tobytes())
+            samples[name] = flat[::step][:per_tensor].float().cpu().numpy().tobytes()
+    for name in sorted(samples):
+        h.update(name.encode())
+        h.update(samples[name])
     return h.hexdigest()[:16]

@@ -23,7 +23,7 @@ import torch
 
 from m2iv.constants import DTYPES
 from m2iv.errors import M2IVError
-from m2iv.models import hub
+from m2iv.models import hub, placement
 from m2iv.models.adapter import ModelAdapter, discover
 from m2iv.models.families import FAMILIES, Family, supported
 from m2iv.models.tiny import build_tiny, no_video
@@ -38,6 +38,12 @@ class LoadedModel:
     adapter: ModelAdapter
 
     @property
+    def device(self) -> torch.device:
+        """Where inputs go: the model's one device, or its main device when accelerate spread it over several
+        (a parameter of a model whose first modules went to disk is on `meta`, no place for inputs)."""
+        return placement.input_device(self.model)
+
+    @property
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
@@ -46,13 +52,16 @@ class LoadedModel:
         return FAMILIES[self.family].kind == "vlm" if self.family in FAMILIES else hasattr(self.processor, "tokenizer")
 
 
-def torch_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+def torch_dtype_of(name: str | torch.dtype | None) -> torch.dtype | None:
     """Map a dtype name (float32/bf16/...) to a torch dtype, in this one place."""
     if name is None or isinstance(name, torch.dtype):
         return name
     if name not in DTYPES:
         raise M2IVError(f"unknown dtype {name!r}; use one of {', '.join(sorted(set(DTYPES.values())))}")
     return getattr(torch, DTYPES[name])
+
+
+torch_dtype = torch_dtype_of  # the public name (m2iv.models); load_model takes a `torch_dtype=` keyword
 
 
 # Model specs that name a model m2iv builds itself: spec -> "module:function" returning (model, processor,
@@ -118,7 +127,7 @@ def _load_pretrained(src: str, family: Family | None, dtype, **kw):
     return cls.from_pretrained(src, dtype=dtype, **kw)
 
 
-def _load_hub(spec: str, td, layers: str | None):
+def _load_hub(spec: str, td, layers: str | None, **place):
     """(model, processor, family) of a hub id, offline-first (see hub.py): fails in seconds without network."""
     import transformers as T
 
@@ -126,18 +135,46 @@ def _load_hub(spec: str, td, layers: str | None):
     try:
         model_type = T.AutoConfig.from_pretrained(spec, **kw).model_type
         fam = _family_of(model_type, spec, allow_unknown=layers is not None)
-        return _load_pretrained(spec, fam, td, **kw), _load_processor(spec, fam, **kw), model_type
+        return _load_pretrained(spec, fam, td, **kw, **place), _load_processor(spec, fam, **kw), model_type
     except M2IVError:
         raise
     except Exception as e:  # noqa: BLE001 - hub/cache errors vary; report them in one line
         raise M2IVError(hub.failure(spec, e, kw)) from None
 
 
+def _place(model, td, device, device_map, max_memory, offload_folder):
+    """The model in its dtype, on `device`, or where `device_map` puts it (a checkpoint loaded with a device map
+    is already there: transformers records the map it used as `hf_device_map`)."""
+    if device_map is None:
+        if td is not None:
+            model = model.to(td)
+        return model.to(device).eval()
+    if not placement.placement(model):
+        if td is not None:
+            model = model.to(td)
+        model = placement.dispatch(model, device_map, max_memory, offload_folder)
+    return model.eval()
+
+
 def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: str = "cpu",
-               layers: str | None = None, seed: int = 0) -> LoadedModel:
-    """Load model + processor from `spec` and discover its decoder layers (see module docstring)."""
-    td = torch_dtype(dtype)
+               layers: str | None = None, seed: int = 0, device_map: str | dict | None = None,
+               torch_dtype: str | torch.dtype | None = None, max_memory: str | dict | None = None,
+               offload_folder: str | Path | None = None) -> LoadedModel:
+    """Load model + processor from `spec` and discover its decoder layers (see module docstring).
+
+    `device_map` ("auto", "balanced", "sequential" or {module: device}) shards a model that does not fit one
+    device through accelerate's big-model loading (placement.py); `torch_dtype` is transformers' older name
+    for `dtype`, accepted for scripts written against it."""
+    if torch_dtype is not None:
+        if dtype not in (None, "float32") and torch_dtype_of(dtype) != torch_dtype_of(torch_dtype):
+            raise M2IVError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass one of them")
+        dtype = torch_dtype
+    td = torch_dtype_of(dtype)
     spec = str(spec)
+    placement.check_device_map(device_map)
+    if device_map is not None and str(device) != "cpu":
+        raise M2IVError("pass device or device_map, not both: a device map already says where every module goes")
+    place = placement.pretrained_kwargs(device_map, max_memory, offload_folder)
     if spec.startswith("tiny:"):
         family = spec.split(":", 1)[1]
         model, proc = build_tiny(family, seed=seed)
@@ -161,16 +198,14 @@ def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: s
         except json.JSONDecodeError as e:
             raise M2IVError(f"{cfg_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
         fam = _family_of(model_type, spec, allow_unknown=layers is not None)
-        model = _load_pretrained(spec, fam, td)
+        model = _load_pretrained(spec, fam, td, **place)
         proc = _load_processor(spec, fam)
         family = model_type
     elif spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
         raise M2IVError(f"no model directory at {spec}; give a local model directory, a hub id (org/name), "
                         "tiny:<family> or sandbox")
     else:
-        model, proc, family = _load_hub(spec, td, layers)
-    if td is not None:
-        model = model.to(td)
-    model = model.to(device).eval()
+        model, proc, family = _load_hub(spec, td, layers, **place)
+    model = _place(model, td, device, device_map, max_memory, offload_folder)
     adapter = discover(model, family=family, tokenizer=getattr(proc, "tokenizer", proc), layers=layers)
     return LoadedModel(model=model, processor=proc, family=family, spec=spec, adapter=adapter)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from m2iv.errors import M2IVError
-from m2iv.files import write_file_atomic, write_json_atomic
+from m2iv.files import write_json_atomic, write_safetensors_atomic
 
 FORMAT = "m2iv-sandbox-train-1"
 
@@ -40,8 +40,7 @@ def private_dir(path: str | Path) -> Path:
 def save_state(path: Path, parts: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Write named state dicts into one safetensors file (keys `<part>.<name>`), atomically."""
     tensors = {f"{part}.{k}": v.detach().clone().contiguous() for part, sd in parts.items() for k, v in sd.items()}
-    return write_file_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT,
-                                                                                     "parts": ",".join(parts)}))
+    return write_safetensors_atomic(path, tensors, metadata={"format": FORMAT, "parts": ",".join(parts)})
 
 
 def load_state(path: Path) -> dict[str, dict[str, torch.Tensor]]:

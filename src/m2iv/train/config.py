@@ -26,6 +26,15 @@ class TeacherConfig:
     # "product": the contexts' answer log-probabilities averaged (a product of experts, Parallel-ICL); "mixture":
     # their probabilities averaged, so a context that shows the query's class is not vetoed by those that do not
     ensemble_mode: str = "product"
+    # Tasks whose demonstration pools each give the teacher one expert context per ensemble slot, combined like
+    # the ensemble (a product of experts by default): one target distilled from several teachers at once (e.g. a
+    # capitals teacher and a French teacher for French capitals). Empty: the task's own pool. The caller passes
+    # the pools (train_vectors(experts=...)); the names are the record.
+    experts: list[str] = field(default_factory=list)
+    # "icl": every training query gets the N-shot teacher; "zero-shot": queries labelled meta["condition"] = False
+    # (e.g. ordinary requests beside harmful ones) are read with no demonstrations and trained towards the plain
+    # model's own answer, so the vectors learn to leave them as they were (contrastive training).
+    negatives: str = "icl"
 
     def __post_init__(self) -> None:
         if self.ensemble_mode not in ("product", "mixture"):
@@ -34,6 +43,21 @@ class TeacherConfig:
             raise M2IVError(f"teacher hidden_site must be 'layer' or 'mlp'; got {self.hidden_site!r}")
         if self.hidden_span not in ("answer", "query"):
             raise M2IVError(f"teacher hidden_span must be 'answer' or 'query'; got {self.hidden_span!r}")
+        if self.negatives not in ("icl", "zero-shot"):
+            raise M2IVError(f"teacher negatives must be 'icl' or 'zero-shot'; got {self.negatives!r}")
+
+    def to_json(self) -> dict:
+        """The fields, with `experts` and `negatives` left out at their defaults: recipes, cache keys and vector
+        folders of teachers that use neither stay what they were before the two existed."""
+        d = asdict(self)
+        for name in LATER_FIELDS:
+            if d[name] == _TEACHER_DEFAULTS[name]:
+                del d[name]
+        return d
+
+
+_TEACHER_DEFAULTS = {"experts": [], "negatives": "icl"}
+LATER_FIELDS = tuple(_TEACHER_DEFAULTS)  # added after recipes were first stored
 
 
 @dataclass
@@ -83,4 +107,4 @@ class TrainConfig:
             raise M2IVError(f"unknown synergistic loss {self.synergy!r}; use decorrelation, barlow or none")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "teacher": self.teacher.to_json()}

@@ -6,18 +6,36 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from m2iv.constants import TRAIN_DIR_SUFFIX
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
+from m2iv.identity import tensors_sha256
 from m2iv.models.adapter import weights_fingerprint
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
 from m2iv.train.trainer import Trainable, VectorTrainer
 from m2iv.vectors.format import save_vectors
+from m2iv.vectors.inject import apply
+from m2iv.vectors.vector import InContextVectors
+
+
+@contextmanager
+def _frozen_under(lm, base: InContextVectors | None) -> Iterator[None]:
+    """`base` injected (every position, no condition) and frozen while the block runs; nothing without it."""
+    if base is None:
+        yield
+        return
+    base = base.to(lm.device)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    with apply(lm.model, base, lm.adapter, freeze_base=False, condition=False):
+        yield
 
 
 def training_identity(lm, task, train: list[Sample], val: list[Sample], support: list[Sample],
@@ -36,17 +54,27 @@ def _save_vectors(vectors, out: Path, *, lm, **fields) -> None:
 
 def train_vectors(lm, task, splits: dict, vectors: Trainable, cfg: TrainConfig, out: str | Path,
                   method_config: dict | None = None, show_progress: bool = True,
-                  stop_after: int | None = None, save: Callable[..., Any] | None = None) -> tuple[Any, dict]:
+                  stop_after: int | None = None, save: Callable[..., Any] | None = None,
+                  experts: list[list[Sample]] | None = None,
+                  base_vectors: InContextVectors | None = None) -> tuple[Any, dict]:
     """Train `vectors` (or an adapter: LoRA, a KV prefix) on task's train split against its N-shot teacher; save the
     best to `out` with `save(best, out, lm=lm, recipe=, metrics=, method_config=, extra=)` (default: a vector
-    directory; adapters pass m2iv.adapters.peft_dir.save_adapter)."""
+    directory; adapters pass m2iv.adapters.peft_dir.save_adapter).
+
+    `experts`: one demonstration pool per name in cfg.teacher.experts (a teacher of several experts).
+    `base_vectors`: vectors injected, frozen, under the student while it trains (sequential training: the new
+    vectors learn to act on top of these; only the new ones are saved)."""
     from m2iv.dist import state as dist_state
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.model.device)  # type: ignore[attr-defined]
+    vectors = vectors.to(lm.device)  # type: ignore[attr-defined]
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
+    if cfg.teacher.negatives == "zero-shot":
+        from m2iv.train.contrastive import own_answers
+
+        train = own_answers(lm, builder, train, task.max_new_tokens)
     if len(train) < 2:
         raise M2IVError(f"task {task.name} has {len(train)} training queries; vector training needs more "
                         "(enlarge the data or lower n_support)")
@@ -56,16 +84,22 @@ def train_vectors(lm, task, splits: dict, vectors: Trainable, cfg: TrainConfig, 
     teacher = None
     if cfg.w_mimicry or cfg.w_align:
         teacher = compute_teacher(lm, builder, train, splits["support"], cfg.teacher, task.name, seed=cfg.seed,
-                                  show_progress=show_progress and state.is_main_process)
+                                  show_progress=show_progress and state.is_main_process, experts=experts)
     t_teacher = time.perf_counter() - t0
     identity = training_identity(lm, task, train, val, splits["support"], method_config)
-    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}.train",
+    extra: dict[str, Any] = {}
+    if base_vectors is not None:
+        identity["base_vectors"] = tensors_sha256(base_vectors.to_tensors())
+        extra["trained_with"] = {"sha256": identity["base_vectors"], "spec": base_vectors.spec()}
+    trainer = VectorTrainer(lm, vectors, cfg, out.parent / f"{out.name}{TRAIN_DIR_SUFFIX}",
                             show_progress=show_progress and state.is_main_process, identity=identity)
-    best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
+    with _frozen_under(lm, base_vectors):
+        best = trainer.fit(builder, train, teacher, val, stop_after=stop_after)
     info: dict[str, Any] = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
                         "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
                         "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
             "best": trainer.best, "steps_done": trainer.step, "n_train": len(train), "n_val": len(val),
+            "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},
             "train_seconds": round(time.perf_counter() - t0 - t_teacher, 1)}
     if state.is_main_process and trainer.step >= cfg.steps:
         (save or _save_vectors)(best, out, lm=lm, recipe=cfg.to_json(),
@@ -74,6 +108,6 @@ def train_vectors(lm, task, splits: dict, vectors: Trainable, cfg: TrainConfig, 
                                          "teacher_acc_train": info["teacher"]["accuracy_train"]},
                                 method_config={**(method_config or {}), "task": task.name,
                                                "task_version": task.version},
-                                extra={"training": info})
+                                extra={"training": info, **extra})
     state.wait_for_everyone()
     return best, info

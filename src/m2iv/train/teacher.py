@@ -18,19 +18,19 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, model_embedder
 from m2iv.errors import M2IVError
-from m2iv.files import write_file_atomic
+from m2iv.files import write_safetensors_atomic
 from m2iv.train.config import TeacherConfig
 
 SHARD = 64  # (query, draw) items per shard file
@@ -99,12 +99,13 @@ def student_batch(builder: PromptBuilder, queries: list[Sample], demos: list[lis
 
 
 def teacher_key(lm, task_name: str, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
-                seed: int) -> str:
+                seed: int, experts: list[list[Sample]] | None = None) -> str:
     from m2iv.models.adapter import weights_fingerprint
 
+    cfg_json = cfg.to_json()  # fields added later drop out at their defaults: older cache keys stay valid
+    pools = [content_hash(p) for p in experts] if experts else content_hash(support)
     payload = json.dumps({"model": weights_fingerprint(lm.model), "task": task_name, "queries": content_hash(queries),
-                          "support": content_hash(support), "cfg": asdict(cfg), "seed": seed, "v": 1},
-                         sort_keys=True)
+                          "support": pools, "cfg": cfg_json, "seed": seed, "v": 1}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -118,21 +119,26 @@ def _pad_left(t: torch.Tensor, n: int, value) -> torch.Tensor:
 
 def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
                     task_name: str, seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 4,
-                    show_progress: bool = True) -> TeacherTargets:
+                    show_progress: bool = True, experts: list[list[Sample]] | None = None) -> TeacherTargets:
+    """`experts`: several demonstration pools, each one context per ensemble slot (cfg.experts names them)."""
     from m2iv.constants import m2iv_home
 
     if cfg.shots < 1:
         raise M2IVError("the teacher needs at least 1 shot (--shots)")
-    key = teacher_key(lm, task_name, queries, support, cfg, seed)
+    if bool(experts) != bool(cfg.experts) or (experts and len(experts) != len(cfg.experts)):
+        raise M2IVError(f"the teacher config names {len(cfg.experts)} expert pool(s) but {len(experts or [])} were "
+                        "given; pass one demonstration pool per name in teacher.experts")
+    key = teacher_key(lm, task_name, queries, support, cfg, seed, experts)
     root = Path(cache_dir or m2iv_home() / "cache" / "teacher") / key
     root.mkdir(parents=True, exist_ok=True)
     cls = SELECTORS.get(cfg.selection)
     if cls is None:
         raise M2IVError(f"unknown teacher selection {cfg.selection!r}; use random, fixed or rices")
     if cls is RicesSelector:
-        selector = RicesSelector(support, model_embedder(lm, PromptBuilder(lm, builder.instruction)), seed=seed)
+        embed = model_embedder(lm, PromptBuilder(lm, builder.instruction))
+        selectors = [RicesSelector(pool, embed, seed=seed) for pool in (experts or [support])]
     else:
-        selector = cls(support, seed=seed)
+        selectors = [cls(pool, seed=seed) for pool in (experts or [support])]
     items = [(q, d) for q in queries for d in range(cfg.draws)]
     shards = [items[i:i + SHARD] for i in range(0, len(items), SHARD)]
     bar = tqdm(total=len(items), desc=f"teacher {cfg.shots}-shot", disable=not show_progress, dynamic_ncols=True)
@@ -146,7 +152,7 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
             except Exception:  # noqa: BLE001 - a broken shard is recomputed, never trusted
                 path.unlink(missing_ok=True)
         if data is None:
-            data = _compute_shard(lm, builder, shard, selector, cfg, seed, batch_size, bar)
+            data = _compute_shard(lm, builder, shard, selectors, cfg, seed, batch_size, bar)
             _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard])})
         else:
             bar.update(len(shard))
@@ -189,7 +195,10 @@ def _cat_hidden(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) -> list[list[Sample]]:
-    """`ensemble` disjoint sets of `shots` demonstrations for one (query, draw)."""
+    """`ensemble` disjoint sets of `shots` demonstrations for one (query, draw); empty ones for a query the
+    vectors must leave alone when `negatives` is "zero-shot" (the plain model is its teacher)."""
+    if cfg.negatives == "zero-shot" and (q.meta or {}).get("condition") is False:
+        return [[] for _ in range(cfg.ensemble)]
     k = cfg.shots * cfg.ensemble
     if cfg.selection == "random":
         pool = random.Random(f"{seed}:{q.id}:{draw}").sample(
@@ -202,18 +211,19 @@ def _demo_sets(selector, q: Sample, draw: int, cfg: TeacherConfig, seed: int) ->
 
 
 def _write_shard(path: Path, data: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    write_file_atomic(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+    write_safetensors_atomic(path, data, metadata)
 
 
 @torch.no_grad()
-def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch_size, bar) -> dict:
+def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batch_size, bar) -> dict:
     labels_all, values_all, index_all, hidden_all, ptoks, spans = [], [], [], [], [], []
+    n_ctx = cfg.ensemble * len(selectors)  # contexts per target: every expert pool's ensemble slots
     for i in range(0, len(shard), batch_size):
         chunk = shard[i:i + batch_size]
-        sets = [_demo_sets(selector, q, d, cfg, seed) for q, d in chunk]
+        sets = [[ds for sel in selectors for ds in _demo_sets(sel, q, d, cfg, seed)] for q, d in chunk]
         experts: list[torch.Tensor] = []
         hs_sum: torch.Tensor | None = None
-        for e in range(cfg.ensemble):
+        for e in range(n_ctx):
             batch, labels, query_start = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
             ptoks.append(batch["attention_mask"].sum(1) - (labels != -100).sum(1))
             span = None
@@ -221,7 +231,7 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
                 span, lengths = query_span(batch, query_start)
                 if e == 0:
                     spans.append(lengths)
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states, cfg.hidden_site, span)
             experts.append(F.log_softmax(logits.float(), dim=-1).cpu())
             if hs is not None:
@@ -236,7 +246,7 @@ def _compute_shard(lm, builder, shard, selector, cfg: TeacherConfig, seed, batch
             values_all.append(logps.half())
         labels_all.append(labels)
         if hs_sum is not None:
-            hidden_all.append((hs_sum / cfg.ensemble).half())
+            hidden_all.append((hs_sum / n_ctx).half())
         bar.update(len(chunk))
     n = max(t.shape[1] for t in labels_all)
     out = {"labels": torch.cat([_pad_left(t, n, -100) for t in labels_all]).long(),

@@ -26,9 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from m2iv.constants import TRAIN_LOG_NAME
 from m2iv.data.sample import Sample
 from m2iv.errors import M2IVError
-from m2iv.files import write_dir_atomic
+from m2iv.files import write_dir_atomic, writing
 from m2iv.identity import identity_diff, jsonable
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
@@ -134,8 +135,8 @@ class VectorTrainer:
         cfg = self.cfg
         batch, labels, query_start = student_batch(builder, queries)
         handle.set_query_start(query_start)
-        batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
-        amp = torch.autocast(self.lm.model.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+        amp = torch.autocast(self.lm.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
         align = bool(cfg.w_align and teacher is not None and teacher.hidden is not None)
         span, lengths = query_span(batch, query_start) if align and cfg.teacher.hidden_span == "query" else (None, None)
         n_ans = labels.shape[1]
@@ -211,7 +212,7 @@ class VectorTrainer:
         for i in range(0, len(queries), batch_size):
             batch, labels, query_start = student_batch(builder, queries[i:i + batch_size])
             handle.set_query_start(query_start)
-            batch = {k: v.to(self.lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(self.lm.device) for k, v in batch.items()}
             logits, _ = _answer_logits(self.lm, batch, labels.shape[1], False)
             labels = labels.to(logits.device)
             ok = (logits.argmax(-1) == labels) | (labels == -100)
@@ -326,31 +327,35 @@ class VectorTrainer:
         cfg = self.cfg
         if not queries:
             raise M2IVError("no training queries; enlarge the task's train split")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        with writing(self.workdir):
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self._load_checkpoint()
         torch.manual_seed(cfg.seed)
         handle = attach(self.lm, self.vectors)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.show_progress or self.rank,
                    dynamic_ncols=True)
+        log_path = self.workdir / TRAIN_LOG_NAME
         try:
-            with open(self.workdir / "train_log.jsonl", "w") as log:  # rewritten from the checkpoint's history
+            with writing(log_path), open(log_path, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
-                while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
-                    rec = self.optimizer_step(builder, queries, teacher, handle)
-                    self._validate(builder, val, handle, rec)
-                    self.history.append(rec)
-                    if self.rank == 0:
+            while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
+                rec = self.optimizer_step(builder, queries, teacher, handle)
+                self._validate(builder, val, handle, rec)
+                self.history.append(rec)
+                if self.rank == 0:
+                    with writing(log_path), open(log_path, "a") as log:
                         log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}",
-                                    **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
-                    bar.update(1)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        self._save_checkpoint()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}",
+                                **({"val": f"{rec['val_acc']:.3f}"} if "val_acc" in rec else {}))
+                bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._save_checkpoint()
         finally:
             handle.remove()
             bar.close()
         best = type(self.vectors).from_spec(self.vectors.spec())  # type: ignore[attr-defined]
+        if getattr(self.vectors, "condition", None) is not None:  # vectors keep their condition; adapters have none
+            best = best.with_condition(self.vectors.condition)  # type: ignore[attr-defined]
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}
         with torch.no_grad():

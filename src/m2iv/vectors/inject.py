@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,19 +104,29 @@ def _output_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenT
     cache: dict = vectors.__dict__.setdefault("_inference_cache", {}).setdefault((site, row), {})
 
     def hook(_module, _args, out):
+        if _stand_aside(tracker):
+            return None
         h, rest = _untuple(out)
         if torch.is_grad_enabled() or tracker.policy != "all":
             return _retuple(_apply_op(h, vectors, site, row, tracker), rest)
         state = (h.device, h.dtype, *((id(p), p._version) for p in map(vectors.params.__getitem__, names)))
         if cache.get("state") != state:
             cache["state"], cache["fn"] = state, _inference_fn(vectors, site, row, h)
-        return _retuple(cache["fn"](h), rest)
+        new = cache["fn"](h)
+        return _retuple(_masked(new, h, tracker) if tracker.gated else new, rest)
 
     return hook
 
 
+def _stand_aside(tracker: TokenTracker) -> bool:
+    """A condition's probe is reading the plain model, or no row of this sequence fired its condition."""
+    return tracker.probing or (tracker.row_gate is not None and not bool(tracker.row_gate.any()))
+
+
 def _input_hook(vectors: InContextVectors, site: str, row: int, tracker: TokenTracker, attn_module=None):
     def hook(_module, args):
+        if _stand_aside(tracker):
+            return None
         return (_apply_op(args[0], vectors, site, row, tracker, attn_module), *args[1:])
 
     return hook
@@ -129,6 +140,12 @@ class InjectionHandle:
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._frozen: list[tuple[nn.Parameter, bool]] = []
         self._undo: list = []  # callables restoring other state (the gate's attention implementation)
+        self.gate: Any = None  # the ConditionGate (vectors/gating.py) when the vectors carry a condition
+
+    @property
+    def fired(self) -> list[bool] | None:
+        """Per row of the last sequence, whether the vectors' condition fired (None without a condition)."""
+        return None if self.gate is None else self.gate.fired
 
     def set_query_start(self, query_start) -> None:
         self.tracker.set_query_start(query_start)
@@ -151,13 +168,16 @@ class InjectionHandle:
 
 
 def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | None = None,
-           token_policy: str | None = None, freeze_base: bool = True) -> InjectionHandle:
+           token_policy: str | None = None, freeze_base: bool = True, condition: bool = True) -> InjectionHandle:
     """Attach `vectors` to `model`; the returned handle removes them. Base weights are frozen while
     attached (gradients reach the vectors only) unless `freeze_base=False`, which is what inference should
     pass: requires_grad also steers PyTorch's kernel choice even under no_grad (a 3-D @ 2-D matmul such as
     the LM head on the last position of a batch is folded into one mm only when the weight requires grad,
     else it runs as a bmm over a batch-expanded weight, ~30 ms on the sandbox at batch 8), so freezing
-    for answering would make injected runs slower than the plain model for reasons not the vectors'."""
+    for answering would make injected runs slower than the plain model for reasons not the vectors'.
+
+    Vectors that carry a condition act only on the sequences whose prompt fires it (vectors/gating.py);
+    `condition=False` applies them everywhere (training, and measuring what the condition adds)."""
     adapter = adapter or discover(model)
     compat_reason(vectors, adapter)
     policy = token_policy or vectors.token_policy
@@ -176,9 +196,16 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
 
             all_keys = any(spec.normaliser == "all_keys" for spec in attention_ops)
             handle._undo.append(enable(model, adapter, all_keys=all_keys))
-        if policy != "all":  # "all" needs no positions: skip the per-call bookkeeping on the top-level model
+        gated = condition and vectors.condition is not None
+        if policy != "all" or gated:  # "all" needs no positions: skip the per-call bookkeeping on the top-level model
             handle._hooks.append(model.register_forward_pre_hook(tracker.pre_hook, with_kwargs=True))
             handle._hooks.append(model.register_forward_hook(tracker.post_hook, with_kwargs=True, always_call=True))
+        if gated:
+            from m2iv.vectors.gating import ConditionGate
+
+            assert vectors.condition is not None
+            handle.gate = ConditionGate(model, adapter, vectors.condition, tracker)
+            handle._hooks.extend(handle.gate.hooks())
         for site, spec in vectors.sites.items():
             for row, layer in enumerate(spec.layers):
                 module = adapter.module(layer, site)
@@ -196,9 +223,10 @@ def inject(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | 
 
 @contextmanager
 def apply(model: nn.Module, vectors: InContextVectors, adapter: ModelAdapter | None = None,
-          token_policy: str | None = None, freeze_base: bool = True) -> Iterator[InjectionHandle]:
+          token_policy: str | None = None, freeze_base: bool = True, condition: bool = True
+          ) -> Iterator[InjectionHandle]:
     """Context-manager twin of `inject`: every hook is removed on exit, also after an exception."""
-    handle = inject(model, vectors, adapter, token_policy=token_policy, freeze_base=freeze_base)
+    handle = inject(model, vectors, adapter, token_policy=token_policy, freeze_base=freeze_base, condition=condition)
     try:
         yield handle
     finally:

@@ -14,6 +14,9 @@ extend the previous call's input_ids is the next decoding step of the same seque
     generated  columns >= prompt length: only tokens produced by generate()
     last       the last prompt column only (the position that predicts the first answer token)
     last_onward  the last prompt column and every generated token (MTV's replacement under generate)
+
+A condition (vectors/gating.py) adds a per-row gate: `row_gate` (B,) is set once per sequence from its prompt,
+and a row whose gate is off keeps every position untouched, whatever the policy.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ class TokenTracker:
         self._past = 0
         self._prompt_cols: int | None = None
         self._masks: dict[tuple, torch.Tensor] = {}
+        self.row_gate: torch.Tensor | None = None  # (B,) bool: rows a condition lets the vectors act on
+        self.new_sequence = False  # the current call starts a sequence (a condition decides on it)
+        self.probing = False  # a condition's probe forward is running: every hook leaves it alone
+
+    @property
+    def gated(self) -> bool:
+        return self.row_gate is not None
 
     def set_query_start(self, query_start: torch.Tensor | list[int] | None) -> None:
         """Column index where each sample's query begins (left padding included); for the `query` policy."""
@@ -52,6 +62,8 @@ class TokenTracker:
 
     # -- hooks on the top-level model ----------------------------------------------------------------
     def pre_hook(self, module, args, kwargs) -> None:
+        if self.probing:
+            return
         ids = kwargs.get("input_ids")
         if ids is None and args and torch.is_tensor(args[0]):
             ids = args[0]
@@ -64,32 +76,51 @@ class TokenTracker:
                           and torch.equal(ids[:, : prev.shape[1]].to(prev.device), prev))
             if not continuing:
                 self._prompt_cols = cur
-        elif self._prompt_cols is None:
-            self._prompt_cols = past  # called with a cache we never saw filled: all new tokens are generated
+            self.new_sequence = not continuing
+        else:
+            self.new_sequence = False
+            if self._prompt_cols is None:
+                self._prompt_cols = past  # called with a cache we never saw filled: all new tokens are generated
         self._ids, self._past, self._active = ids, past, True
         self._prev_ids = None if ids is None else ids.detach()
         self._masks = {}
 
     def post_hook(self, module, args, kwargs, output) -> None:
+        if self.probing:
+            return
         self._active = False
         self._masks = {}
 
     # -- what site hooks ask ---------------------------------------------------------------------------
     def mask(self, h: torch.Tensor) -> torch.Tensor | None:
         """(B, T) bool mask of positions to change in `h` (B, T, ...), or None for every position."""
-        if self.policy == "all":
+        if self.policy == "all" and self.row_gate is None:
             return None
         if not self._active:
             raise M2IVError(f"token policy {self.policy!r} needs the model to be called through the model the "
                             "vectors were injected into (not a submodule)")
         key = (h.shape[0], h.shape[1], h.device)
         if key not in self._masks:
-            self._masks[key] = self._compute(h.shape[0], h.shape[1]).to(h.device)
+            mask = self._compute(h.shape[0], h.shape[1])
+            if self.row_gate is not None:
+                mask = mask & self._rows(h.shape[0]).unsqueeze(-1)
+            self._masks[key] = mask.to(h.device)
         return self._masks[key]
+
+    def _rows(self, batch: int) -> torch.Tensor:
+        """The row gate for a batch of `batch` rows (beam search and sampling repeat each prompt's row)."""
+        gate = self.row_gate.cpu() if self.row_gate is not None else torch.ones(batch, dtype=torch.bool)
+        if gate.shape[0] == batch:
+            return gate
+        if batch % gate.shape[0] == 0:
+            return gate.repeat_interleave(batch // gate.shape[0])
+        raise M2IVError(f"a condition decided on {gate.shape[0]} prompts but the model is running {batch} rows")
 
     def _compute(self, batch: int, cur: int) -> torch.Tensor:
         cols = torch.arange(self._past, self._past + cur)  # (T,)
         prompt = self._prompt_cols if self._prompt_cols is not None else cur
+        if self.policy == "all":
+            return torch.ones(batch, cur, dtype=torch.bool)
         if self.policy == "text":
             if self._ids is None:
                 raise M2IVError("token policy 'text' needs input_ids; the model was called with inputs_embeds")

@@ -13,8 +13,9 @@ from typing import Any
 
 from m2iv.constants import FORMAT_VERSION
 from m2iv.errors import M2IVError
+from m2iv.vectors.condition import validate_condition
+from m2iv.vectors.names import ACTIVATIONS, SITES, TOKEN_POLICIES
 from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS
-from m2iv.vectors.vector import ACTIVATIONS, SITES, TOKEN_POLICIES
 
 REQUIRED = ("format_version", "method", "model_type", "fingerprint", "num_layers", "hidden_size", "num_heads",
             "head_dim", "sites", "token_policy", "dtype", "sha256")
@@ -93,6 +94,8 @@ def validate_config(config: Any, where: str) -> dict:
                 or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n for i in layers)
                 or len(set(layers)) != len(layers)):
             raise _bad(where, f"{field}.layers", layers, f"distinct layer indices in [0, {n})")
+    if "condition" in config:  # format 2: the prompts the vectors act on
+        validate_condition(config["condition"], where, sizes["num_layers"])
     return config
 
 
@@ -109,7 +112,8 @@ def declared_tensor_bytes(config: dict) -> int:
         total += n * (h * dh if head else d)
         for name in OPERATOR_SCALES[spec["operator"]]:
             total += n * (h * dh if name == "gate_w" else (h if head else 1))
-    return total * ITEMSIZE[config["dtype"]]
+    condition = 2 * d * ITEMSIZE["float32"] if "condition" in config else 0  # its vector and center, in float32
+    return total * ITEMSIZE[config["dtype"]] + condition
 
 
 def check_tensor_bytes(config: dict, available: int, where: str) -> None:

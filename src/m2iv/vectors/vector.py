@@ -17,18 +17,18 @@ M²IV uses `attn` + `mlp` with the `linear` operator; baselines use the other co
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from m2iv.errors import M2IVError
+from m2iv.vectors.condition import Condition
+from m2iv.vectors.names import ACTIVATIONS, LOW_RANK, NORMALISERS, SITES, TOKEN_POLICIES
 from m2iv.vectors.operators import OPERATOR_SCALES, OPERATORS, SCALE_INIT
 
-SITES = ("attn", "attn_head", "mlp", "layer")
-TOKEN_POLICIES = ("all", "text", "query", "generated", "last", "last_onward")
-ACTIVATIONS = ("identity", "sigmoid")
-NORMALISERS = ("masked", "all_keys")
-LOW_RANK = ("key_a", "key_b", "value_a", "value_b")  # virtual_kv's factors: K = key_a @ key_b, V = value_a @ value_b
+__all__ = ["SITES", "TOKEN_POLICIES", "ACTIVATIONS", "NORMALISERS", "LOW_RANK", "InContextVectors", "SiteSpec"]
+
 
 
 @dataclass
@@ -75,14 +75,17 @@ class InContextVectors(nn.Module):
 
     def __init__(self, *, num_layers: int, hidden_size: int, num_heads: int, head_dim: int,
                  sites: dict[str, SiteSpec], token_policy: str = "all", method: str = "m2iv",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, condition: Condition | None = None) -> None:
         super().__init__()
+        # When set, the vectors act only on prompts that fire it (vectors/condition.py); not a trained parameter.
+        self.condition = condition
         if token_policy not in TOKEN_POLICIES:
             raise M2IVError(f"unknown token policy {token_policy!r}; policies are {', '.join(TOKEN_POLICIES)}")
         if not sites:
             raise M2IVError("in-context vectors need at least one site")
         self.num_layers, self.hidden_size, self.num_heads, self.head_dim = num_layers, hidden_size, num_heads, head_dim
         self.token_policy, self.method = token_policy, method
+        self.config: dict | None = None  # the m2iv_config.json these vectors were loaded with, if any
         self.sites: dict[str, SiteSpec] = {}
         self.params = nn.ParameterDict()
         for site, spec in sites.items():
@@ -129,27 +132,82 @@ class InContextVectors(nn.Module):
 
     # -- description and (de)serialisation --------------------------------------------------------
     def spec(self) -> dict:
-        return {"method": self.method, "token_policy": self.token_policy, "num_layers": self.num_layers,
-                "hidden_size": self.hidden_size, "num_heads": self.num_heads, "head_dim": self.head_dim,
-                "sites": {s: sp.to_json() for s, sp in self.sites.items()}}
+        out = {"method": self.method, "token_policy": self.token_policy, "num_layers": self.num_layers,
+               "hidden_size": self.hidden_size, "num_heads": self.num_heads, "head_dim": self.head_dim,
+               "sites": {s: sp.to_json() for s, sp in self.sites.items()}}
+        if self.condition is not None:
+            out["condition"] = self.condition.to_json()
+        return out
 
     @classmethod
     def from_spec(cls, spec: dict, dtype: torch.dtype = torch.float32) -> InContextVectors:
         try:
             sites = {s: SiteSpec(**sp) for s, sp in spec["sites"].items()}
+            cond = spec.get("condition")
+            condition = None if cond is None else Condition.from_json(cond, spec["hidden_size"])
             return cls(num_layers=spec["num_layers"], hidden_size=spec["hidden_size"], num_heads=spec["num_heads"],
                        head_dim=spec["head_dim"], sites=sites, token_policy=spec.get("token_policy", "all"),
-                       method=spec.get("method", "m2iv"), dtype=dtype)
+                       method=spec.get("method", "m2iv"), dtype=dtype, condition=condition)
         except (KeyError, TypeError) as e:
             raise M2IVError(f"vector spec is missing or has a malformed field ({e})") from None
 
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], config: dict, where: str) -> InContextVectors:
+        """The vectors a (validated) config describes, filled with `tensors`; the config is checked, and its
+        declared size against the tensors given, before anything is allocated, so a hostile config cannot make
+        this allocate more than the file holds. The result keeps `config` as `.config`."""
+        from m2iv.vectors.validate import check_tensor_bytes, validate_config
+
+        validate_config(config, where)
+        check_tensor_bytes(config, sum(t.numel() * t.element_size() for t in tensors.values()), where)
+        dtype = getattr(torch, str(config["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise M2IVError(f"{where}: unknown dtype {config['dtype']!r} in its config")
+        vectors = cls.from_spec(config, dtype=dtype)
+        vectors.load_tensors(tensors)
+        vectors.config = config
+        return vectors
+
+    # -- Hugging Face habits (m2iv/hub): the directory is the vector directory plus a model card ---------------
+    def save_pretrained(self, save_directory: str | Path, *, adapter=None, base_model: str | None = None,
+                        **meta) -> Path:
+        """Write a vector directory with a model card (README.md). Vectors loaded from a directory know their
+        model; new ones need `adapter=` (lm.adapter) and `base_model=` (the model spec). `meta` are
+        save_vectors' recipe / metrics / method_config / extra."""
+        from m2iv.hub.pretrained import save
+
+        return save(self, save_directory, adapter=adapter, base_model=base_model, **meta)
+
+    @classmethod
+    def from_pretrained(cls, spec: str | Path, *, adapter=None, strict: bool = True,
+                        device: str | torch.device = "cpu", revision: str | None = None,
+                        local_files_only: bool | None = None) -> InContextVectors:
+        """Vectors from a directory, `org/name` or `hf://org/name[@rev]` (the Hugging Face cache first; the hub
+        only for `org/name` when online and not local_files_only), verified, refused for another model."""
+        from m2iv.hub.pretrained import load
+
+        return load(cls, spec, adapter=adapter, strict=strict, device=device, revision=revision,
+                    local_files_only=local_files_only)
+
+    def push_to_hub(self, repo_id: str, *, adapter=None, base_model: str | None = None, token: str | None = None,
+                    private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
+                    **meta) -> str:
+        """save_pretrained into a scratch folder, then one commit to `repo_id` (created if missing); returns the
+        commit URL. HF_ENDPOINT and HF_TOKEN are honoured as huggingface_hub reads them."""
+        from m2iv.hub.pretrained import push
+
+        return push(self, repo_id, adapter=adapter, base_model=base_model, token=token, private=private,
+                    revision=revision, commit_message=commit_message, **meta)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Portable tensor names `layers.{i}.{site}.{param}` (i = model layer index)."""
+        """Portable tensor names `layers.{i}.{site}.{param}` (i = model layer index), plus `condition.*` (float32)."""
         out: dict[str, torch.Tensor] = {}
         for key, p in self.params.items():
             site, name = key.split("__")
             for row, layer in enumerate(self.sites[site].layers):
                 out[f"layers.{layer}.{site}.{name}"] = p.detach()[row].contiguous().cpu()
+        if self.condition is not None:
+            out.update(self.condition.tensors())
         return out
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -167,13 +225,24 @@ class InContextVectors(nn.Module):
                 site, name = key.split("__")
                 for row, layer in enumerate(self.sites[site].layers):
                     p[row].copy_(tensors[f"layers.{layer}.{site}.{name}"])
+        if self.condition is not None:
+            self.condition.vector = tensors["condition.vector"].detach().float().cpu()
+            self.condition.center = tensors["condition.center"].detach().float().cpu()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def with_condition(self, condition: Condition | None) -> InContextVectors:
+        """These vectors (the same parameters) under another condition, or none."""
+        self.condition = condition
+        return self
+
     # -- composition (the library builds on these) -----------------------------------------------
     def _check_same_layout(self, other: InContextVectors) -> None:
-        if self.spec() | {"method": ""} != other.spec() | {"method": ""}:
+        def layout(v: InContextVectors) -> dict:
+            return {k: x for k, x in v.spec().items() if k not in ("method", "condition")}
+
+        if layout(self) != layout(other):
             raise M2IVError("cannot combine vectors with different sites, layers, operators or model sizes")
 
     def combine(self, weights: list[float], others: list[InContextVectors]) -> InContextVectors:
@@ -192,7 +261,7 @@ class InContextVectors(nn.Module):
         sites = {s: replace(sp, scale_activation="identity") for s, sp in self.sites.items()}
         out = InContextVectors(num_layers=self.num_layers, hidden_size=self.hidden_size, num_heads=self.num_heads,
                                head_dim=self.head_dim, sites=sites, token_policy=self.token_policy,
-                               method="composed")
+                               method="composed", condition=shared_condition(items))
         with torch.no_grad():
             for site in self.sites:
                 eff = torch.zeros_like(self.vector(site))
@@ -218,3 +287,17 @@ class InContextVectors(nn.Module):
 
     def __neg__(self) -> InContextVectors:
         return self * -1.0
+
+
+def shared_condition(items: list[InContextVectors]) -> Condition | None:
+    """The condition a sum of `items` keeps: none if none has one, theirs if all share one; a sum under
+    different conditions (or of conditioned and unconditioned vectors) is refused, since one decision gates it."""
+    conds = [v.condition for v in items]
+    if all(c is None for c in conds):
+        return None
+    first = conds[0]
+    if first is not None and all(first.same_as(c) for c in conds[1:]):
+        return first
+    kinds = ", ".join("none" if c is None else f"layer {c.layer} {c.kind}" for c in conds)
+    raise M2IVError(f"cannot sum vectors under different conditions ({kinds}): a sum is gated by one decision; "
+                    "compose entries that share a condition, or drop the conditions (`library compose --no-condition`)")

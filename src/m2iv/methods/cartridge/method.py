@@ -45,7 +45,7 @@ class Cartridge(TrainedAdapter):
             prefix.load_embeddings(torch.randn(prefix.embeddings().shape, generator=g))
         else:
             prefix.load_embeddings(self._demo_kv(lm, task, splits, seed, cfg.num_virtual_tokens))
-        return prefix.to(lm.model.device)
+        return prefix.to(lm.device)
 
     def _demo_kv(self, lm, task, splits: dict, seed: int, p: int):
         """The KV of the first p tokens of a fixed `shots`-demonstration context (the corpus the cartridge holds)."""

@@ -98,7 +98,7 @@ def indirect_effects(lm, builder: PromptBuilder, prompts: list[Prompt], targets:
     out = torch.zeros(len(prompts), ad.num_layers, ad.num_heads)
     for b, batch in enumerate(model_batches(lm, builder, prompts, batch_size)):
         rows = slice(b * batch_size, b * batch_size + batch["input_ids"].shape[0])
-        t = targets[rows].to(lm.model.device)[:, None]  # (B, 1)
+        t = targets[rows].to(lm.device)[:, None]  # (B, 1)
         rerun = LastPositionRerun(lm, batch)  # the patch edits the last position only
         clean = torch.softmax(rerun.full.float(), -1).gather(1, t)[:, 0]  # (B,)
         for layer in layers:
@@ -150,7 +150,7 @@ class FunctionVectors(LoadedVectors):
         with torch.no_grad():
             vec.vector("layer")[0].copy_(fv)
             vec.params["layer__alpha"].fill_(1.0)
-        return vec.to(lm.model.device).requires_grad_(False)
+        return vec.to(lm.device).requires_grad_(False)
 
     def prompts(self, builder: PromptBuilder, support: list[Sample], pool: list[Sample], shots: int, cfg: FVConfig,
                 seed: int) -> tuple[list[Prompt], list[list[Sample]], list[Sample], list[list[Sample]], list[Sample]]:

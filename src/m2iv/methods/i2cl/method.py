@@ -74,7 +74,7 @@ def extract_context_vectors(lm, builder, demos: list, sites: list[str], layers: 
         for d in demos:
             batch = builder.encode([demo_prompt(builder, d)])
             batch.pop("query_start")
-            lm.model(**{k: v.to(lm.model.device) for k, v in batch.items()})
+            lm.model(**{k: v.to(lm.device) for k, v in batch.items()})
         return {s: rec.stacked(s).mean(0) for s in sites}  # (N, L, D) -> (L, D)
 
 
@@ -140,7 +140,7 @@ class I2CL(LoadedVectors):
                 vec.params[f"{s}__vector"].copy_(context[s])
                 vec.params[f"{s}__alpha"].fill_(cfg.init_alpha)
                 vec.params[f"{s}__beta"].fill_(cfg.init_beta)
-        vec = vec.to(lm.model.device)
+        vec = vec.to(lm.device)
         for s in cfg.sites:
             vec.params[f"{s}__vector"].requires_grad_(False)  # only the scalars are calibrated
         return vec
@@ -166,4 +166,4 @@ class I2CL(LoadedVectors):
             best, info = train_vectors(lm, task, {"train": demos, "support": splits.get("support", [])}, vectors,
                                        recipe, out, method_config={**asdict(cfg), "demo_ids": [d.id for d in demos]},
                                        show_progress=self.options.get("progress", True))
-        return best.to(lm.model.device), {**info, "saved": True, "demo_ids": [d.id for d in demos]}
+        return best.to(lm.device), {**info, "saved": True, "demo_ids": [d.id for d in demos]}

@@ -88,7 +88,7 @@ def last_states(lm, texts: list[str], image_lists: list[list[str]], batch_size: 
             if int(batch["attention_mask"].sum(1).min()) == 0:
                 raise M2IVError("icv: a demonstration's input or answer is empty (after stripping punctuation); "
                                 "set strip_special=False or drop that demonstration")
-            batch = {k: v.to(lm.model.device) for k, v in batch.items()}
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
             with record(lm.model, lm.adapter, sites=("layer",)) as rec:
                 emb = lm.model(**batch, output_hidden_states=True).hidden_states[0][:, -1]  # (B, D)
             states = torch.cat([emb.detach().float().cpu()[:, None], rec.stacked("layer")], dim=1)  # (B, L+1, D)
@@ -140,7 +140,7 @@ class ICV(LoadedVectors):
         with torch.no_grad():
             vec.vector("mlp").copy_(v)
             vec.params["mlp__alpha"].fill_(alpha)
-        return vec.to(lm.model.device).requires_grad_(False)
+        return vec.to(lm.device).requires_grad_(False)
 
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()

@@ -72,7 +72,7 @@ class LIVE(LoadedVectors):
         with torch.no_grad():
             v = vec.vector(cfg.site)  # (n_layers, D)
             v.copy_(torch.randn(v.shape, generator=g) * cfg.init_std)
-        return vec.to(lm.model.device)
+        return vec.to(lm.device)
 
     def fit(self, lm, task, splits: dict):
         from m2iv.train.run import train_vectors
@@ -87,4 +87,4 @@ class LIVE(LoadedVectors):
         vectors = self.make_vectors(lm, cfg, seed=recipe.seed)
         best, info = train_vectors(lm, task, splits, vectors, recipe, out, method_config=asdict(cfg),
                                    show_progress=self.options.get("progress", True))
-        return best.to(lm.model.device), {**info, "saved": True}
+        return best.to(lm.device), {**info, "saved": True}

@@ -40,4 +40,4 @@ class LoRA(TrainedAdapter):
         cfg: LoRAConfig = self.method_config()
         targets = find_targets(lm.adapter, cfg.modules, cfg.layers)
         return LoRAWeights(layers_path=lm.adapter.layers_path, targets=targets, rank=cfg.rank, alpha=cfg.alpha,
-                           dropout=cfg.dropout, method=self.name).init_peft(seed).to(lm.model.device)
+                           dropout=cfg.dropout, method=self.name).init_peft(seed).to(lm.device)

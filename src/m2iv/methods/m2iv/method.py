@@ -17,11 +17,27 @@ class M2IV(LoadedVectors):
         return InContextVectors.for_model(lm.adapter, sites=tuple(cfg.sites), operator=cfg.operator,
                                           layers=cfg.layers, token_policy=cfg.token_policy, method=self.name)
 
+    def _expert_pools(self):
+        """The teacher's expert demonstration pools: given as sample lists, or as task names (their support)."""
+        pools = self.options.get("teacher_experts")
+        if not pools or not isinstance(pools[0], str):
+            return pools
+        from m2iv.evaluate.tasks import get_task
+
+        seed = int(self.options.get("seed") or 0)
+        return [get_task(name).splits(self.options.get("data_root"), seed=seed)["support"] for name in pools]
+
     def fit(self, lm, task, splits: dict):
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
+        base = self.options.get("with_vectors")  # sequential training: frozen vectors under the student
+        if base is not None and not hasattr(base, "spec"):
+            from m2iv.library.resolve import load_spec
+
+            base = load_spec(base, adapter=lm.adapter, device=lm.device)[0]
         vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
                                       method_config=self.method_config().to_json(),
-                                      show_progress=self.options.get("progress", True))
+                                      show_progress=self.options.get("progress", True),
+                                      experts=self._expert_pools(), base_vectors=base)
         return vectors, {**info, "saved": True}

@@ -133,7 +133,7 @@ class _QueryScorer:
     def _encode(self, prompts: list) -> dict:
         batch = self.builder.encode(prompts)
         batch.pop("query_start")
-        return {k: v.to(self.lm.model.device) for k, v in batch.items()}
+        return {k: v.to(self.lm.device) for k, v in batch.items()}
 
     @torch.no_grad()
     def losses(self, query, masks: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,7 @@ class _QueryScorer:
         one, batch = (self._encode([self.builder.build([], query)] * r) for r in (1, c))
         # the masks edit the last position only: the prefix is run once, then only the last position per mask
         rerun = LastPositionRerun(self.lm, one, batch)
-        target = torch.full((c,), self.target(query), device=self.lm.model.device)
+        target = torch.full((c,), self.target(query), device=self.lm.device)
         out = []
         for i in range(0, n, c):
             m = masks[i:i + c]
@@ -169,7 +169,7 @@ def mean_head_activations(lm, builder, prompts: list, layers: list[int], batch_s
         for i in range(0, len(prompts), batch_size):
             batch = builder.encode(prompts[i:i + batch_size])
             batch.pop("query_start")
-            lm.model(**{k: v.to(lm.model.device) for k, v in batch.items()})
+            lm.model(**{k: v.to(lm.device) for k, v in batch.items()})
         return rec.stacked("attn_head").mean(0)  # (N, L, H, Dh) -> (L, H, Dh)
 
 
@@ -244,7 +244,7 @@ class MTV(LoadedVectors):
         best = int(scores.argmin())
         mask = cands[best]
         vectors = mask_vectors(lm.adapter, mean, mask, layers, method=self.name,
-                               replace_generated=cfg.replace_generated).to(lm.model.device)
+                               replace_generated=cfg.replace_generated).to(lm.device)
         info = {"selected_heads": int(mask.sum()), "val_loss": float(scores[best]), "threshold": thr,
                 "shots": shots, "reinforce_mean_loss": [round(x, 5) for x in history],
                 "train_seconds": round(time.perf_counter() - t0, 3),

@@ -131,7 +131,7 @@ class ParallelICL(Method):
         b, k = centroids.shape[:2]
         q_emb = F.normalize(self.embed(batch["queries"]).float(), dim=-1)  # one zero-shot forward: part of the cost
         self.merger = MergeExperts(k, self.weights(q_emb, centroids))
-        inputs = {key: v.to(lm.model.device) for key, v in batch["inputs"].items()}
+        inputs = {key: v.to(lm.device) for key, v in batch["inputs"].items()}
         procs = LogitsProcessorList([*kwargs.pop("logits_processor", []), self.merger])
         gen = lm.model.generate(**inputs, logits_processor=procs, **kwargs)
         n = inputs["input_ids"].shape[1]

@@ -62,7 +62,7 @@ class TaskVectors(LoadedVectors):
                                          token_policy="last", method=self.name)
         with torch.no_grad():
             vec.vector("layer")[0].copy_(vector)
-        return vec.to(lm.model.device).requires_grad_(False)
+        return vec.to(lm.device).requires_grad_(False)
 
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()
