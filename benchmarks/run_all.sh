@@ -2,8 +2,9 @@
 # Reproduce every committed benchmark on the sandbox LVLM (2-core CPU; see benchmarks/README.md for times).
 # Cells are shared through runs/bench/shared (the demo's zero-shot, ICL and M²IV runs are the suite's and the
 # comparison's), and every step resumes if interrupted. Usage: bash benchmarks/run_all.sh [step ...]
-# (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v1, compare-v2 and many-shot-v2 are not in the default
-# list: run them by name after `compare` (compare-v1 after sweep); they merge their runs into the committed tables with `m2iv bench merge`.)
+# (compare-long, LIVE and MimIC at 300 steps, sweep, compare-v1, compare-v2, many-shot-v2, compare-26 and sweep-v1 are
+# not in the default list: run them by name after `compare` (compare-v1 after sweep); they merge their runs into the
+# committed tables with `m2iv bench merge`.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M2IV=${M2IV:-.venv/bin/m2iv}
@@ -11,7 +12,7 @@ SUITE=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french,sandbox-sha
 DEMO=sandbox-colour-nonce,sandbox-shape-nonce,sandbox-colour-french
 W=runs/bench/shared
 RECIPE="--shots 16 --n-test 100 --steps 60 --train-batch-size 16 --train-queries 96"
-steps=${*:-"build demo suite curve compare efficiency many-shot library report"}
+steps=${*:-"build demo suite curve compare efficiency serving many-shot library report"}
 for step in $steps; do
   case $step in
     build) $M2IV sandbox build ;;
@@ -30,6 +31,20 @@ for step in $steps; do
                   $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n-test 48 --new-tokens $1 \
                     --batch-size $2 --out benchmarks/efficiency/sandbox-${1}tok-batch$2.json
                 done ;;
+    serving) # issue 26: TTFT / TPOT / e2e per request, ICL at 4 / 16 / the most that fit, break-even query counts,
+             # and each trained method's training step against a plain forward+backward and a fine-tune step
+             $M2IV bench efficiency sandbox --task sandbox-colour-nonce --vectors-from $W --n-test ${SERVING_N:-16} \
+               --new-tokens 4 --batch-size 1 --icl-shots 4,max --training-step --train-batch-size 16 \
+               --out benchmarks/efficiency/sandbox-serving.json ;;
+    compare-26) # issue 26: LoRA, Cartridge (original rates, as every row of the first table) and Parallel-ICL with
+             # clustered and random chunks, on the five v1 tasks, merged into the comparison table
+             $M2IV bench compare sandbox --task ${COMPARE_TASKS:-$SUITE} --method parallel-icl,lora,cartridge \
+               --budget cpu $RECIPE --work $W --out runs/v26/v1-new.json
+             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/v1-new.json --out benchmarks/compare/sandbox.json ;;
+    sweep-v1) # issue 26: each trained baseline's rate swept on every v1 task other than colour-nonce (3 rates each)
+             $M2IV bench compare sandbox --task ${SUITE#*,} --method ${SWEEP_METHODS:-live,mimic,i2cl,hificl,lora,cartridge} \
+               --budget cpu $RECIPE --lr-sweep ${SWEEP_GRIDS:-default} --work runs/bench/v14 --out runs/v26/sweep-v1.json
+             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/sweep-v1.json --out benchmarks/compare/sandbox.json ;;
     sweep) for m in live mimic i2cl; do  # issue 14: each baseline's rate on colour-nonce (3 rates, 24 val queries)
              $M2IV bench compare sandbox --task sandbox-colour-nonce --method $m --budget cpu $RECIPE --lr-sweep default \
                --work runs/bench/v14 --out runs/v14/sweep_$m.json
@@ -85,6 +100,7 @@ for step in $steps; do
     library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;
     report) $M2IV report benchmarks/sandbox_suite.json benchmarks/compare/sandbox.json benchmarks/many_shot/sandbox.json \
               benchmarks/efficiency/sandbox-1tok-batch1.json benchmarks/efficiency/sandbox-1tok-batch8.json \
+              benchmarks/efficiency/sandbox-serving.json \
               --out benchmarks/report --title "m2iv on the sandbox LVLM" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -122,8 +122,9 @@ def test_run_all_commands_parse(tmp_path):
                     f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:3]) + '\\n')\n")
     env = {**os.environ, "M2IV": f"{sys.executable} {stub}",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    steps = "build demo suite curve compare compare-long efficiency many-shot library report"
+    steps = ("build demo suite curve compare compare-long efficiency serving compare-26 sweep-v1 many-shot library "
+             "report")
     r = subprocess.run(["bash", str(tmp_path / "benchmarks" / "run_all.sh"), *steps.split()], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(log.read_text().splitlines()) == 12  # efficiency runs three times
+    assert len(log.read_text().splitlines()) == 17  # efficiency runs three times, compare-26 and sweep-v1 twice

@@ -31,6 +31,27 @@ def test_lr_grids_default_explicit_and_bad_input():
             lr_grids(bad, ["live"])
 
 
+def test_lr_grids_per_method_for_per_task_sweeps():
+    """One command sweeps each method around its own rate (every task on its own held-out queries)."""
+    methods = ["zero-shot", "live", "mimic", "lora", "cartridge"]
+    assert lr_grids("live=0.3,0.03,0.1; mimic=0.05", methods) == {"live": [0.03, 0.1, 0.3], "mimic": [0.05]}
+    assert lr_grids("default", methods) == {m: bench.LR_GRIDS[m] for m in ("live", "mimic", "lora", "cartridge")}
+    with pytest.raises(M2IVError, match="'tv' has no learning rate"):
+        lr_grids("tv=0.1", methods + ["tv"])
+    with pytest.raises(M2IVError, match="not among --method"):
+        lr_grids("hificl=0.1", methods)
+    with pytest.raises(M2IVError, match="positive"):
+        lr_grids("live=0", methods)
+
+
+def test_compare_plan_runs_parallel_icl_with_both_chunkings():
+    plan = bench.compare_plan(["icl", "parallel-icl", "fv"], budget="cpu")
+    assert [(c.method, c.variant) for c in plan] == [("icl", ""), ("parallel-icl", "cluster"),
+                                                      ("parallel-icl", "random"), ("fv", "")]
+    assert plan[2].options["method_config"] == {"chunking": "random"}
+    assert plan[3].options["method_config"] == bench.CPU_BUDGET["fv"]
+
+
 def test_with_lr_sets_the_methods_own_rate_and_keeps_other_settings():
     c = with_lr(Cell("i2cl", options={"method_config": {"epochs": 20}}), 0.1)
     assert c.options["method_config"] == {"epochs": 20, "lr": 0.1}

@@ -1,6 +1,7 @@
 """`m2iv report`: tables and plots from any mix of results files, and refusal of files that are not results."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,17 @@ def test_bad_files_are_refused_with_the_cause(tmp_path, content, match):
     with pytest.raises(M2IVError, match=match):
         build_report([bad], tmp_path / "out")
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_serving_rows_show_ttft_tpot_break_even_and_training_cost():
+    from m2iv.evaluate.report import _efficiency_lines
+
+    base = {"prompt_tokens": 44.0, "latency_ms": 50.0, "latency_vs_zero_shot": 1.0, "peak_tensor_mb": 660.0,
+            "peak_tensor_vs_zero_shot": 1.0, "peak_rss_mb": 990.0, "parameters": 0, "train_seconds": 0.0,
+            "ttft_ms": 40.0, "tpot_ms": 10.0, "e2e_ms": 70.0}
+    rows = [{**base, "method": "icl", "shots": 16, "latency_ms": 550.0},
+            {**base, "method": "m2iv", "shots": 0, "train_seconds": 100.0, "break_even_queries": {"icl-16": 200.0},
+             "train_step_ratio": 1.4, "train_peak_vs_finetune": 0.35}]
+    text = "\n".join(_efficiency_lines(Path("serving.json"), {"rows": rows, "hook_overhead": {}, "settings": {}}))
+    assert "| icl (16-shot) |" in text and "break-even vs icl-16" in text
+    assert "| m2iv | 40.0 | 10.0 | 70.0 | 200.0 | 1.4 | 0.35 |" in text

@@ -21,7 +21,7 @@ from m2iv.cli.common import (
     shots_list,
 )
 
-ALL_METHODS = "zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl"
+ALL_METHODS = "zero-shot,icl,m2iv,tv,fv,icv,i2cl,mtv,live,mimic,hificl,lora,cartridge,parallel-icl"
 EXAMPLES = """examples:
   m2iv bench suite sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --out benchmarks/sandbox_suite.json
   m2iv bench compare sandbox --task sandbox-colour-nonce \\
@@ -79,10 +79,11 @@ def add_parser(sub) -> None:
             q.add_argument("--budget", default="original", choices=["original", "cpu"],
                            help="original (default): every method's own extraction, search and training budget; "
                                 f"cpu: smaller ones for a small CPU ({_budget_text()}), the rest unchanged")
-            q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...",
-                           help="train each trained method at several learning rates, keep the best on held-out "
-                                "train queries, test it once: 'default' (a decade around each original: "
-                                f"{_grids_text()}) or one grid for all, e.g. 1e-3,1e-2,1e-1")
+            q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...|M=LR,..;M=..",
+                           help="train each trained method at several learning rates, keep the best on each task's "
+                                "held-out train queries, test it once: 'default' (a decade around each original: "
+                                f"{_grids_text()}), one grid for all (1e-3,1e-2,1e-1), or a grid per method "
+                                "(live=0.03,0.1,0.3;mimic=0.05,0.5)")
             q.add_argument("--val-queries", type=positive_int, default=24,
                            help="train queries held out to score the --lr-sweep rates (default 24)")
         q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
@@ -155,12 +156,32 @@ def add_parser(sub) -> None:
                    "1 times the prompt's prefill and the first answer token")
     e.add_argument("--batch-size", type=positive_int, default=1,
                    help="queries per generate() call (latency is per query)")
+    e.add_argument("--icl-shots", type=icl_shots, default="4,max", metavar="N[,N|max...]",
+                   help="ICL also timed at these shots (max: the most the context window holds); the break-even "
+                        "query counts are against each ICL row (default 4,max, besides --shots)")
+    e.add_argument("--training-step", action="store_true",
+                   help="also time one training step of each trained method against a plain forward+backward, and "
+                        "its peak memory against a plain fine-tune step (evaluate/train_cost.py)")
+    e.add_argument("--train-batch-size", type=positive_int, default=16, help="training queries of that step")
     e.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
     e.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
     e.add_argument("--out", required=True, help="JSON file to write")
     e.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="flag values from a YAML file; a flag on the command line wins")
     e.set_defaults(func=efficiency)
+
+
+def icl_shots(text: str) -> list[int | str]:
+    """`--icl-shots 4,16,max`: positive shot counts, or max."""
+    out: list[int | str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "max":
+            out.append(part)
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a positive shot count or max")
+    return out
 
 
 def _before_loading(args: argparse.Namespace, tasks: list[str], methods: list[str] | None = None) -> None:
@@ -292,16 +313,20 @@ def efficiency(args: argparse.Namespace) -> int:
     _before_loading(args, [args.task], args.method)
     t0 = time.time()
     result = measure(args.model, args.task, args.method, args.vectors_from, shots=args.shots, n=args.n_test,
-                     new_tokens=args.new_tokens, seed=args.seed, data_root=args.data_root, batch_size=args.batch_size)
+                     new_tokens=args.new_tokens, seed=args.seed, data_root=args.data_root, batch_size=args.batch_size,
+                     icl_shots=args.icl_shots, training=args.training_step, train_batch=args.train_batch_size)
+    extra = (f"--icl-shots {','.join(map(str, args.icl_shots))} "
+             + (f"--training-step --train-batch-size {args.train_batch_size} " if args.training_step else ""))
     result["meta"] = {"command": f"m2iv bench efficiency {args.model} --task {args.task} "
                                  f"--method {','.join(args.method)} --vectors-from {args.vectors_from} "
                                  f"--shots {args.shots} --n-test {args.n_test} --new-tokens {args.new_tokens} "
-                                 f"--batch-size {args.batch_size} --out {args.out}",
+                                 f"--batch-size {args.batch_size} {extra}--out {args.out}",
                       "m2iv_version": __version__, "machine": platform.machine(), "cpus": os.cpu_count(),
                       "wall_seconds": round(time.time() - t0, 1)}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
-    cols = ["method", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "peak_rss_mb", "peak_tensor_mb",
-            "peak_tensor_vs_zero_shot", "parameters", "train_seconds"]
+    cols = ["method", "shots", "prompt_tokens", "latency_ms", "latency_vs_zero_shot", "ttft_ms", "tpot_ms", "e2e_ms",
+            "peak_tensor_mb", "parameters", "train_seconds", "break_even_queries", "train_step_ratio",
+            "train_peak_vs_finetune"]
     print(" | ".join(cols))
     for r in result["rows"]:
         print(" | ".join(str(r.get(c)) for c in cols))

@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   m2iv eval tiny:llava --task easy-vqa --method zero-shot --n-test 20 --out runs/llava-zs
   m2iv eval tiny:idefics2 --task vqav2 --data-root ~/data --method icl --shots 4 --out runs/icl4
   m2iv eval sandbox --task easy-vqa --method m2iv --vectors out/easy-vqa --out runs/m2iv
+  m2iv eval sandbox --task easy-vqa --method parallel-icl --shots 16 --method-config chunking=random --out runs/par
   accelerate launch -m m2iv.cli.main eval ...      # examples sharded across processes
 """
 
@@ -29,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--vectors", default=None,
                    help="vector directory, library:<id-or-name>, or library:auto (route each query)")
     p.add_argument("--no-strict", action="store_true", help="apply vectors despite a fingerprint mismatch")
+    p.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of an inference method (e.g. chunks=4 for parallel-icl); repeatable")
     p.add_argument("--ignore-condition", action="store_true",
                    help="apply vectors that carry a condition to every query (what the condition adds, measured)")
     p.add_argument("--n-test", type=positive_int, default=None, help="evaluate the first N test queries (default all)")
@@ -42,12 +45,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from m2iv.cli.train import method_config_from_args
     from m2iv.evaluate.runner import EvalConfig, evaluate
     from m2iv.evaluate.tasks import get_task
-    from m2iv.methods import get_method
+    from m2iv.methods import METHODS, get_method
 
     task = get_task(args.task)
     options = {"vectors": args.vectors, "strict": not args.no_strict}
+    if args.method_config:
+        options["method_config"] = method_config_from_args(args.method, getattr(METHODS.get(args.method),
+                                                                               "config_cls", None), args)
     if args.ignore_condition:  # absent otherwise, so runs without the flag keep their identity
         options["condition"] = False
     if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default

@@ -62,13 +62,14 @@ class Answerer:
     builder: PromptBuilder
     selector: Selector | None
     n_demos: int
+    method: Any  # m2iv.methods.Method: it encodes the prompts and decodes (ICL, a parallel product of experts)
     checker: ImageCheck = field(default_factory=ImageCheck)
     eos: list[int] = field(default_factory=list)
     quiet: bool = False
     bar: Bar | None = None  # warnings are written above the progress line
 
     def prompts(self, chunk: list[Sample]) -> tuple[list[dict], list[tuple], ImageError | None]:
-        """Skipped rows, (query, demos, prompt) to answer, and the bad image that stops the run (if any)."""
+        """Skipped rows, (query, demos) to answer, and the bad image that stops the run (if any)."""
         rows: list[dict] = []
         prompts: list[tuple] = []
         for q in chunk:
@@ -81,31 +82,27 @@ class Answerer:
                     (self.bar.write if self.bar else _warn)(f"warning: skipping {q.id}: {bad}")
                 rows.append({"id": q.id, "skipped": True, "error": str(bad)})
                 continue
-            prompts.append((q, demos, self.builder.build(demos, q)))
+            prompts.append((q, demos))
         return rows, prompts, None
 
-    def answer(self, prompts: list[tuple], handle, key) -> list[dict]:
-        """Generate the answers of one batch of prompts: one row per query."""
+    def answer(self, pairs: list[tuple], handle, key) -> list[dict]:
+        """Generate the answers of one batch of (query, demos): one row per query (the method's own decoding)."""
         lm, task = self.lm, self.task
-        batch = self.builder.encode([p for _, _, p in prompts])
-        query_start = batch.pop("query_start")
-        if handle is not None and hasattr(handle, "set_query_start"):
-            handle.set_query_start(query_start)
-        batch = {k: v.to(lm.device) for k, v in batch.items()}
+        batch = self.method.encode(lm, self.builder, pairs)
+        prompt_texts = batch.pop("prompt_text", None) or [None] * len(pairs)
         t0 = time.perf_counter()
-        gen = lm.model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False,
-                                eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
-        ms = (time.perf_counter() - t0) * 1000 / len(prompts)
-        new = gen[:, batch["input_ids"].shape[1]:]
+        new, n_tokens = self.method.generate(lm, batch, handle, max_new_tokens=task.max_new_tokens, do_sample=False,
+                                             eos_token_id=self.eos, pad_token_id=lm.tokenizer.pad_token_id)
+        ms = (time.perf_counter() - t0) * 1000 / len(pairs)
         texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
-        n_tokens = batch["attention_mask"].sum(dim=1).tolist()
         n_out = [_generated(row, self.eos) for row in new.tolist()]
-        fired = getattr(handle, "fired", None) or [None] * len(prompts)  # per row: did the vectors' condition fire
+        fired = getattr(handle, "fired", None) or [None] * len(pairs)  # per row: did the vectors' condition fire
         return [{"id": q.id, "prediction": postprocess(task, raw), "raw": raw, "answers": list(q.answers),
-                 "demos": [d.id for d in demos], "prompt": p.text, "prompt_tokens": int(n), "output_tokens": k,
-                 "latency_ms": round(ms, 3), **({"route": key} if key is not None else {}),
-                 **({"condition_fired": f} if f is not None else {})}
-                for (q, demos, p), raw, n, k, f in zip(prompts, texts, n_tokens, n_out, fired, strict=True)]
+                 "demos": [d.id for d in demos], **({"prompt": text} if text is not None else {}),
+                 "prompt_tokens": int(n), "output_tokens": k, "latency_ms": round(ms, 3),
+                 **({"route": key} if key is not None else {}), **({"condition_fired": f} if f is not None else {})}
+                for (q, demos), text, raw, n, k, f in zip(pairs, prompt_texts, texts, n_tokens, n_out, fired,
+                                                          strict=True)]
 
 
 def _generated(tokens: list[int], eos: list[int]) -> int:

@@ -46,17 +46,25 @@ CPU_BUDGET: dict[str, dict] = {
 }
 
 
+# Methods the comparison runs as several rows, one per setting it compares (variant name -> method settings).
+# Parallel-ICL: chunking by clustering (its paper's) against random chunking, the issue's question.
+VARIANTS: dict[str, list[tuple[str, dict]]] = {
+    "parallel-icl": [("cluster", {"chunking": "cluster"}), ("random", {"chunking": "random"})]}
+
+
 def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
     from m2iv.methods import METHODS
 
     cells = []
     for m in methods:
-        options = {}
         overrides = CPU_BUDGET.get(m, {}) if budget == "cpu" else {}
         cls = METHODS.get(m)
-        if overrides and getattr(cls, "config_cls", None) is not None:
-            options["method_config"] = dict(overrides)  # set exactly these; the rest stay the method's defaults
-        cells.append(Cell(m, options=options))
+        for variant, settings in VARIANTS.get(m, [("", {})]):
+            options = {}
+            if (overrides or settings) and getattr(cls, "config_cls", None) is not None:
+                # set exactly these; the rest stay the method's defaults
+                options["method_config"] = {**overrides, **settings}
+            cells.append(Cell(m, variant, options=options))
     return cells
 
 
@@ -69,27 +77,50 @@ def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
 LR_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "m2iv": ("train", ("lr_vectors", "lr_scales")), "live": ("method_config", ("lr_vectors",)),
     "mimic": ("method_config", ("lr",)), "i2cl": ("method_config", ("lr",)), "mtv": ("method_config", ("lr",)),
-    "hificl": ("method_config", ("lr",))}
+    "hificl": ("method_config", ("lr",)), "lora": ("method_config", ("lr",)), "cartridge": ("method_config", ("lr",))}
 LR_GRIDS: dict[str, list[float]] = {"m2iv": [1e-3, 1e-2, 1e-1], "live": [1e-3, 1e-2, 1e-1],
                                     "mimic": [5e-4, 5e-3, 5e-2], "i2cl": [1e-3, 1e-2, 1e-1], "mtv": [1e-2, 1e-1, 1.0],
-                                    "hificl": [5e-4, 5e-3, 5e-2]}
+                                    "hificl": [5e-4, 5e-3, 5e-2], "lora": [5e-5, 5e-4, 5e-3],
+                                    "cartridge": [2e-3, 2e-2, 2e-1]}
+
+
+def _grid(text: str, spec: str) -> list[float]:
+    from m2iv.errors import M2IVError
+
+    try:
+        grid = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise M2IVError(f"--lr-sweep {spec!r}: give 'default', comma-separated rates such as 1e-3,1e-2, or "
+                        "per-method grids such as live=0.03,0.1;mimic=0.05") from None
+    if not grid or min(grid) <= 0:
+        raise M2IVError(f"--lr-sweep {spec!r}: rates must be positive numbers, e.g. 1e-3,1e-2,1e-1")
+    return grid
 
 
 def lr_grids(spec: str | None, methods: list[str]) -> dict[str, list[float]]:
-    """`--lr-sweep`: "" / None -> no sweep; "default" -> LR_GRIDS; "1e-3,1e-2" -> that grid for every trained method."""
+    """`--lr-sweep`: "" / None -> no sweep; "default" -> LR_GRIDS; "1e-3,1e-2" -> that grid for every trained method;
+    "live=0.03,0.1;mimic=0.05" -> a grid per method (a one-rate grid fixes that method's rate), the others unswept.
+    Each task of the run is swept on its own held-out queries, so one command gives per-task rates."""
     if not spec:
         return {}
     if spec == "default":
         return {m: list(LR_GRIDS[m]) for m in methods if m in LR_GRIDS}
+    if "=" not in spec:
+        grid = _grid(spec, spec)
+        return {m: list(grid) for m in methods if m in LR_FIELDS}
     from m2iv.errors import M2IVError
 
-    try:
-        grid = sorted({float(x) for x in spec.split(",") if x.strip()})
-    except ValueError:
-        raise M2IVError(f"--lr-sweep {spec!r}: give 'default' or comma-separated rates such as 1e-3,1e-2") from None
-    if not grid or min(grid) <= 0:
-        raise M2IVError(f"--lr-sweep {spec!r}: rates must be positive numbers, e.g. 1e-3,1e-2,1e-1")
-    return {m: list(grid) for m in methods if m in LR_FIELDS}
+    out: dict[str, list[float]] = {}
+    for part in filter(str.strip, spec.split(";")):
+        name, _, rates = part.partition("=")
+        name = name.strip()
+        if name not in LR_FIELDS:
+            raise M2IVError(f"--lr-sweep {spec!r}: {name!r} has no learning rate to sweep; methods with one: "
+                            f"{', '.join(sorted(LR_FIELDS))}")
+        if name not in methods:
+            raise M2IVError(f"--lr-sweep {spec!r}: {name!r} is not among --method {','.join(methods)}")
+        out[name] = _grid(rates, spec)
+    return out
 
 
 def with_lr(cell: Cell, lr: float) -> Cell:
@@ -326,4 +357,5 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
     return rows
 
 
-__all__ = ["Cell", "compare_plan", "icl_curve", "lr_grids", "many_shot", "run_plan", "suite_plan", "sweep_lr"]
+__all__ = ["VARIANTS", "Cell", "compare_plan", "icl_curve", "lr_grids", "many_shot", "run_plan", "suite_plan",
+           "sweep_lr"]

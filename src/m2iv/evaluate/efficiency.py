@@ -1,4 +1,6 @@
-"""Inference cost of each method on the same queries, as ratios to zero-shot (issue: efficiency claims).
+"""Inference cost of each method on the same queries, as ratios to zero-shot (issue: efficiency claims), and the
+serving view (issue 26): time to first token, time per output token, end-to-end latency, and after how many
+queries a trained method's one-off cost is repaid against N-shot ICL.
 
 Each method runs in its own fresh process (so peak memory is its own), on the same test queries in batches of
 `batch_size` (latency per query = batch time / batch size, as the evaluation harness reports it), generating
@@ -13,6 +15,12 @@ from the profiler's allocation events: exact and repeatable), parameters stored 
 vector directory). The injection hooks' own overhead is measured separately: zero-shot with all-zero M²IV
 vectors injected against plain zero-shot.
 
+Serving metrics, per request, as vLLM defines them and lmms-eval reports them (`ttft`, `tpot`, and the request's
+end-to-end latency): every request of a batch arrives when its generate() starts and is answered when it ends, so
+e2e = the batch's wall time, TTFT = the time until generate() streams its first new token (prefill + first
+decode step), TPOT = (e2e - TTFT) / (new_tokens - 1) (None for one new token); each a median over the timed
+batches, with its paired ratio to zero-shot. Break-even: `break_even` below.
+
     m2iv bench efficiency sandbox --task sandbox-colour-nonce --vectors-from runs/bench/shared \\
         --new-tokens 1 --batch-size 8 --out benchmarks/efficiency/sandbox-1tok-batch8.json
 """
@@ -22,40 +30,55 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from pathlib import Path
 
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from m2iv.evaluate.profiling import rss_mb, tensor_peak_mb
 
 
-def _elapsed_ms(call) -> float:
+class _FirstToken:
+    """A generate() streamer noting when the first new token arrives: put() gets the prompt, then each new token."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first: float | None = None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def _serving_ms(gen) -> tuple[float, float]:
+    """(end-to-end ms, time-to-first-token ms) of one generate() call."""
+    streamer = _FirstToken()
     t0 = time.perf_counter()
-    call()
-    return (time.perf_counter() - t0) * 1000
+    gen(streamer=streamer)
+    t1 = time.perf_counter()
+    return (t1 - t0) * 1000, ((streamer.first or t1) - t0) * 1000
 
 
-def _tensor_peak_mb(call) -> float | None:
-    """Peak bytes of live tensors during `call()` above those alive before it (the weights), from the
-    profiler's allocation events: exact and repeatable, where peak RSS moves by tens of MB between
-    identical runs with the C allocator's caching. None where this torch build exposes no such events."""
-    from torch.profiler import ProfilerActivity, profile
+def break_even(cost_s: float, method_ms: float, baseline_ms: float) -> float | None:
+    """Queries after which a method's one-off cost (teacher + training, seconds) is repaid by what it saves per query
+    against a baseline (N-shot ICL): cost / (baseline_ms - method_ms). 0 for a method with no cost that is not
+    slower; None when it saves nothing per query (never repaid)."""
+    saving = baseline_ms - method_ms
+    if saving <= 0:
+        return 0.0 if cost_s <= 0 and saving == 0 else None
+    return round(cost_s * 1000 / saving, 1)
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        call()
-    try:
-        raw = prof.profiler.kineto_results.events()
-    except AttributeError:
-        return None
-    events = sorted((e for e in raw if e.name() == "[memory]"), key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak / 2**20
+
+def max_shots(builder, selector, probe, reserve: int) -> int:
+    """The most demonstrations (of the probe query's random draw) that fit the model's context window."""
+    from m2iv.data.prompts import shots_that_fit
+    from m2iv.data.selection import _eligible
+
+    pool = selector.select(probe, len(_eligible(selector.support, probe)))
+    return shots_that_fit(builder, pool, probe, reserve=reserve)
 
 
 def _worker(spec: dict) -> dict:
@@ -65,6 +88,7 @@ def _worker(spec: dict) -> dict:
     from m2iv.data.selection import RandomSelector
     from m2iv.evaluate.tasks import get_task
     from m2iv.methods import get_method
+    from m2iv.methods.base import ZeroShot
     from m2iv.models.loading import load_model
     from m2iv.vectors.inject import apply
     from m2iv.vectors.vector import InContextVectors
@@ -75,62 +99,82 @@ def _worker(spec: dict) -> dict:
     splits = task.splits(spec.get("data_root"), seed=spec.get("seed", 0))
     queries = splits["test"][: spec["n"] + spec.get("batch_size", 1)]  # + one warm-up batch
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
-    method = get_method(spec["method"], {"vectors": spec.get("vectors")})
-    if spec.get("vectors"):
+    options = {"vectors": spec.get("vectors"), "seed": spec.get("seed", 0), "progress": False,
+               **({"method_config": spec["method_config"]} if spec.get("method_config") else {})}
+    method = get_method(spec["method"], options)
+    if spec.get("vectors") or not method.uses_vectors:
         method.prepare(lm, task, splits)
-    shots = method.prompt_shots(spec["shots"])
-    selector = RandomSelector(splits["support"], seed=spec.get("seed", 0)) if shots else None
+    selector = RandomSelector(splits["support"], seed=spec.get("seed", 0))
+    shots = spec["shots"]
+    if shots == "max":
+        shots = max_shots(builder, selector, queries[0], reserve=spec["new_tokens"] + 32)
+    shots = method.prompt_shots(shots)
+    zero = ZeroShot()
 
     def context():
         if spec.get("zero_hooks"):
             return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter, freeze_base=False)
         return method.inference(lm)
 
-    def run(group, demos_for, ctx, measure) -> tuple[float, list[int]]:
-        """`measure`'s reading of one generate() over `group` inside `ctx`, and the prompt lengths."""
-        batch = builder.encode([builder.build(demos_for(q), q) for q in group])
-        qs = batch.pop("query_start")
-        with ctx as handle:
-            if handle is not None and hasattr(handle, "set_query_start"):
-                handle.set_query_start(qs)
-            reading = measure(lambda: lm.model.generate(
-                **batch, max_new_tokens=spec["new_tokens"], min_new_tokens=spec["new_tokens"], do_sample=False,
-                pad_token_id=lm.tokenizer.pad_token_id))
-        return reading, batch["attention_mask"].sum(dim=1).tolist()
+    def run(group, name, measure):
+        """`measure`'s reading of one answer of `group` by the method (or plain zero-shot), and the prompt lengths."""
+        m = method if name == "method" else zero
+        batch = m.encode(lm, builder, [(q, selector.select(q, shots) if name == "method" and shots else [])
+                                       for q in group])
+        kw = {"max_new_tokens": spec["new_tokens"], "min_new_tokens": spec["new_tokens"], "do_sample": False,
+              "pad_token_id": lm.tokenizer.pad_token_id}
+        with context() if name == "method" else contextlib.nullcontext() as handle:
+            out: dict = {}
+
+            def gen(**extra):
+                out["tokens"] = m.generate(lm, batch, handle, **kw, **extra)[1]
+
+            reading = measure(gen)
+        return reading, out["tokens"]
 
     with torch.no_grad():  # model loaded, nothing run yet
-        base_rss = _rss_mb()
-    demos = {"method": lambda q: selector.select(q, shots) if selector else [], "zero": lambda q: []}
-    lat, paired, toks = [], [], []
+        base_rss = rss_mb()
+    timed: dict[str, list] = {"method": [], "zero": []}
+    toks: list[int] = []
     b = spec.get("batch_size", 1)
     with torch.no_grad():
         for i in range(0, len(queries), b):
             group = queries[i:i + b]
             # The method and plain zero-shot answer the same queries back to back, in alternating order, so
             # the ratio compares like with like even when the machine's speed drifts during the run.
-            order = ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]
-            out = {}
-            for name in order:
-                ctx = context() if name == "method" else contextlib.nullcontext()
-                ms, lengths = run(group, demos[name], ctx, _elapsed_ms)
-                out[name] = (ms / len(group), lengths)  # per query, as the harness reports it
-            if i:  # the first batch is a warm-up
-                lat.append(out["method"][0])
-                paired.append(out["zero"][0])
-                toks += out["method"][1]
-        peak = _rss_mb()
-        tensors = run(queries[:b], demos["method"], context(), measure=_tensor_peak_mb)[0]  # warm-up batch again
+            for name in ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]:
+                (e2e, ttft), lengths = run(group, name, _serving_ms)
+                if i:  # the first batch is a warm-up
+                    timed[name].append((e2e, ttft, len(group)))
+                    toks += lengths if name == "method" else []
+        peak = rss_mb()
+        tensors = run(queries[:b], "method", lambda gen: tensor_peak_mb(gen))[0]  # warm-up batch again
     weights = sum(p.numel() * p.element_size() for p in lm.model.parameters()) / 2**20
     vectors = getattr(method, "vectors", None)
-    params = vectors.num_parameters() if vectors is not None else 0
-    return {"latency_ms": statistics.median(lat), "latency_ms_mean": statistics.fmean(lat),
-            "paired_zero_shot_ms": statistics.median(paired),
-            "paired_ratio": statistics.median(m / z for m, z in zip(lat, paired, strict=False)),
+    return {**_timings(timed, spec["new_tokens"]), "shots": shots,
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
             "peak_above_model_mb": round(peak - base_rss, 1),
             "peak_activation_mb": None if tensors is None else round(tensors, 2),
             "peak_tensor_mb": None if tensors is None else round(weights + tensors, 1),
-            "parameters": params}
+            "parameters": vectors.num_parameters() if vectors is not None else 0}
+
+
+def _timings(timed: dict[str, list], new_tokens: int) -> dict:
+    """Latency per query (batch time / batch size) and the serving metrics per request, medians over batches, each
+    with its paired ratio to zero-shot (same batch, same process)."""
+    med = statistics.median
+    lat = [e / n for e, _, n in timed["method"]]
+    paired = [e / n for e, _, n in timed["zero"]]
+    tpot = [(e - t) / (new_tokens - 1) for e, t, _ in timed["method"]] if new_tokens > 1 else None
+    return {"latency_ms": med(lat), "latency_ms_mean": statistics.fmean(lat), "paired_zero_shot_ms": med(paired),
+            "paired_ratio": med(m / z for m, z in zip(lat, paired, strict=False)),
+            "e2e_ms": round(med(e for e, _, _ in timed["method"]), 2),
+            "ttft_ms": round(med(t for _, t, _ in timed["method"]), 2),
+            "tpot_ms": None if tpot is None else round(med(tpot), 2),
+            "ttft_vs_zero_shot": round(med(m[1] / z[1] for m, z in zip(timed["method"], timed["zero"], strict=False)),
+                                       3),
+            "e2e_vs_zero_shot": round(med(m[0] / z[0] for m, z in zip(timed["method"], timed["zero"], strict=False)),
+                                      3)}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -143,40 +187,76 @@ def _run(spec: dict) -> dict:
         return pool.apply(_worker, (spec,))
 
 
+def _trained_dir(vectors_from: str | Path | None, folder: str, m: str, shots: int) -> Path | None:
+    """The vector (or adapter) directory `bench compare` trained for method `m` under its work folder."""
+    root = Path(vectors_from or ".") / folder
+    found = sorted(root.glob(f"{m}-{shots}shot/vectors-*/m2iv_config.json")) + \
+        sorted(root.glob(f"{m}-*/vectors-*/m2iv_config.json"))
+    return found[0].parent if found else None
+
+
+def _versus_zero_shot(rows: list[dict], zs: dict) -> None:
+    for r in rows:
+        r["latency_vs_zero_shot"] = round(r["paired_ratio"], 3)  # paired, same process (see _worker)
+        r["latency_vs_zero_shot_unpaired"] = round(r["latency_ms"] / zs["latency_ms"], 3)
+        r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
+        r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
+        r["peak_tensor_vs_zero_shot"] = _ratio(r["peak_tensor_mb"], zs["peak_tensor_mb"])
+
+
+def _break_evens(rows: list[dict]) -> None:
+    """Each non-ICL row's break-even query count against every N-shot ICL row (`icl-N`): teacher + training seconds
+    over the per-query latency saved (see `break_even`)."""
+    icl = [r for r in rows if r["method"] == "icl"]
+    for r in rows:
+        if r["method"] != "icl" and icl:
+            r["break_even_queries"] = {f"icl-{i['shots']}": break_even(r["train_seconds"], r["latency_ms"],
+                                                                       i["latency_ms"]) for i in icl}
+
+
 def measure(model: str, task: str, methods: list[str], vectors_from: str | Path | None, shots: int = 16,
             n: int = 30, new_tokens: int = 4, seed: int = 0, data_root: str | None = None, batch_size: int = 1,
+            icl_shots: list[int | str] | None = None, training: bool = False, train_batch: int = 16,
             log=print) -> dict:
-    """Rows per method plus the hook overhead; ratios are to zero-shot."""
+    """Rows per method (ICL also at each of `icl_shots`: ints or "max", the most that fit the context window), the
+    break-even query counts against every ICL row, the hook overhead; ratios are to zero-shot. With `training`, each
+    trained method's training-step cost (evaluate/train_cost.py) joins its row."""
     from m2iv.evaluate.tasks import get_task
+    from m2iv.methods import METHODS
 
     folder = get_task(task).name  # bench runs are stored under the task's registered name
-    rows = []
-    base = {"model": model, "task": task, "shots": shots, "n": n, "new_tokens": new_tokens, "seed": seed,
+    rows: list[dict] = []
+    dirs: dict[str, Path] = {}
+    base: dict = {"model": model, "task": task, "shots": shots, "n": n, "new_tokens": new_tokens, "seed": seed,
             "data_root": data_root, "batch_size": batch_size}
-    for m in methods:
-        spec = {**base, "method": m}
-        train_s = 0.0
-        if m not in ("zero-shot", "icl"):
-            root = Path(vectors_from or ".") / folder
-            found = sorted(root.glob(f"{m}-{shots}shot/vectors-*/m2iv_config.json")) + \
-                sorted(root.glob(f"{m}-*/vectors-*/m2iv_config.json"))
-            if not found:
-                log(f"skip {m}: no trained vectors under {root}/{m}-*/vectors-*")
+    extra_icl = [k for k in (icl_shots or []) if k != shots] if "icl" in methods else []
+    for m, k in [(m, shots) for m in methods] + [("icl", k) for k in extra_icl]:
+        spec = {**base, "method": m, "shots": k}
+        train_s, config = 0.0, {}
+        if METHODS.get(m).uses_vectors:
+            found = _trained_dir(vectors_from, folder, m, shots)
+            if found is None:
+                log(f"skip {m}: no trained vectors under {Path(vectors_from or '.') / folder}/{m}-*/vectors-*")
                 continue
-            spec["vectors"] = str(found[0].parent)
-            training = json.loads(found[0].read_text()).get("training", {})
-            train_s = (training.get("train_seconds") or 0) + (training.get("teacher", {}).get("seconds") or 0)
-        log(f"measuring {m}")
-        r = _run(spec)
-        rows.append({"method": m, **r, "train_seconds": round(train_s, 1)})
+            spec["vectors"] = str(found)
+            config = json.loads((found / "m2iv_config.json").read_text())
+            info = config.get("training", {})
+            train_s = (info.get("train_seconds") or 0) + (info.get("teacher", {}).get("seconds") or 0)
+            if config.get("recipe"):  # trained by gradient steps (not an extraction)
+                dirs[m] = found
+        log(f"measuring {m}" + (f" at {k} shots" if m == "icl" else ""))
+        rows.append({"method": m, **_run(spec), "train_seconds": round(train_s, 1)})
     zs = next((r for r in rows if r["method"] == "zero-shot"), None)
     if zs:
+        _versus_zero_shot(rows, zs)
+    _break_evens(rows)
+    if training and dirs:
+        from m2iv.evaluate.train_cost import measure_training
+
+        cost = measure_training(model, task, dirs, batch=train_batch, seed=seed, data_root=data_root, log=log)
         for r in rows:
-            r["latency_vs_zero_shot"] = round(r["paired_ratio"], 3)  # paired, same process (see _worker)
-            r["latency_vs_zero_shot_unpaired"] = round(r["latency_ms"] / zs["latency_ms"], 3)
-            r["prompt_tokens_vs_zero_shot"] = round(r["prompt_tokens"] / zs["prompt_tokens"], 3)
-            r["peak_rss_vs_zero_shot"] = round(r["peak_rss_mb"] / zs["peak_rss_mb"], 4)
-            r["peak_tensor_vs_zero_shot"] = _ratio(r["peak_tensor_mb"], zs["peak_tensor_mb"])
+            r.update(cost["rows"].get(r["method"], {}))
+        base["training_reference"] = cost["reference"]
     log("measuring hook overhead (zero vectors)")
     hooks = _run({**base, "method": "zero-shot", "zero_hooks": True})
     overhead = None

@@ -32,9 +32,12 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
     for r in data["rows"]:
         cells = [r.get(k) for k in ("latency_vs_zero_shot", "peak_tensor_mb", "peak_tensor_vs_zero_shot",
                                         "peak_rss_mb")]
-        lines.append(f"| {r['method']} | {r['prompt_tokens']:.0f} | {r['latency_ms']:.1f} | "
+        name = r["method"] + (f" ({r['shots']}-shot)" if r["method"] == "icl" and r.get("shots") else "")
+        lines.append(f"| {name} | {r['prompt_tokens']:.0f} | {r['latency_ms']:.1f} | "
                      + " | ".join("" if c is None else str(c) for c in cells)
                      + f" | {r.get('parameters', 0):,} | {r.get('train_seconds', '')} |")
+    if any("ttft_ms" in r for r in data["rows"]):
+        lines += _serving_lines(data["rows"])
     h = data.get("hook_overhead") or {}
     if h:
         lines += ["", "Hook overhead (all-zero vectors injected vs plain zero-shot): "
@@ -46,6 +49,21 @@ def _efficiency_lines(path: Path, data: dict) -> list[str]:
 def _setting(data: dict) -> str:
     s = data.get("settings", {})
     return f"batch {s.get('batch_size', '?')}, {s.get('new_tokens', '?')} new token(s)"
+
+
+def _serving_lines(rows: list[dict]) -> list[str]:
+    """Per-request serving metrics, break-even query counts against each ICL row, and the training-step costs."""
+    icl = [f"icl-{r['shots']}" for r in rows if r["method"] == "icl"]
+    head = ["method", "TTFT ms", "TPOT ms", "e2e ms", *(f"break-even vs {k}" for k in icl), "train step x fwd+bwd",
+            "train peak x fine-tune"]
+    out = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        name = r["method"] + (f" ({r['shots']}-shot)" if r["method"] == "icl" else "")
+        be = r.get("break_even_queries") or {}
+        cells = [r.get("ttft_ms"), r.get("tpot_ms"), r.get("e2e_ms"), *(be.get(k, "") for k in icl),
+                 r.get("train_step_ratio"), r.get("train_peak_vs_finetune")]
+        out.append(f"| {name} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+    return out
 
 
 def _rows_of(path: Path, data) -> list[dict]:

@@ -272,7 +272,8 @@ def evaluate(lm, task: Task, method: Method, cfg: EvalConfig, out_dir: str | Pat
     # 2. plan and answer what is left
     world = state.num_processes
     part, mine, todo = _resume(out, test, world, state.process_index)
-    answerer = Answerer(lm, task, cfg, builder, selector, n_demos, eos=eos_ids(lm), quiet=not state.is_main_process)
+    answerer = Answerer(lm, task, cfg, builder, selector, n_demos, method, eos=eos_ids(lm),
+                        quiet=not state.is_main_process)
     _answer_all(answerer, method, todo, len(mine), part, show=show_progress and state.is_main_process)
     state.wait_for_everyone()
     if not state.is_main_process:

@@ -3,7 +3,10 @@ answers the same three questions for the evaluation runner and the trainer:
 
 - `prompt_shots(shots)`: how many demonstrations go into the prompt (ICL: all; vector methods: none);
 - `prepare(lm, task, splits, options)`: fit or load what the method needs (vectors, masks);
-- `inference(lm)`: a context manager active while the model answers (hooks on, then removed).
+- `inference(lm)`: a context manager active while the model answers (hooks on, then removed);
+- `encode(lm, builder, pairs)` then `generate(lm, batch, handle, **kw)`: how a batch of (query, demonstrations) is
+  answered (default: one prompt per query, `model.generate`); the runner times `generate` only. A method with its
+  own decoding (Parallel-ICL: several contexts per query, merged token by token) overrides both.
 
 A method registers itself with `register_method(name, cls)`; `m2iv eval --method NAME` looks it up.
 """
@@ -19,6 +22,9 @@ from m2iv.registry import Registry
 from m2iv.train.config import TeacherConfig, TrainConfig
 
 if TYPE_CHECKING:
+    import torch
+
+    from m2iv.data.sample import Sample
     from m2iv.vectors.vector import InContextVectors
 
 # The fields of a method's settings that `--shots` sets (first one the settings have): one name per role.
@@ -50,6 +56,22 @@ class Method:
 
     def describe(self) -> dict:
         return {"method": self.name, **({"vectors": self.options.get("vectors")} if self.uses_vectors else {})}
+
+    def encode(self, lm, builder, pairs: list[tuple[Sample, list[Sample]]]) -> dict:
+        """The model inputs of a batch of (query, its demonstrations): one left-padded prompt per query."""
+        prompts = [builder.build(demos, q) for q, demos in pairs]
+        return {**builder.encode(prompts), "prompt_text": [p.text for p in prompts]}
+
+    def generate(self, lm, batch: dict, handle, **kwargs) -> tuple[torch.Tensor, list[int]]:
+        """(the new tokens (B, N), each query's prompt tokens): `model.generate` on `encode`'s batch, the token
+        policy told where each query starts."""
+        batch = {k: v for k, v in batch.items() if k != "prompt_text"}
+        query_start = batch.pop("query_start")
+        if handle is not None and hasattr(handle, "set_query_start"):
+            handle.set_query_start(query_start)
+        batch = {k: v.to(lm.device) for k, v in batch.items()}
+        gen = lm.model.generate(**batch, **kwargs)
+        return gen[:, batch["input_ids"].shape[1]:], batch["attention_mask"].sum(dim=1).tolist()
 
 
 class ZeroShot(Method):

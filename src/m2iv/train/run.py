@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from m2iv.progress import Progress
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
 from m2iv.train.tracking import open_tracker
-from m2iv.train.trainer import VectorTrainer
+from m2iv.train.trainer import Trainable, VectorTrainer
 from m2iv.vectors.format import save_vectors
 from m2iv.vectors.inject import apply
 from m2iv.vectors.vector import InContextVectors
@@ -50,12 +50,18 @@ def training_identity(lm, task, train: list[Sample], val: list[Sample], support:
             "method_config": method_config or {}}
 
 
-def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainConfig, out: str | Path,
+def _save_vectors(vectors, out: Path, *, lm, **fields) -> None:
+    save_vectors(vectors, out, adapter=lm.adapter, base_model=lm.spec, **fields)
+
+
+def train_vectors(lm, task, splits: dict, vectors: Trainable, cfg: TrainConfig, out: str | Path,
                   method_config: dict | None = None, show_progress: bool = True,
-                  stop_after: int | None = None, experts: list[list[Sample]] | None = None,
-                  base_vectors: InContextVectors | None = None,
-                  report_to: list[str] | None = None) -> tuple[InContextVectors, dict]:
-    """Train `vectors` on task's train split against its N-shot teacher; save the best to `out`.
+                  stop_after: int | None = None, save: Callable[..., Any] | None = None,
+                  experts: list[list[Sample]] | None = None, base_vectors: InContextVectors | None = None,
+                  report_to: list[str] | None = None) -> tuple[Any, dict]:
+    """Train `vectors` (or an adapter: LoRA, a KV prefix) on task's train split against its N-shot teacher; save the
+    best to `out` with `save(best, out, lm=lm, recipe=, metrics=, method_config=, extra=)` (default: a vector
+    directory; adapters pass m2iv.adapters.peft_dir.save_adapter).
 
     `experts`: one demonstration pool per name in cfg.teacher.experts (a teacher of several experts).
     `base_vectors`: vectors injected, frozen, under the student while it trains (sequential training: the new
@@ -65,7 +71,7 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
 
     state = dist_state()
     out = Path(out)
-    vectors = vectors.to(lm.device)
+    vectors = vectors.to(lm.device)  # type: ignore[attr-defined]
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
     train = list(splits["train"])
     if cfg.teacher.negatives == "zero-shot":
@@ -112,11 +118,13 @@ def train_vectors(lm, task, splits: dict, vectors: InContextVectors, cfg: TrainC
             "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},
             "train_seconds": round(time.perf_counter() - t0 - t_teacher, 1)}
     if state.is_main_process and trainer.step >= cfg.steps:
-        save_vectors(best, out, adapter=lm.adapter, base_model=lm.spec, recipe=cfg.to_json(),
-                     metrics={"val_teacher_forced_acc": trainer.best["metric"], "best_step": trainer.best["step"],
-                              "teacher_acc_train": info["teacher"]["accuracy_train"]},
-                     method_config={**(method_config or {}), "task": task.name, "task_version": task.version},
-                     extra={"training": info, **extra})
+        (save or _save_vectors)(best, out, lm=lm, recipe=cfg.to_json(),
+                                metrics={"val_teacher_forced_acc": trainer.best["metric"],
+                                         "best_step": trainer.best["step"],
+                                         "teacher_acc_train": info["teacher"]["accuracy_train"]},
+                                method_config={**(method_config or {}), "task": task.name,
+                                               "task_version": task.version},
+                                extra={"training": info, **extra})
     state.wait_for_everyone()
     return best, info
 

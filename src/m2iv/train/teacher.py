@@ -172,6 +172,26 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
         prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key)
 
 
+def combine(logps: list[torch.Tensor], mode: str = "product", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """E experts' log-probabilities (each (..., V)) as one distribution's log-scores.
+
+    "product" (a product of experts): the mean log-probability, or with `weights` (..., E), summing to 1 over E,
+    the weighted sum (Parallel-ICL's weighted PoE); unnormalised, log_softmax renormalises it. "mixture": the log of
+    the (weighted) mean probability. Without weights the terms are added in order, as the teacher always has."""
+    if weights is None:
+        acc = logps[0]
+        for lp in logps[1:]:
+            acc = torch.logaddexp(acc, lp) if mode == "mixture" else acc + lp
+        return acc - math.log(len(logps)) if mode == "mixture" else acc / len(logps)
+    w = weights.to(logps[0].dtype)
+    if mode == "mixture":
+        return torch.logsumexp(torch.stack([lp + w[..., e, None].log() for e, lp in enumerate(logps)]), dim=0)
+    out = w[..., 0, None] * logps[0]
+    for e, lp in enumerate(logps[1:], start=1):
+        out = out + w[..., e, None] * lp
+    return out
+
+
 def _cat_hidden(parts: list[torch.Tensor]) -> torch.Tensor:
     """(N_i, L, P_i, D) shards, left-padded along the positions to the longest P_i, as one (N, L, P, D)."""
     p = max(t.shape[2] for t in parts)
@@ -205,7 +225,7 @@ def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batc
     for i in range(0, len(shard), batch_size):
         chunk = shard[i:i + batch_size]
         sets = [[ds for sel in selectors for ds in _demo_sets(sel, q, d, cfg, seed)] for q, d in chunk]
-        logps: torch.Tensor | None = None
+        experts: list[torch.Tensor] = []
         hs_sum: torch.Tensor | None = None
         for e in range(n_ctx):
             batch, labels, query_start = student_batch(builder, [q for q, _ in chunk], [s[e] for s in sets])
@@ -217,17 +237,11 @@ def _compute_shard(lm, builder, shard, selectors, cfg: TeacherConfig, seed, batc
                     spans.append(lengths)
             batch = {k: v.to(lm.device) for k, v in batch.items()}
             logits, hs = _answer_logits(lm, batch, labels.shape[1], cfg.hidden_states, cfg.hidden_site, span)
-            lp = F.log_softmax(logits.float(), dim=-1).cpu()
-            if logps is None:
-                logps = lp
-            else:
-                logps = torch.logaddexp(logps, lp) if cfg.ensemble_mode == "mixture" else logps + lp
+            experts.append(F.log_softmax(logits.float(), dim=-1).cpu())
             if hs is not None:
                 hs_sum = hs.float().cpu() if hs_sum is None else hs_sum + hs.float().cpu()
-        assert logps is not None  # ensemble >= 1
         # product of experts: the mean log-probability; mixture: log of the mean probability. Finite in fp16.
-        logps = (logps - math.log(n_ctx) if cfg.ensemble_mode == "mixture" else logps / n_ctx)
-        logps = logps.clamp_min(-1e4)
+        logps = combine(experts, cfg.ensemble_mode).clamp_min(-1e4)
         if cfg.topk:
             v, ix = logps.topk(min(cfg.topk, logps.shape[-1]), dim=-1)
             values_all.append(v.half())

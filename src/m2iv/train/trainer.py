@@ -19,7 +19,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -35,7 +35,25 @@ from m2iv.train import losses
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, query_span, student_batch
 from m2iv.vectors.inject import inject
-from m2iv.vectors.vector import InContextVectors
+
+
+class Trainable(Protocol):
+    """What the trainer trains: InContextVectors, or an adapter of m2iv.adapters (LoRA, a KV prefix), which brings
+    its own `attach(lm)`. Parameters live in `params` (name `site__part`); `spec()` names the layout."""
+
+    params: torch.nn.ParameterDict
+    sites: dict
+
+    def spec(self) -> dict: ...
+
+    def parameters(self, recurse: bool = True) -> Any: ...
+
+
+def attach(lm, params: Trainable):
+    """Hook `params` onto the model for training (base weights frozen): vectors through the injection engine, an
+    adapter through its own `attach`."""
+    own = getattr(params, "attach", None)
+    return own(lm) if callable(own) else inject(lm.model, params, lm.adapter)  # type: ignore[arg-type]
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -80,7 +98,7 @@ def _stale(teacher: TeacherTargets, what: str) -> M2IVError:
 
 
 class VectorTrainer:
-    def __init__(self, lm, vectors: InContextVectors, cfg: TrainConfig, workdir: str | Path,
+    def __init__(self, lm, vectors: Trainable, cfg: TrainConfig, workdir: str | Path,
                  show_progress: bool = True, identity: dict | None = None) -> None:
         """`identity` names what the vectors are trained for (model, task, data; see `train.run`); with the
         recipe and the vector layout it is stored in the checkpoint, and a checkpoint of another is never resumed."""
@@ -198,7 +216,7 @@ class VectorTrainer:
         return losses.alignment(hidden, target, mask)
 
     def _site(self, site: str) -> torch.Tensor | None:
-        return self.vectors.vector(site) if site in self.vectors.sites else None
+        return self.vectors.params[f"{site}__vector"] if site in self.vectors.sites else None
 
     @torch.no_grad()
     def evaluate(self, builder, queries: list[Sample], handle, batch_size: int = 8) -> float:
@@ -283,7 +301,7 @@ class VectorTrainer:
         return True
 
     # -- the loop ------------------------------------------------------------------------------------
-    def _optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
+    def optimizer_step(self, builder, queries: list[Sample], teacher: TeacherTargets | None, handle) -> dict:
         """One optimizer step (grad_accum micro-batches, all-reduced across ranks); its log record."""
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -327,7 +345,7 @@ class VectorTrainer:
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.vectors.params.items()}
 
     def fit(self, builder, queries: list[Sample], teacher: TeacherTargets | None, val: list[Sample],
-            stop_after: int | None = None, progress: Progress | None = None, tracker=None) -> InContextVectors:
+            stop_after: int | None = None, progress: Progress | None = None, tracker=None) -> Trainable:
         """Train and return the vectors of the best validation step (the last step without validation).
 
         A checkpoint is written before the first step (the teacher pass is then behind a killed run), every
@@ -341,7 +359,7 @@ class VectorTrainer:
         if not self._load_checkpoint():
             self._save_checkpoint()
         torch.manual_seed(cfg.seed)
-        handle = inject(self.lm.model, self.vectors, self.lm.adapter)
+        handle = attach(self.lm, self.vectors)
         bar = progress or Progress("train", [("steps", cfg.steps)], disable=not self.show_progress or bool(self.rank))
         bar.phases["steps"].total, bar.phases["steps"].done = cfg.steps, self.step
         bar.start("steps")
@@ -350,7 +368,7 @@ class VectorTrainer:
             with writing(log_path), open(log_path, "w") as log:  # rewritten from the checkpoint's history
                 log.writelines(json.dumps(rec) + "\n" for rec in self.history)
             while self.step < cfg.steps and (stop_after is None or self.step < stop_after):
-                rec = self._optimizer_step(builder, queries, teacher, handle)
+                rec = self.optimizer_step(builder, queries, teacher, handle)
                 self._validate(builder, val, handle, rec)
                 self.history.append(rec)
                 if self.rank == 0:
@@ -367,7 +385,9 @@ class VectorTrainer:
             handle.remove()
             if progress is None:
                 bar.close()
-        best = InContextVectors.from_spec(self.vectors.spec()).with_condition(self.vectors.condition)
+        best = type(self.vectors).from_spec(self.vectors.spec())  # type: ignore[attr-defined]
+        if getattr(self.vectors, "condition", None) is not None:  # vectors keep their condition; adapters have none
+            best = best.with_condition(self.vectors.condition)  # type: ignore[attr-defined]
         state = self.best_state if self.best_state is not None else {k: v.detach() for k, v in
                                                                       self.vectors.params.items()}
         with torch.no_grad():

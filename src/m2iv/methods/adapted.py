@@ -1,0 +1,64 @@
+"""Trained adapters as methods (LoRA, the KV cartridge): trained by the vector trainer, saved as PEFT directories.
+
+    m2iv train sandbox --task T --method lora --out out/lora   # adapter_config.json, adapter_model.safetensors
+    m2iv eval sandbox --task T --method lora --vectors out/lora --out runs/lora
+
+They behave as vector methods everywhere (`--vectors DIR` loads, `bench compare` trains and reuses them), only the
+directory is PEFT's (plus m2iv's sidecar) and `inference` attaches the adapter's own hooks.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+from m2iv.errors import M2IVError
+from m2iv.methods.base import LoadedVectors
+
+
+class TrainedAdapter(LoadedVectors):
+    """Subclasses set `name` and `config_cls` and implement `make_adapter(lm, task, splits, seed)` (the untrained
+    adapter) and `recipe_defaults()` (their original recipe as TrainConfig fields)."""
+
+    def make_adapter(self, lm, task, splits: dict, seed: int):
+        raise NotImplementedError
+
+    def recipe_defaults(self) -> dict:
+        raise NotImplementedError
+
+    def fit(self, lm, task, splits: dict):
+        from m2iv.adapters.peft_dir import save_adapter
+        from m2iv.train.run import train_vectors
+
+        out = self.require_out()
+        cfg = self.method_config()
+        recipe = self.recipe(self.recipe_defaults())
+        adapter = self.make_adapter(lm, task, splits, recipe.seed)
+        best, info = train_vectors(lm, task, splits, adapter, recipe, out, method_config={"name": self.name,
+                                   **asdict(cfg)}, show_progress=self.options.get("progress", True), save=save_adapter)
+        return best.to(lm.device), {**info, "saved": True}
+
+    def prepare(self, lm, task, splits: dict, options=None) -> None:
+        from m2iv.adapters.peft_dir import load_adapter
+
+        path = self.options.get("vectors")
+        if not path:
+            self.vectors, self.info = self.fit(lm, task, splits)
+            return
+        if str(path).startswith("library:"):
+            raise M2IVError(f"--method {self.name} loads a PEFT adapter directory, not a library entry; give "
+                            "--vectors DIR (from `m2iv train --method " + self.name + "`)")
+        self.vectors, self.vector_config = load_adapter(path, lm, strict=self.options.get("strict", True))
+        if self.vector_config.get("method") != self.name:
+            raise M2IVError(f"{path} holds a {self.vector_config.get('method')!r} adapter, not {self.name!r}; use "
+                            f"--method {self.vector_config.get('method')}")
+
+    @contextmanager
+    def inference(self, lm, key=None):
+        if self.vectors is None:
+            raise M2IVError(f"--method {self.name}: no adapter prepared; prepare() loads or trains it first")
+        adapter: Any = self.vectors
+        # Answering trains nothing: base weights keep requires_grad (see vectors/inject for why it matters).
+        with adapter.attach(lm, freeze_base=False) as handle:
+            yield handle
