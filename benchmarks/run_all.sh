@@ -97,7 +97,8 @@ for step in $steps; do
     many-shot) $M2IV bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce --window 512 \
              --icl-shots 0,4,8,16,32,64 --m2iv-shots 16,32,64,128 --n-test 100 \
              --out benchmarks/many_shot/sandbox.json ;;
-    library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json ;;
+    library) $M2IV bench library sandbox --work $W --out benchmarks/library/sandbox.json \
+               --publish benchmarks/library/vlibrary ;;
     report) $M2IV report benchmarks/sandbox_suite.json benchmarks/compare/sandbox.json benchmarks/many_shot/sandbox.json \
               benchmarks/efficiency/sandbox-1tok-batch1.json benchmarks/efficiency/sandbox-1tok-batch8.json \
               benchmarks/efficiency/sandbox-serving.json \

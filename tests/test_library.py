@@ -157,6 +157,23 @@ def test_names_ids_and_removal(tmp_path, lib):
     assert resolve_vectors("some/dir") == Path("some/dir")
 
 
+def test_publish_writes_a_closed_copy_that_serves_read_only_and_replaces_an_older_one(tmp_path, lib):
+    from m2iv.app.catalog import Catalog
+
+    lm = tiny("llama")
+    lib.add(_vec_dir(lm, tmp_path / "a", 1, "llama"), name="a")
+    dest = lib.publish(tmp_path / "pub")
+    assert sorted(p.name for p in dest.iterdir()) == ["blobs", "index.sqlite"]  # no -wal/-shm to commit
+    lib.add(_vec_dir(lm, tmp_path / "b", 2, "llama"), name="b")
+    lib.publish(dest)
+    before = {p: p.stat().st_mtime_ns for p in dest.rglob("*")}
+    assert sorted(e.name for e in Catalog(dest).entries()) == ["a", "b"]
+    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before  # reading wrote nothing
+    with Library(dest) as copy:
+        got, want = copy.load("b")[0].params, lib.load("b")[0].params
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
 # -- composition ------------------------------------------------------------------------------------
 def test_expression_and_layer_parsing():
     assert [(t.weight, t.ref) for t in parse_expression("0.5*a + 1.0*b - c")] == [(0.5, "a"), (1.0, "b"), (-1.0, "c")]

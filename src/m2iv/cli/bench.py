@@ -139,6 +139,9 @@ def add_parser(sub) -> None:
     lb.add_argument("--section", type=name_list, default=["alignment", "styles", "safety", "routing"],
                     metavar="NAME[,NAME...]", help="which applications to run: alignment, styles, safety, routing "
                                                    "(default all)")
+    lb.add_argument("--publish", default=None, metavar="DIR",
+                    help="also write a closed copy of the library the run built to DIR (for `m2iv library serve "
+                         "--root DIR`; benchmarks/library/vlibrary is the committed one)")
     _common(lb, "runs/bench/shared")
     lb.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
     lb.set_defaults(func=library_cmd)
@@ -295,10 +298,15 @@ def library_cmd(args: argparse.Namespace) -> int:
     result["meta"] = {"command": f"m2iv bench library {args.model} --shots {args.shots} --n-test {args.n_test} "
                                  f"--steps {args.steps} --train-queries {args.train_queries} --train-batch-size "
                                  f"{args.train_batch_size} --search-n {args.search_n} --work {args.work}{section} "
-                                 f"--out {args.out}",
+                                 f"--out {args.out}" + (f" --publish {args.publish}" if args.publish else ""),
                       "m2iv_version": __version__, "machine": platform.machine()}
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     write_text_atomic(Path(args.out).with_suffix(".md"), markdown(result))
+    if args.publish:
+        from m2iv.library import Library
+
+        with Library(Path(args.work) / "library-apps" / "library") as lib:
+            lib.publish(args.publish)
     print(markdown(result))
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import json
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,24 @@ class Library:
                 self.blob_path(entry.sha256).unlink(missing_ok=True)
                 shutil.rmtree(self.root / "cache" / entry.sha256, ignore_errors=True)
         return entry
+
+    def publish(self, dest: str | Path) -> Path:
+        """A closed copy of the whole library at `dest`: one index file (no -wal/-shm), the blobs and sidecars; for
+        committing next to a benchmark or serving read-only. An earlier copy there is replaced whole."""
+        from m2iv.files import fill_dir_atomic
+
+        def fill(tmp: Path) -> None:
+            if self.blobs.dir.is_dir():
+                shutil.copytree(self.blobs.dir, tmp / "blobs")
+            out = sqlite3.connect(str(tmp / schema.INDEX_NAME))
+            try:
+                self._conn.backup(out)
+                out.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                out.close()
+
+        fill_dir_atomic(dest, fill)
+        return Path(dest)
 
     # -- export and import (see transfer.py) -------------------------------------------------------
     def export(self, ref: str, out: str | Path, force: bool = False) -> Path:
