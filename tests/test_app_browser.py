@@ -108,7 +108,7 @@ class Page:
         self.d.get(self.url)
         self.wait(lambda: "colour-m2iv" in self.text("browse-table"), 120)
 
-    def wait(self, ok, timeout: float = 60):
+    def wait(self, ok, timeout: float = 180):
         from selenium.webdriver.support.ui import WebDriverWait
 
         return WebDriverWait(self.d, timeout).until(lambda _: ok())
