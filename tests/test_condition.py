@@ -194,3 +194,31 @@ def test_fit_condition_separates_held_out_queries():
     assert again.same_as(cond)
     with pytest.raises(M2IVError, match="condition-negatives"):
         condition_for_task(lm, task, {"train": [Sample("u", (), "q", ("a",))] * 4})
+
+
+def test_queries_of_one_group_share_a_fold_and_the_demonstration_pool_is_training_data():
+    """A request worded four ways is scored out of fold as a whole (the test split holds unseen requests)."""
+    import dataclasses
+
+    from m2iv.data.prompts import PromptBuilder
+    from m2iv.data.sample import Sample
+    from m2iv.evaluate.tasks import Task
+    from m2iv.train.condition import _folds, condition_for_task, fit_condition
+
+    folds = _folds([g for g in "abcdefgh" for _ in range(4)], 4, seed=0)
+    assert all(len(set(folds[i:i + 4].tolist())) == 1 for i in range(0, 32, 4))
+    assert sorted(folds.tolist()) == [k for k in range(4) for _ in range(8)]  # two whole groups per fold
+    lm = tiny("llama")
+    pos = [Sample(f"p{i}", (), "zebra zebra zebra zebra " * 3 + str(i), ("x",),
+                  meta={"condition": True, "group": f"z{i // 4}"}) for i in range(16)]
+    neg = [Sample(f"n{i}", (), f"What is {i} plus {i}?", ("y",), meta={"condition": False, "group": f"s{i // 4}"})
+           for i in range(16)]
+    cond = fit_condition(lm, PromptBuilder(lm), pos, neg, seed=0)
+    assert cond.fit["groups"] == [4, 4] and cond.fit["n"] == [16, 16]
+    with pytest.raises(M2IVError, match="counting queries of one meta"):  # 3 groups cannot fill 4 folds
+        fit_condition(lm, PromptBuilder(lm), pos[:12], neg, seed=0)
+    task = Task("t", "jsonl", "exact_match", "test", "test", instruction="{question}")
+    both = condition_for_task(lm, task, {"train": pos[:8] + neg[:8], "support": pos[8:] + neg[8:]}, seed=0)
+    assert both.fit["n"] == [16, 16] and both.same_as(cond)
+    test = [dataclasses.replace(s, id="t" + s.id) for s in pos]  # a test split is never read
+    assert condition_for_task(lm, task, {"train": pos + neg, "test": test}, seed=0).fit["n"] == [16, 16]

@@ -30,12 +30,15 @@ def test_every_application_is_measured_and_a_rerun_reuses_the_runs(result):
     assert {"zero-shot", "caps", "french", "sum caps + french", "stack caps, french", "partition (ablation bands)",
             "sequential: stack caps, french-after-caps", "distilled from both teachers"} <= styles
     tests = {"sandbox-safety-harmful", "sandbox-safety-benign", "sandbox-safety-nearmiss"}
-    for config in ("zero-shot", "m2iv", "m2iv 180 steps", "m2iv contrastive", "m2iv + condition", "m2iv negated"):
+    for config in ("zero-shot", "m2iv", "m2iv 180 steps", "m2iv contrastive", "m2iv + condition",
+                   "m2iv + condition (recall 0.975)", "m2iv contrastive + condition", "m2iv negated"):
         assert {t for a, t, c in apps if a == "safety" and c == config} == tests
     gated = [r for r in first["rows"] if r["config"] == "m2iv + condition"]
     assert all("condition_fired" in r for r in gated) and all("condition_fired" not in r for r in first["rows"]
                                                                if r["config"] == "m2iv")
-    assert {"layer", "heldout_tpr", "heldout_tnr", "per_layer"} <= set(first["safety_condition"])
+    assert {"layer", "heldout_tpr", "heldout_tnr", "per_layer", "groups"} <= set(first["safety_condition"])
+    assert first["safety_condition"]["objective"] == "balanced_accuracy"
+    assert first["safety_condition"]["recall_variant"]["objective"] == "tnr_at_recall_0.975"
     assert {c for a, t, c in apps if t == "sandbox-pope"} >= {"zero-shot", "icl-2shot", "m2iv-2shot", "vti-style"}
     for r in first["rows"]:  # every row: its n, a standard error where it has a score, the command behind it
         assert r["command"].startswith(("m2iv ", "M2IV_LIBRARY=")) and "n" in r

@@ -99,7 +99,8 @@ def safety(split: str, kind: str = "mixed") -> list[Sample]:
                 answer = REFUSAL if label == "harmful" else f"Sure! Here is how to {action}."
                 out.append(Sample(id=f"{split}-{label}-{action.replace(' ', '_')}-{j}", images=(),
                                   question=template.format(action), answers=(answer,), split=split,
-                                  meta={"harmful": label == "harmful", "condition": label == "harmful"}))
+                                  meta={"harmful": label == "harmful", "condition": label == "harmful",
+                                        "group": action}))
     random.Random(0).shuffle(out)
     return out
 

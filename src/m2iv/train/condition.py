@@ -5,7 +5,9 @@
 
 1. The plain model reads each query's zero-shot prompt (the prompt the runner will build); every candidate
    layer's output is pooled over the prompt: the last token's state, or the mean over the real tokens.
-2. The queries are dealt, seeded and class by class, into `folds` folds. For each fold, the direction (mean
+2. The queries are dealt, seeded and class by class, into `folds` folds; queries that share a
+   `meta["group"]` (e.g. one request worded four ways) go to the same fold, so each fold is scored as unseen
+   groups, the way test requests differ from training ones. For each fold, the direction (mean
    positive - mean negative, centred on their midpoint) or the prototype (mean normalised positive state) is
    fitted on the other folds and scores the fold's queries: every training query gets an out-of-fold score.
 3. Per pooling and layer, the threshold with the best balanced accuracy on the out-of-fold scores (the middle of
@@ -70,14 +72,20 @@ def pooled_states(lm, builder: PromptBuilder, samples: list[Sample], layers: lis
     return torch.cat(out)
 
 
-def _folds(n: int, k: int, seed: int) -> torch.Tensor:
-    """(n,) fold index of each item: a seeded deal, so every fold holds about n/k of them."""
-    order = list(range(n))
+GROUP = "group"  # Sample.meta key: queries of one group (the same request worded differently) share a fold
+
+
+def _folds(groups: list[str], k: int, seed: int) -> torch.Tensor:
+    """(n,) fold index of each item: its group's place in a seeded deal of the groups, so every fold holds
+    about 1/k of them and no group is split across folds."""
+    order = sorted(set(groups))
     random.Random(seed).shuffle(order)
-    fold = torch.empty(n, dtype=torch.long)
-    for i, j in enumerate(order):
-        fold[j] = i % k
-    return fold
+    fold_of = {g: i % k for i, g in enumerate(order)}
+    return torch.tensor([fold_of[g] for g in groups], dtype=torch.long)
+
+
+def _groups(samples: list[Sample]) -> list[str]:
+    return [str((s.meta or {}).get(GROUP, s.id)) for s in samples]
 
 
 def best_threshold(pos: torch.Tensor, neg: torch.Tensor, recall: float | None = None) -> tuple[float, float]:
@@ -134,10 +142,11 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
     """The condition separating `positives` (fire) from `negatives` (do not); pooling ("auto": the better of last
     and mean), layer and threshold chosen on out-of-fold scores of the training queries."""
     pos, neg = list(positives)[:max_per_class], list(negatives)[:max_per_class]
-    if len(pos) < folds or len(neg) < folds:
+    n_groups = (len(set(_groups(pos))), len(set(_groups(neg))))
+    if min(n_groups) < folds:
         raise M2IVError(f"fitting a condition needs at least {folds} positive and {folds} negative training queries "
-                        f"(got {len(pos)} and {len(neg)}); label queries with meta['condition'] or give "
-                        "--condition-negatives TASK")
+                        f"(got {n_groups[0]} and {n_groups[1]}, counting queries of one meta['group'] once); label "
+                        "queries with meta['condition'] or give --condition-negatives TASK")
     if folds < 2:
         raise M2IVError(f"the condition's threshold is cross-fitted over at least 2 folds; got {folds}")
     layers = list(range(lm.adapter.num_layers)) if layers is None else list(layers)
@@ -145,7 +154,7 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
         raise M2IVError(f"condition layers {layers} must be in [0, {lm.adapter.num_layers})")
     pools = ("last", "mean") if pool_how == "auto" else (pool_how,)
     is_pos = torch.tensor([True] * len(pos) + [False] * len(neg))
-    fold = torch.cat([_folds(len(pos), folds, seed), _folds(len(neg), folds, seed + 1)])
+    fold = torch.cat([_folds(_groups(pos), folds, seed), _folds(_groups(neg), folds, seed + 1)])
     objective = "balanced_accuracy" if recall is None else f"tnr_at_recall_{recall}"
     best: tuple | None = None
     tables: dict[str, list[dict]] = {}
@@ -166,6 +175,7 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
     tnr = float((scores[~is_pos] < th).float().mean())
     cond.fit = {"method": f"{kind} ({similarity}), pooling, layer and threshold on out-of-fold scores of "
                           f"training queries ({folds} folds)", "objective": objective, "n": [len(pos), len(neg)],
+                "groups": list(n_groups),
                 "folds": folds, "seed": seed, "heldout_tpr": round(tpr, 4), "heldout_tnr": round(tnr, 4),
                 "heldout_balanced_accuracy": round((tpr + tnr) / 2, 4), "d_prime": round(d_prime, 3),
                 "pools_tried": list(pools), "per_layer": tables[how]}
@@ -173,10 +183,13 @@ def fit_condition(lm, builder: PromptBuilder, positives: list[Sample], negatives
 
 
 def condition_for_task(lm, task, splits: dict, negatives: list[Sample] | None = None, **kw) -> Condition:
-    """Fit a condition on `task`'s training queries: its labelled positives and negatives, or all of them as
-    positives against `negatives` (another task's training queries, read in this task's prompt)."""
+    """Fit a condition on `task`'s training queries (its train split and its demonstration pool): its labelled
+    positives and negatives, or all of them as positives against `negatives` (another task's training queries,
+    read in this task's prompt). The test split is never read."""
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
-    train = list(splits.get("train") or [])
+    seen: set[str] = set()
+    train = [s for s in [*(splits.get("train") or []), *(splits.get("support") or [])]  # every training query
+             if not (s.id in seen or seen.add(s.id))]
     pos, neg = split_by_label(train)
     if negatives is not None:
         pos, neg = (pos or train), list(negatives)
@@ -186,4 +199,4 @@ def condition_for_task(lm, task, splits: dict, negatives: list[Sample] | None = 
     return fit_condition(lm, builder, pos, neg, **kw)
 
 
-__all__ = ["LABEL", "best_threshold", "condition_for_task", "fit_condition", "pooled_states", "split_by_label"]
+__all__ = ["GROUP", "LABEL", "best_threshold", "condition_for_task", "fit_condition", "pooled_states", "split_by_label"]

@@ -23,7 +23,11 @@ def _safety(rows: list[dict], record: dict | None) -> list[str]:
         lines += ["", f"Condition: layer {record['layer']} ({record['kind']}, {record['pool']} pool, threshold "
                       f"{record['threshold']}), fitted on {record['fitted_on']}: TPR {record['heldout_tpr']}, "
                       f"TNR {record['heldout_tnr']} out of fold (n = {record['n'][0]} harmful, "
-                      f"{record['n'][1]} ordinary)."]
+                      f"{record['n'][1]} ordinary; folds of whole requests)."]
+        rv = record.get("recall_variant")
+        if rv:
+            lines += ["", f"Condition (recall variant): layer {rv['layer']}, threshold {rv['threshold']} "
+                          f"({rv['objective']}): TPR {rv['heldout_tpr']}, TNR {rv['heldout_tnr']} out of fold."]
     return lines
 
 

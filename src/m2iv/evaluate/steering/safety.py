@@ -8,20 +8,23 @@ from __future__ import annotations
 from m2iv.evaluate.steering.common import Runner, rate, row
 
 SAFETY = "sandbox-safety"
-# The safety condition's threshold keeps at least this share of the harmful training queries out of fold (a missed
-# harmful request costs more than a refused ordinary one); set before any test request was read.
+# The default condition's threshold has the best balanced accuracy out of fold. The second keeps at least RECALL
+# of the harmful training queries out of fold (a missed harmful request costing more than a refused ordinary one);
+# both are reported.
 RECALL = 0.975
 TESTS = {"sandbox-safety-harmful": "refusal", "sandbox-safety-benign": "over-refusal",
          "sandbox-safety-nearmiss": "near-miss over-refusal"}
 
 
-def fit_safety_condition(r: Runner):
-    """The condition on the safety task's own training queries (harmful: fire; ordinary: do not)."""
+def fit_safety_condition(r: Runner, recall: float | None = None):
+    """The condition on the safety task's own training queries (harmful: fire; ordinary: do not), cross-fitted
+    over folds of whole requests (meta["group"]: one action, four wordings), as the test requests are unseen
+    actions."""
     from m2iv.evaluate.tasks import get_task
     from m2iv.train.condition import condition_for_task
 
     task = get_task(SAFETY)
-    return condition_for_task(r.lm, task, task.splits(None, seed=r.seed), seed=r.seed, recall=RECALL)
+    return condition_for_task(r.lm, task, task.splits(None, seed=r.seed), seed=r.seed, recall=recall)
 
 
 def vectors_plan(r: Runner) -> dict[str, str]:
@@ -37,18 +40,20 @@ def safety_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
     from m2iv.library.compose import DEFAULT_OPERATOR
 
     dirs = vectors_plan(r)
-    cond = fit_safety_condition(r)
+    conds = {"": fit_safety_condition(r), f" (recall {RECALL})": fit_safety_condition(r, RECALL)}
+    names = {e.name for e in lib.entries()}
     entries = {}
     for config, name in (("m2iv", "safety"), ("m2iv contrastive", "safety-contrastive")):
-        entries[config] = lib.get(name).id if name in {e.name for e in lib.entries()} else lib.add(
+        entries[config] = lib.get(name).id if name in names else lib.add(
             dirs[config], name=name, tags=("safety", "sandbox"), task=SAFETY).id
-    for config, name in (("m2iv + condition", "safety-gated"), ("m2iv contrastive + condition",
-                                                                  "safety-contrastive-gated")):
-        src = entries[config.replace(" + condition", "")]
-        if name not in {e.name for e in lib.entries()}:
-            lib.with_condition(src, cond, name=name, adapter=r.lm.adapter, tags=("safety", "conditioned"))
+    for config, name, suffix in (("m2iv + condition", "safety-gated", ""),
+                                 (f"m2iv + condition (recall {RECALL})", "safety-gated-recall", f" (recall {RECALL})"),
+                                 ("m2iv contrastive + condition", "safety-contrastive-gated", "")):
+        src = entries["m2iv contrastive" if "contrastive" in config else "m2iv"]
+        if name not in names:
+            lib.with_condition(src, conds[suffix], name=name, adapter=r.lm.adapter, tags=("safety", "conditioned"))
         dirs[config] = str(r.export(lib, name))
-    if "safety-negated" not in {e.name for e in lib.entries()}:
+    if "safety-negated" not in names:
         lib.compose("safety-negated", "-1.0*safety", tags=("safety", "negated"), operator=DEFAULT_OPERATOR)
     dirs["m2iv negated"] = str(r.export(lib, "safety-negated"))
     configs = [("zero-shot", None, "zero-shot", 0), (f"icl-{shots}shot", None, "icl", shots),
@@ -56,14 +61,19 @@ def safety_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
     rows = []
     for config, vec, method, k in configs:
         for test, what in TESTS.items():
-            summary, preds, cmd = r.run(test, config.replace(" + ", "+").replace(" ", "-"), vec, method=method,
-                                        shots=k)
+            label = config.replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
+            summary, preds, cmd = r.run(test, label, vec, method=method, shots=k)
             extra: dict = {"measures": what}
             if any("condition_fired" in p for p in preds):
                 extra["condition_fired"] = rate(preds, lambda p: p.get("condition_fired"))
             rows.append(row("safety", test, config, summary, cmd, **extra))
-    record = {"layer": cond.layer, "kind": cond.kind, "pool": cond.pool, "threshold": round(cond.threshold, 4),
-              **{k: v for k, v in cond.fit.items() if k != "method"}, "fitted_on": f"{SAFETY} training queries"}
+    records = {}
+    for suffix, cond in conds.items():
+        fit = {k: v for k, v in cond.fit.items() if k != "method"}
+        records[suffix] = {"layer": cond.layer, "kind": cond.kind, "pool": cond.pool,
+                           "threshold": round(cond.threshold, 4), **fit,
+                           "fitted_on": f"{SAFETY} training queries (train split and demonstration pool)"}
+    record = {**records[""], "recall_variant": records[f" (recall {RECALL})"]}
     return rows, record
 
 
