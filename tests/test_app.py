@@ -271,3 +271,20 @@ def test_a_library_committed_under_benchmarks_is_not_read_as_tables(tmp_path, li
     assert Benchmarks(bench).names() == ["compare/vqa.json"]
     assert [e.name for e in Catalog(bench / "library" / "vlibrary").entries()] == ["colour", "shape", "zero",
                                                                                    "for-llava"]
+
+
+def test_the_committed_sandbox_library_opens_as_it_is():
+    """`m2iv library serve --root benchmarks/library/vlibrary` needs no setup: the committed copy is whole (one
+    index file, no write-ahead log), every blob matches its hash and reading it writes nothing."""
+    root = ROOT / "benchmarks" / "library" / "vlibrary"
+    files = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert not [p for p in files if p.name.endswith(("-wal", "-shm"))]
+    cat = Catalog(root)
+    entries = {e.name: e for e in cat.entries()}
+    assert not cat.problems and {"grounding", "style-caps", "style-french", "safety", "safety-gated"} <= set(entries)
+    for name in entries:
+        vectors = cat.load(name)[0]  # verifies the blob's sha256
+        assert vectors.num_layers == 30
+    assert cat.load("safety-gated")[0].condition is not None and cat.load("safety")[0].condition is None
+    assert cat.train_log(entries["safety"])  # the trainer's log kept with the entry
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == files
