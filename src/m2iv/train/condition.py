@@ -187,9 +187,8 @@ def condition_for_task(lm, task, splits: dict, negatives: list[Sample] | None = 
     positives and negatives, or all of them as positives against `negatives` (another task's training queries,
     read in this task's prompt). The test split is never read."""
     builder = PromptBuilder(lm, task.instruction, task.answer_template)
-    seen: set[str] = set()
-    train = [s for s in [*(splits.get("train") or []), *(splits.get("support") or [])]  # every training query
-             if not (s.id in seen or seen.add(s.id))]
+    # every training query: the train split and the demonstration pool, each query once
+    train = list({s.id: s for s in [*(splits.get("train") or []), *(splits.get("support") or [])]}.values())
     pos, neg = split_by_label(train)
     if negatives is not None:
         pos, neg = (pos or train), list(negatives)
