@@ -140,21 +140,25 @@ def grid(rows: list[dict], tasks: list[str], name=None):
     return panels(len(tasks), width=6.0 if len(tasks) == 1 else 4.0, height=4.0 if len(tasks) == 1 else 3.2)
 
 
+def _shot_lines(ax, rows: list[dict], labels: list[str], label_of, style: dict[str, str]) -> list[tuple]:
+    """One line of score against shots per label (one task's rows); what `key` needs to label them."""
+    drawn = []
+    for lab in labels:
+        pts = sorted((r["shots"], r["score"]) for r in rows if label_of(r) == lab and r.get("score") is not None)
+        if pts:
+            (line,) = ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=method_colour(lab),
+                              linestyle=style[lab], gid=lab)
+            drawn.append((line, lab, *pts[-1]))
+    return drawn
+
+
 def shots_figure(rows: list[dict], tasks: list[str]):
     """Score against shots, a panel per task, a line per method (and variant)."""
     labels = list(dict.fromkeys(label(r) for r in rows))
     style = styles(labels)
     fig, axes = grid(rows, tasks)
     for ax, t in zip(axes, tasks, strict=True):
-        drawn = []
-        for lab in labels:
-            pts = sorted((r["shots"], r["score"]) for r in rows
-                         if r["task"] == t and label(r) == lab and r.get("score") is not None)
-            if pts:
-                (line,) = ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=method_colour(lab),
-                                  linestyle=style[lab], gid=lab)
-                drawn.append((line, lab, *pts[-1]))
-        key(ax, drawn)
+        key(ax, _shot_lines(ax, [r for r in rows if r["task"] == t], labels, label, style))
         ax.set_xscale("symlog", base=2)
         ax.set_xlim(-0.5, max(r["shots"] for r in rows) * 1.4 + 1)
         ax.set_title(_short(t), fontsize=9)
@@ -195,14 +199,7 @@ def curves_figure(rows: list[dict], title: str):
     style = styles(labels)
     fig, axes = grid(rows, tasks, method)
     for ax, t in zip(axes, tasks, strict=True):
-        drawn = []
-        for m in labels:
-            pts = sorted((r["shots"], r["score"]) for r in rows
-                         if r["task"] == t and method(r) == m and r.get("score") is not None)
-            if pts:
-                (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=method_colour(m),
-                                  linestyle=style[m], gid=m)
-                drawn.append((line, m, *pts[-1]))
+        drawn = _shot_lines(ax, [r for r in rows if r["task"] == t], labels, method, style)
         beyond = sorted({r["shots"] for r in rows if r["task"] == t and r.get("fits") is False
                          and r.get("score") is None})
         if beyond:
