@@ -40,18 +40,19 @@ def safety_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
     from m2iv.library.compose import DEFAULT_OPERATOR
 
     dirs = vectors_plan(r)
-    conds = {"": fit_safety_condition(r), f" (recall {RECALL})": fit_safety_condition(r, RECALL)}
+    conds = {"balanced": fit_safety_condition(r), "recall": fit_safety_condition(r, RECALL)}
     names = {e.name for e in lib.entries()}
     entries = {}
     for config, name in (("m2iv", "safety"), ("m2iv contrastive", "safety-contrastive")):
         entries[config] = lib.get(name).id if name in names else lib.add(
             dirs[config], name=name, tags=("safety", "sandbox"), task=SAFETY).id
-    for config, name, suffix in (("m2iv + condition", "safety-gated", ""),
-                                 (f"m2iv + condition (recall {RECALL})", "safety-gated-recall", f" (recall {RECALL})"),
-                                 ("m2iv contrastive + condition", "safety-contrastive-gated", "")):
-        src = entries["m2iv contrastive" if "contrastive" in config else "m2iv"]
+    for config, name, base, which in (("m2iv + condition", "safety-gated", "m2iv", "balanced"),
+                                      (f"m2iv + condition (recall {RECALL})", "safety-gated-recall", "m2iv", "recall"),
+                                      ("m2iv contrastive + condition", "safety-contrastive-gated", "m2iv contrastive",
+                                       "balanced")):
         if name not in names:
-            lib.with_condition(src, conds[suffix], name=name, adapter=r.lm.adapter, tags=("safety", "conditioned"))
+            lib.with_condition(entries[base], conds[which], name=name, adapter=r.lm.adapter,
+                               tags=("safety", "conditioned"))
         dirs[config] = str(r.export(lib, name))
     if "safety-negated" not in names:
         lib.compose("safety-negated", "-1.0*safety", tags=("safety", "negated"), operator=DEFAULT_OPERATOR)
@@ -68,12 +69,12 @@ def safety_rows(r: Runner, lib, shots: int) -> tuple[list[dict], dict]:
                 extra["condition_fired"] = rate(preds, lambda p: p.get("condition_fired"))
             rows.append(row("safety", test, config, summary, cmd, **extra))
     records = {}
-    for suffix, cond in conds.items():
+    for which, cond in conds.items():
         fit = {k: v for k, v in cond.fit.items() if k != "method"}
-        records[suffix] = {"layer": cond.layer, "kind": cond.kind, "pool": cond.pool,
-                           "threshold": round(cond.threshold, 4), **fit,
-                           "fitted_on": f"{SAFETY} training queries (train split and demonstration pool)"}
-    record = {**records[""], "recall_variant": records[f" (recall {RECALL})"]}
+        records[which] = {"layer": cond.layer, "kind": cond.kind, "pool": cond.pool,
+                          "threshold": round(cond.threshold, 4), **fit,
+                          "fitted_on": f"{SAFETY} training queries (train split and demonstration pool)"}
+    record = {**records["balanced"], "recall_variant": records["recall"]}
     return rows, record
 
 
