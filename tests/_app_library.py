@@ -14,12 +14,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from conftest import random_vectors, tiny  # noqa: E402
+from conftest import random_vectors, tiny, train_saved  # noqa: E402
 from m2iv.evaluate.tasks import get_task  # noqa: E402
 from m2iv.library.store import Library  # noqa: E402
 from m2iv.methods import M2IV  # noqa: E402
 from m2iv.train.config import TeacherConfig, TrainConfig  # noqa: E402
-from m2iv.train.run import train_vectors  # noqa: E402
 from m2iv.vectors import save_vectors  # noqa: E402
 
 MODEL = "tiny:idefics3"
@@ -35,7 +34,7 @@ def build(root: Path, work: Path) -> Path:
     cfg = TrainConfig(steps=8, batch_size=4, lr_vectors=0.05, lr_scales=0.05, val_every=4, val_size=4,
                       checkpoint_every=8, teacher=TeacherConfig(shots=2, topk=16), warmup=0.0)
     trained = work / "colour-m2iv"
-    train_vectors(lm, task, small, M2IV().make_vectors(lm), cfg, trained, method_config={"shots": 2},
+    train_saved(lm, task, small, M2IV().make_vectors(lm), cfg, trained, method_config={"shots": 2},
                   show_progress=False)
     shape = save_vectors(random_vectors(lm, seed=3, scale=0.3), work / "shape-random", adapter=lm.adapter,
                          base_model=MODEL, method_config={"task": "easy-vqa"}, metrics={"acc": 0.25})

@@ -6,12 +6,11 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny, write_samples  # noqa: E402
+from conftest import tiny, train_saved, write_samples  # noqa: E402
 from m2iv.dist import state  # noqa: E402
 from m2iv.evaluate.tasks import Task  # noqa: E402
 from m2iv.methods import M2IV  # noqa: E402
 from m2iv.train.config import TeacherConfig, TrainConfig  # noqa: E402
-from m2iv.train.run import train_vectors  # noqa: E402
 
 out = Path(sys.argv[1])
 st = state()
@@ -20,5 +19,5 @@ splits = {"train": write_samples(root, 12, prefix="q"), "support": write_samples
 lm = tiny("idefics3")
 cfg = TrainConfig(steps=6, batch_size=4, val_every=0, checkpoint_every=3, teacher=TeacherConfig(shots=2, topk=8))
 task = Task("fixture", "jsonl", "vqa_accuracy", "test", "test")
-vec, _ = train_vectors(lm, task, splits, M2IV().make_vectors(lm), cfg, out / "v", show_progress=False)
+vec, _ = train_saved(lm, task, splits, M2IV().make_vectors(lm), cfg, out / "v", show_progress=False)
 save_file({k: v.detach().contiguous() for k, v in vec.params.items()}, str(out / f"rank{st.process_index}.safetensors"))

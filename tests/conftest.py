@@ -157,3 +157,15 @@ def write_colour_jsonl(root, n: int = 24):
     data = root / "task.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return data
+
+
+def train_saved(lm: LoadedModel, task, splits: dict, vectors, cfg, out, **kw):
+    """`train_vectors`, then the vector directory an M²IV run writes (`LoadedVectors.save`, the one place vectors
+    are saved) when the run completed."""
+    from m2iv.methods import M2IV
+    from m2iv.train.run import train_vectors
+
+    best, info = train_vectors(lm, task, splits, vectors, cfg, out, **kw)
+    if info["complete"]:
+        M2IV().save(lm, task, best, info, str(out))
+    return best, info

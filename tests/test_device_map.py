@@ -15,14 +15,13 @@ import sys
 import pytest
 import torch
 
-from conftest import fixture_task, method_splits
+from conftest import fixture_task, method_splits, train_saved
 from m2iv.errors import M2IVError
 from m2iv.methods import M2IV
 from m2iv.models.adapter import weights_fingerprint
 from m2iv.models.loading import load_model
 from m2iv.models.placement import parse_max_memory, placement
 from m2iv.train.config import TeacherConfig, TrainConfig
-from m2iv.train.run import train_vectors
 
 TASK = fixture_task()
 TEXT = "model.text_model"
@@ -51,7 +50,7 @@ def _cfg():
 
 
 def _train(lm, splits, out):
-    vectors, _ = train_vectors(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(), out, show_progress=False)
+    vectors, _ = train_saved(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(), out, show_progress=False)
     log = (out.parent / f"{out.name}.train" / "train_log.jsonl").read_text().splitlines()
     log = [json.loads(x)["loss"] for x in log]
     return vectors, log

@@ -111,7 +111,7 @@ def test_training_step_against_a_plain_fine_tune(tmp_path, monkeypatch):
     splits = task.splits(None, seed=0)
     m = get_method("lora", {"out": str(tmp_path / "lora"), "progress": False,
                             "train_config": {"steps": 1, "batch_size": 4, "val_every": 0}})
-    m.prepare(lm, task, splits)
+    m.train(lm, task, splits)
     cost = measure_training("tiny:idefics3", "sandbox-colour-nonce", {"lora": tmp_path / "lora"}, batch=4,
                             repeats=2, log=lambda *_: None)
     r = cost["rows"]["lora"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import random_vectors, tiny
+from conftest import random_vectors, tiny, train_saved
 from m2iv.errors import M2IVError
 from m2iv.vectors.format import load_vectors, save_vectors
 
@@ -269,10 +269,9 @@ def _train_setup(tmp_path, monkeypatch):
 
 def _train(lm, task, sp, cfg, out, sites=("attn", "mlp"), stop_after=None):
     from m2iv.methods.m2iv.method import M2IV
-    from m2iv.train.run import train_vectors
 
     method = M2IV({"method_config": {"sites": list(sites)}})
-    return train_vectors(lm, task, sp, method.make_vectors(lm), cfg, out, show_progress=False, stop_after=stop_after,
+    return train_saved(lm, task, sp, method.make_vectors(lm), cfg, out, show_progress=False, stop_after=stop_after,
                          method_config=method.method_config().to_json())
 
 

@@ -3,11 +3,10 @@ import carry it, `remove` deletes it, and a log of another run of the same folde
 
 import json
 
-from conftest import fixture_task, method_splits, random_vectors, tiny
+from conftest import fixture_task, method_splits, random_vectors, tiny, train_saved
 from m2iv.library.store import Library
 from m2iv.methods import M2IV
 from m2iv.train.config import TeacherConfig, TrainConfig
-from m2iv.train.run import train_vectors
 from m2iv.vectors import save_vectors
 
 
@@ -21,7 +20,7 @@ def test_add_keeps_the_trainers_log_and_export_import_carry_it(tmp_path, monkeyp
     splits = method_splits(tmp_path / "data", 10, 4)
     cfg = TrainConfig(steps=6, batch_size=4, lr_vectors=0.05, lr_scales=0.05, val_every=3, val_size=2,
                       checkpoint_every=6, teacher=TeacherConfig(shots=2, topk=8), warmup=0.0)
-    train_vectors(lm, fixture_task(), splits, M2IV().make_vectors(lm), cfg, tmp_path / "v", show_progress=False)
+    train_saved(lm, fixture_task(), splits, M2IV().make_vectors(lm), cfg, tmp_path / "v", show_progress=False)
     written = _records(tmp_path / "v.train" / "train_log.jsonl")
     assert [r["step"] for r in written] == [1, 2, 3, 4, 5, 6] and "val_acc" in written[2]
 

@@ -23,8 +23,8 @@ def test_pick_lr_takes_the_best_score_and_breaks_ties_towards_the_original():
 
 def test_lr_grids_default_explicit_and_bad_input():
     assert lr_grids(None, ["live", "icl"]) == {}
-    assert lr_grids("default", ["zero-shot", "live", "mimic"]) == {"live": bench.LR_GRIDS["live"],
-                                                                   "mimic": bench.LR_GRIDS["mimic"]}
+    assert lr_grids("default", ["zero-shot", "live", "mimic"]) == {"live": bench.default_grids()["live"],
+                                                                   "mimic": bench.default_grids()["mimic"]}
     assert lr_grids("1e-2, 1e-3", ["m2iv", "tv"]) == {"m2iv": [1e-3, 1e-2]}  # sorted; tv has no rate
     for bad in ("fast", "0,1e-2", "-1e-3"):
         with pytest.raises(M2IVError, match="--lr-sweep"):
@@ -35,7 +35,7 @@ def test_lr_grids_per_method_for_per_task_sweeps():
     """One command sweeps each method around its own rate (every task on its own held-out queries)."""
     methods = ["zero-shot", "live", "mimic", "lora", "cartridge"]
     assert lr_grids("live=0.3,0.03,0.1; mimic=0.05", methods) == {"live": [0.03, 0.1, 0.3], "mimic": [0.05]}
-    assert lr_grids("default", methods) == {m: bench.LR_GRIDS[m] for m in ("live", "mimic", "lora", "cartridge")}
+    assert lr_grids("default", methods) == {m: bench.default_grids()[m] for m in ("live", "mimic", "lora", "cartridge")}
     with pytest.raises(M2IVError, match="'tv' has no learning rate"):
         lr_grids("tv=0.1", methods + ["tv"])
     with pytest.raises(M2IVError, match="not among --method"):
@@ -49,7 +49,7 @@ def test_compare_plan_runs_parallel_icl_with_both_chunkings():
     assert [(c.method, c.variant) for c in plan] == [("icl", ""), ("parallel-icl", "cluster"),
                                                       ("parallel-icl", "random"), ("fv", "")]
     assert plan[2].options["method_config"] == {"chunking": "random"}
-    assert plan[3].options["method_config"] == bench.CPU_BUDGET["fv"]
+    assert plan[3].options["method_config"] == bench.cpu_budgets()["fv"]
 
 
 def test_with_lr_sets_the_methods_own_rate_and_keeps_other_settings():
@@ -108,10 +108,10 @@ def test_every_method_with_a_learning_rate_is_swept_at_its_own_field():
         cfg = getattr(cls, "config_cls", None)
         names = {f.name for f in fields(cfg)} if cfg is not None else set()
         if names & {"lr", "lr_vectors"}:
-            assert name in bench.LR_GRIDS and name in bench.LR_FIELDS, name
-    for name, (where, keys) in bench.LR_FIELDS.items():
+            assert name in bench.default_grids() and name in bench.lr_methods(), name
+    for name, (where, keys) in bench.lr_methods().items():
         if where == "method_config":
             defaults = bench.get_method_defaults(name)
             assert all(k in defaults for k in keys), name
-            if name != "live":  # LIVE's grid starts above its 1e-4 on purpose (see bench.LR_FIELDS)
-                assert min(bench.LR_GRIDS[name]) <= defaults[keys[0]] <= max(bench.LR_GRIDS[name]), name
+            if name != "live":  # LIVE's grid starts above its 1e-4 on purpose (see evaluate/bench.py)
+                assert min(bench.default_grids()[name]) <= defaults[keys[0]] <= max(bench.default_grids()[name]), name

@@ -86,7 +86,7 @@ def test_trains_from_the_demonstrations_kv_and_loads_through_the_method(tmp_path
     m = get_method("cartridge", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False,
                                  "method_config": {"num_virtual_tokens": 6}})
     init = m.make_adapter(lm, TASK, splits, seed=0).embeddings().detach().clone()
-    m.prepare(lm, TASK, splits)
+    m.train(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert "mimicry" in log[0] and "ce" not in log[0]  # context distillation from the 2-shot teacher
     assert log[-1]["mimicry"] < log[0]["mimicry"]

@@ -143,7 +143,7 @@ def test_trains_saves_and_loads_on_every_vlm_family(tmp_path, vlm_family, monkey
     cfg = {"steps": 8, "batch_size": 8, "val_every": 0, "warmup": 0.0}
     m = HiFICL({"out": str(tmp_path / "v"), "train_config": cfg, "progress": False, "method_config": {"lr": 0.05}})
     init = m.make_vectors(lm)
-    m.prepare(lm, TASK, splits)
+    m.train(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert set(log[0]) >= {"loss", "ce"} and not {"mimicry", "align", "synergy"} & set(log[0])
     assert log[-1]["ce"] < log[0]["ce"]  # same 8 queries every step: the answer loss goes down

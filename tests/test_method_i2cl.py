@@ -26,7 +26,7 @@ def _fit(lm, splits, out, steps=6, **cfg):
     sp = for_model(lm, splits)
     m = get_method("i2cl", {"out": str(out), "shots": 3, "seed": 0, "progress": False,
                             "train_config": {"steps": steps}, "method_config": I2CLConfig(**cfg)})
-    m.prepare(lm, TASK, sp)
+    m.train(lm, TASK, sp)
     return m, sp
 
 
@@ -131,7 +131,7 @@ def test_cli_train_then_eval_on_idefics2(tmp_path, monkeypatch):
 
 
 def test_recipe_precedence_method_defaults_unless_the_user_set_a_field():
-    from m2iv.methods.base import recipe
+    from m2iv.methods.spec import recipe
 
     mine = {"steps": 800, "lr_scales": 0.01, "w_ce": 1.0, "w_mimicry": 0.0, "w_synergy": 0.0}
     r = recipe(mine, {}, {})

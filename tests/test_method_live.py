@@ -60,7 +60,7 @@ def test_training_is_kl_only_with_live_rates_and_reloads(tmp_path, splits, famil
           **({"lr_vectors": 0.05} if fast else {})}
     m = get_method("live", {"out": str(tmp_path / "v"), "train_config": tc, "progress": False})
     init = m.make_vectors(lm, LIVEConfig(), seed=0).vector("mlp").clone()
-    m.prepare(lm, TASK, sp)
+    m.train(lm, TASK, sp)
     loaded, cfg = load_vectors(tmp_path / "v", adapter=lm.adapter)
     r = cfg["recipe"]
     assert cfg["method"] == "live" and cfg["method_config"]["site"] == "mlp"

@@ -95,7 +95,7 @@ def test_trains_saves_loads_and_evaluates_through_the_method(tmp_path, monkeypat
     cfg = {"steps": 6, "batch_size": 8, "val_every": 0, "warmup": 0.0}
     m = get_method("lora", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False,
                             "method_config": {"lr": 0.05, "rank": 4}})
-    m.prepare(lm, TASK, splits)
+    m.train(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["ce"] < log[0]["ce"] and "mimicry" not in log[0]  # CE alone by default, and it goes down
     side = json.loads((tmp_path / "v" / "m2iv_config.json").read_text())

@@ -18,7 +18,7 @@ def test_mimic_trains_gated_heads_with_alignment(tmp_path, family, monkeypatch):
     cfg = {"steps": 6, "batch_size": 4, "val_every": 0, "teacher": {"shots": 2, "topk": 8}}
     m = get_method("mimic", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False})
     init = m.make_vectors(lm)
-    m.prepare(lm, TASK, splits)
+    m.train(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert {"align", "ce"} <= set(log[0]) and "mimicry" not in log[0]
     vec, config = load_vectors(tmp_path / "v", adapter=lm.adapter)
@@ -45,7 +45,7 @@ def test_mimic_recipe_is_the_originals_and_keeps_the_last_vectors(tmp_path, monk
 
     monkeypatch.setattr(run, "train_vectors", spy)
     with pytest.raises(RuntimeError, match="stop"):
-        m.prepare(lm, TASK, splits)
+        m.train(lm, TASK, splits)
     cfg = seen["cfg"]
     assert cfg.val_every == 0 and cfg.steps == 60 and cfg.w_align == 1.0 and cfg.w_ce == 0.5
     assert (cfg.lr_vectors, cfg.lr_scales, cfg.weight_decay, cfg.warmup, cfg.clip) == (5e-3, 5e-3, 1e-3, 0.1, 1.0)
@@ -102,7 +102,7 @@ def test_mimic_trains_with_the_original_alignment_targets(tmp_path, monkeypatch)
     cfg = {"steps": 3, "batch_size": 3, "val_every": 0, "teacher": {"shots": 2, "topk": 8}}
     m = get_method("mimic", {"out": str(tmp_path / "v"), "train_config": cfg, "progress": False,
                              "method_config": {"align_site": "mlp", "align_span": "query"}})
-    m.prepare(lm, TASK, splits)
+    m.train(lm, TASK, splits)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert all(r["align"] > 0 for r in log)
     config = json.loads((tmp_path / "v" / "m2iv_config.json").read_text())

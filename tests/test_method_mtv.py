@@ -156,7 +156,7 @@ def test_fit_saves_a_binary_head_mask_and_reloads(tmp_path, splits, family):
     lm = tiny(family)
     sp = for_model(lm, splits)
     m = get_method("mtv", {"out": str(tmp_path / "v"), "shots": 2, "method_config": MTVConfig(**SMALL)})
-    m.prepare(lm, TASK, sp)
+    m.train(lm, TASK, sp)
     loaded, cfg = load_vectors(tmp_path / "v", adapter=lm.adapter)
     a, b = loaded.scale("attn_head", "alpha"), loaded.scale("attn_head", "beta")
     assert cfg["method"] == "mtv" and loaded.token_policy == "last_onward" and torch.equal(a + b, torch.ones_like(a))

@@ -86,7 +86,7 @@ def test_tv_fixed_layer_round_trip_and_registration(tmp_path, splits):
     lm = tiny("idefics2")
     out = tmp_path / "tv"
     method = get_method("tv", {"shots": 2, "out": str(out), "method_config": replace(CFG, layer=0, n_prompts=1)})
-    method.prepare(lm, TASK, splits)
+    method.train(lm, TASK, splits)
     assert method.info["layer"] == 0 and method.info["dev_by_layer"] == {}
     loaded, cfg = load_vectors(out, adapter=lm.adapter)
     assert cfg["method"] == "tv" and cfg["method_config"]["task"] == "fixture"

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from conftest import fixture_task, for_model, method_splits, random_vectors, tiny
+from conftest import fixture_task, for_model, method_splits, random_vectors, tiny, train_saved
 from m2iv.files import sha256_file
 from m2iv.vectors.format import save_vectors
 
@@ -52,7 +52,6 @@ def test_safetensors_header_metadata_is_sorted_and_the_file_still_loads(tmp_path
 def test_training_twice_and_killed_then_resumed_give_byte_identical_vectors(tmp_path, monkeypatch):
     from m2iv.methods.m2iv.method import M2IV
     from m2iv.train.config import TeacherConfig, TrainConfig
-    from m2iv.train.run import train_vectors
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny("llama")
@@ -62,7 +61,7 @@ def test_training_twice_and_killed_then_resumed_give_byte_identical_vectors(tmp_
 
     def train(out: str, stop_after: int | None = None) -> None:
         method = M2IV({})
-        train_vectors(lm, fixture_task(), sp, method.make_vectors(lm), cfg, tmp_path / out, show_progress=False,
+        train_saved(lm, fixture_task(), sp, method.make_vectors(lm), cfg, tmp_path / out, show_progress=False,
                       stop_after=stop_after, method_config=method.method_config().to_json())
 
     train("a")

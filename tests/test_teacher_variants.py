@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import method_splits, random_vectors, tiny
+from conftest import method_splits, random_vectors, tiny, train_saved
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.selection import SELECTORS
 from m2iv.errors import M2IVError
@@ -85,7 +85,7 @@ def test_sequential_training_runs_on_top_of_frozen_vectors(tmp_path):
 
     from conftest import fixture_task, make_inputs
     from m2iv.train.config import TrainConfig
-    from m2iv.train.run import _frozen_under, train_vectors
+    from m2iv.train.run import _frozen_under
     from m2iv.vectors import InContextVectors, apply
 
     lm = tiny("llama")
@@ -101,7 +101,7 @@ def test_sequential_training_runs_on_top_of_frozen_vectors(tmp_path):
     splits = {k: [replace(s, images=()) for s in v] for k, v in splits.items()}
     cfg = TrainConfig(steps=2, batch_size=2, val_every=0, teacher=TeacherConfig(shots=1))
     vec = InContextVectors.for_model(lm.adapter)
-    train_vectors(lm, fixture_task(), splits, vec, cfg, tmp_path / "out", show_progress=False, base_vectors=base)
+    train_saved(lm, fixture_task(), splits, vec, cfg, tmp_path / "out", show_progress=False, base_vectors=base)
     config = json.loads((tmp_path / "out" / "m2iv_config.json").read_text())
     assert config["trained_with"]["spec"]["sites"] == base.spec()["sites"]
     assert not any(p.requires_grad for p in base.parameters())

@@ -8,13 +8,12 @@ import sys
 import pytest
 import torch
 
-from conftest import ALL_FAMILIES, fixture_task, for_model, method_splits, tiny
+from conftest import ALL_FAMILIES, fixture_task, for_model, method_splits, tiny, train_saved
 from m2iv.data.prompts import PromptBuilder
 from m2iv.errors import M2IVError
 from m2iv.methods import M2IV
 from m2iv.train import losses
 from m2iv.train.config import TeacherConfig, TrainConfig
-from m2iv.train.run import train_vectors
 from m2iv.train.teacher import compute_teacher, student_batch
 from m2iv.vectors import apply, load_vectors
 
@@ -38,7 +37,7 @@ def test_training_lowers_loss_and_saved_vectors_reproduce_logits(tmp_path, famil
     lm = tiny(family)
     sp = for_model(lm, splits)
     vec = M2IV().make_vectors(lm)
-    best, info = train_vectors(lm, TASK, sp, vec, _cfg(), tmp_path / "v", show_progress=False)
+    best, info = train_saved(lm, TASK, sp, vec, _cfg(), tmp_path / "v", show_progress=False)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
     assert last < first, (first, last)
@@ -56,12 +55,12 @@ def test_training_lowers_loss_and_saved_vectors_reproduce_logits(tmp_path, famil
 def test_killed_run_resumes_to_identical_vectors(tmp_path, splits, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny("qwen2_vl")
-    full, _ = train_vectors(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "a",
+    full, _ = train_saved(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "a",
                             show_progress=False)
-    train_vectors(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "b",
+    train_saved(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "b",
                   show_progress=False, stop_after=8)  # "killed" after step 8; last checkpoint at step 5
     assert not (tmp_path / "b").exists()
-    resumed, _ = train_vectors(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "b",
+    resumed, _ = train_saved(lm, TASK, splits, M2IV().make_vectors(lm), _cfg(val_every=4), tmp_path / "b",
                                show_progress=False)
     for k in full.params:
         assert torch.equal(full.params[k], resumed.params[k]), k
@@ -73,9 +72,9 @@ def test_resume_with_other_settings_is_refused(tmp_path, splits, monkeypatch):
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
     lm = tiny("llama")
     sp = for_model(lm, splits)
-    train_vectors(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(), tmp_path / "v", show_progress=False, stop_after=6)
+    train_saved(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(), tmp_path / "v", show_progress=False, stop_after=6)
     with pytest.raises(M2IVError, match="other settings.*lr_vectors"):
-        train_vectors(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(lr_vectors=0.5), tmp_path / "v",
+        train_saved(lm, TASK, sp, M2IV().make_vectors(lm), _cfg(lr_vectors=0.5), tmp_path / "v",
                       show_progress=False)
 
 
@@ -137,7 +136,7 @@ def test_alignment_loss_and_frozen_vectors(tmp_path, splits, monkeypatch):
     vec.params["attn__vector"].requires_grad_(False)
     before = vec.params["attn__vector"].detach().clone()
     cfg = _cfg(w_align=1.0, w_mimicry=0.0, teacher=TeacherConfig(shots=2, topk=8, hidden_states=True), steps=4)
-    train_vectors(lm, TASK, splits, vec, cfg, tmp_path / "v", show_progress=False)
+    train_saved(lm, TASK, splits, vec, cfg, tmp_path / "v", show_progress=False)
     log = [json.loads(x) for x in (tmp_path / "v.train" / "train_log.jsonl").read_text().splitlines()]
     assert all("align" in r and "mimicry" not in r for r in log)
     assert torch.equal(vec.params["attn__vector"], before)  # frozen: no update, no weight decay

@@ -8,12 +8,11 @@ import json
 
 import pytest
 
-from conftest import fixture_task, method_splits, tiny, write_colour_jsonl
+from conftest import fixture_task, method_splits, tiny, train_saved, write_colour_jsonl
 from m2iv.cli.main import main
 from m2iv.errors import M2IVError
 from m2iv.methods import M2IV
 from m2iv.train.config import TeacherConfig, TrainConfig
-from m2iv.train.run import train_vectors
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +61,10 @@ def test_a_checkpoint_follows_the_teacher_pass_and_the_clock(tmp_path):
     splits = method_splits(tmp_path / "data", 10, 6)
     cfg = dict(steps=20, batch_size=2, checkpoint_every=25, val_every=0, teacher=TeacherConfig(shots=1, topk=8))
     state = tmp_path / "a.train" / "checkpoint" / "trainer_state.json"
-    train_vectors(lm, fixture_task(), splits, M2IV().make_vectors(lm), TrainConfig(**cfg), tmp_path / "a",
+    train_saved(lm, fixture_task(), splits, M2IV().make_vectors(lm), TrainConfig(**cfg), tmp_path / "a",
                   show_progress=False, stop_after=0)  # killed right after the teacher pass
     assert json.loads(state.read_text())["step"] == 0
-    train_vectors(lm, fixture_task(), splits, M2IV().make_vectors(lm), TrainConfig(**cfg, checkpoint_minutes=1e-6),
+    train_saved(lm, fixture_task(), splits, M2IV().make_vectors(lm), TrainConfig(**cfg, checkpoint_minutes=1e-6),
                   tmp_path / "a", show_progress=False, stop_after=3)  # the clock is due after every step
     assert json.loads(state.read_text())["step"] == 3
 

@@ -57,23 +57,10 @@ def train(model: LoadedModel | str, task: Task | str, out: str | Path, method: s
     if not isinstance(m, LoadedVectors) or not m.trainable:
         raise M2IVError(f"method {method!r} has nothing to train; use m2iv, live, mimic, i2cl, hificl or an "
                         "extraction method (tv, fv, icv, mtv, ...)")
-    m.prepare(lm, task, task.splits(data_root, seed=seed or 0))
-    if m.vectors is None:
+    vectors, _ = m.train(lm, task, task.splits(data_root, seed=seed or 0))
+    if vectors is None:
         raise M2IVError(f"method {method!r} produced no vectors")
-    return m.vectors
-
-
-class _GivenVectors(LoadedVectors):
-    """Vectors passed as an object: answered with like any loaded vector directory."""
-
-    def __init__(self, vectors: InContextVectors, options: dict[str, Any]) -> None:
-        super().__init__({**options, "vectors": "<in memory>"})
-        self.name = vectors.method or "vectors"
-        self._given = vectors
-
-    def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        self.vectors = self._given.to(lm.device)
-        self.vector_config = {"method": self.name}
+    return vectors
 
 
 def evaluate(model: LoadedModel | str, task: Task | str, method: str | None = None, *,
@@ -91,7 +78,10 @@ def evaluate(model: LoadedModel | str, task: Task | str, method: str | None = No
     lm, task = _model(model), _task(task)
     m: Method
     if isinstance(vectors, InContextVectors):
-        m = _GivenVectors(vectors, {"progress": progress})
+        given = LoadedVectors({"progress": progress})
+        given.name = vectors.method or "vectors"
+        given.use(vectors)
+        m = given
     else:
         options: dict[str, Any] = {"progress": progress}
         if vectors is not None:

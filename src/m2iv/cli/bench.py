@@ -46,15 +46,15 @@ def _common(q: argparse.ArgumentParser, work: str) -> None:
 
 
 def _budget_text() -> str:
-    from m2iv.evaluate.bench import CPU_BUDGET
+    from m2iv.evaluate.bench import cpu_budgets
 
-    return "; ".join(f"{m.upper()} " + ", ".join(f"{k}={v}" for k, v in c.items()) for m, c in CPU_BUDGET.items())
+    return "; ".join(f"{m.upper()} " + ", ".join(f"{k}={v}" for k, v in c.items()) for m, c in cpu_budgets().items())
 
 
 def _grids_text() -> str:
-    from m2iv.evaluate.bench import LR_GRIDS
+    from m2iv.evaluate.bench import default_grids
 
-    return "; ".join(f"{m} {'/'.join(f'{v:g}' for v in g)}" for m, g in LR_GRIDS.items())
+    return "; ".join(f"{m} {'/'.join(f'{v:g}' for v in g)}" for m, g in default_grids().items())
 
 
 def _training(q: argparse.ArgumentParser, steps: int | None, queries: int | None, batch: int | None) -> None:

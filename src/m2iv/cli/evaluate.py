@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from m2iv.evaluate.runner import EvalConfig, evaluate
     from m2iv.evaluate.tasks import get_task
     from m2iv.methods import METHODS, get_method
+    from m2iv.methods.base import LoadedVectors
 
     task = get_task(args.task)
     options = {"vectors": args.vectors, "strict": not args.no_strict}
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shots is not None:  # explicit shots reach the method; absent, it keeps its own default
         options["shots"] = args.shots
     method = get_method(args.method, options)
+    if isinstance(method, LoadedVectors):
+        method.require_vectors()  # before the model loads
     check_out(args.out, folder=True)
     # bad data costs no model load; only the splits the method reads (zero-shot: the test split's files)
     splits = task.splits(args.data_root, seed=args.seed, parts=method.splits_needed())

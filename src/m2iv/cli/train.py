@@ -226,20 +226,10 @@ def parse_value(key: str, raw: str, kind: str):
     return float(value) if base == ["float"] else value
 
 
-def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+def _method_options(args: argparse.Namespace) -> dict:
+    """Everything the command line says of the method: its settings, the recipe and where to write."""
+    from m2iv.methods import METHODS
 
-    from m2iv.errors import M2IVError
-    from m2iv.evaluate.tasks import get_task
-    from m2iv.methods import METHODS, get_method
-    from m2iv.methods.base import LoadedVectors
-    from m2iv.train.session import plan, previous_run
-    from m2iv.train.tracking import check_report_to
-
-    task = get_task(args.task)
-    if args.train_queries:
-        task = replace(task, n_train=args.train_queries)
-    check_report_to(args.report_to)
     cls = METHODS.get(args.method)
     options = {"out": args.out, "train_config": recipe_from_args(args), "report_to": args.report_to,
                "method_config": method_config_from_args(args.method, getattr(cls, "config_cls", None), args)}
@@ -252,11 +242,35 @@ def run(args: argparse.Namespace) -> int:
     if "experts" in vars(args):
         options["teacher_experts"] = list(args.experts)  # resolved to their demonstration pools by the method
         options["data_root"] = args.data_root
-    method = get_method(args.method, options)
+    return options
+
+
+def _trainable(name: str, options: dict):
+    """The method, its settings resolved (their errors come before the model loads), if it trains at all."""
+    from m2iv.errors import M2IVError
+    from m2iv.methods import METHODS, get_method
+    from m2iv.methods.base import LoadedVectors
+
+    method = get_method(name, options)
     if not isinstance(method, LoadedVectors) or not method.trainable:
-        names = [n for n in METHODS if getattr(METHODS.get(n)({}), "trainable", False)]
-        raise M2IVError(f"method {args.method!r} has nothing to train; trainable methods: {', '.join(names)}")
-    method.method_config()  # settings errors before the model loads
+        names = [n for n in METHODS if METHODS.get(n).fits()]
+        raise M2IVError(f"method {name!r} has nothing to train; trainable methods: {', '.join(names)}")
+    return method
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from m2iv.evaluate.tasks import get_task
+    from m2iv.train.session import plan, previous_run
+    from m2iv.train.tracking import check_report_to
+
+    task = get_task(args.task)
+    if args.train_queries:
+        task = replace(task, n_train=args.train_queries)
+    check_report_to(args.report_to)
+    options = _method_options(args)
+    _trainable(args.method, options)
     check_out(args.out, folder=True)
     splits = task.splits(args.data_root, seed=getattr(args, "seed", 0))  # bad data costs no model load
     prev = previous_run(args.out)
@@ -265,25 +279,30 @@ def run(args: argparse.Namespace) -> int:
     if overrides is None:
         print(f"{args.out} is finished ({prev.where()}); nothing to do (--more-steps N trains it further)")
         return 0
-    options["train_config"].update(overrides)
     if args.resume:
         print(f"resuming {prev.workdir} at step {prev.step} of {prev.steps}", flush=True)
     elif args.more_steps:
         print(f"continuing {args.out} from step {prev.steps} to {overrides['steps']}", flush=True)
+    method = _trainable(args.method, {**options, "train_config": {**options["train_config"], **overrides}})
     lm = load_from_args(args)
-    method.prepare(lm, task, splits)
-    info = getattr(method, "info", {})
+    _, info = method.train(lm, task, splits)
     report = {"out": args.out, "best": info.get("best"), "teacher_acc_train":
               info.get("teacher", {}).get("accuracy_train"), "steps_done": info.get("steps_done"),
               "train_seconds": info.get("train_seconds")}
     if args.condition or args.condition_negatives:
-        from m2iv.vectors.format import load_vectors, resave
-
-        cond = fit_condition_from_args(args, lm, task, splits)
-        vectors, config = load_vectors(args.out, adapter=lm.adapter)
-        resave(args.out, vectors.with_condition(cond), config, adapter=lm.adapter)
-        report["condition"] = {k: cond.fit[k] for k in ("heldout_tpr", "heldout_tnr", "heldout_balanced_accuracy")}
-        report["condition"]["layer"] = cond.layer
+        report["condition"] = _add_condition(args, lm, task, splits)
     print(json.dumps(report, indent=2))
     print(f"finished: {previous_run(args.out).where()}")
     return 0
+
+
+def _add_condition(args: argparse.Namespace, lm, task, splits: dict) -> dict:
+    """Fit the vectors' condition on the task's labelled training queries and save it with them."""
+    from m2iv.vectors.format import load_vectors, resave
+
+    cond = fit_condition_from_args(args, lm, task, splits)
+    vectors, config = load_vectors(args.out, adapter=lm.adapter)
+    resave(args.out, vectors.with_condition(cond), config, adapter=lm.adapter)
+    report = {k: cond.fit[k] for k in ("heldout_tpr", "heldout_tnr", "heldout_balanced_accuracy")}
+    report["layer"] = cond.layer
+    return report

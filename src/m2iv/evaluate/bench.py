@@ -31,25 +31,36 @@ def suite_plan(shots: int) -> list[Cell]:
             Cell("m2iv", "supervised-only", {"w_mimicry": 0.0, "w_synergy": 0.0})]
 
 
-# Smaller extraction / search budgets for a 2-core CPU (`--budget cpu`); every other setting is the method's
-# default. Recorded in each vector directory's config and in the benchmark's meta.
+# What the bench reads off each method (plug-ins carry it, see `Method`): `cpu_budget`, smaller extraction / search
+# budgets for a 2-core CPU (`--budget cpu`; every other setting is the method's default; recorded in each vector
+# directory's config and in the benchmark's meta); `variants`, the rows a comparison runs per method; `lr_fields`
+# and `lr_grid`, where the learning rate lives and the grid `--lr-sweep default` tries (one decade either way of the
+# original rate; LIVE's starts a decade above its original 1e-4: that rate was set for Idefics2-8B, whose MLP
+# outputs are small per coordinate, and a norm-preserving shift only acts once |sigmoid(alpha) v| nears |h|; on
+# the sandbox (MLP-output norms 16-580, D = 576) 1e-4 leaves v at its init in 60 steps (0.00), 1e-2 gives KL 3.5
+# and constant answers (0.00), 1e-1 KL 0.87 and 0.56 in 30 steps).
 # TV, FV and MTV run their original searches: TV sweeps every layer, FV scores every head on 25 prompts and sums
 # the top 10, MTV samples 32 masks per REINFORCE step; patches of the last position rerun only that position on
 # a cached prefix, which made FV's head scoring ~14x and MTV's steps ~10x cheaper (methods/extraction.py).
-# Reduced: FV's and MTV's mean activations average 32 16-shot prompts instead of 100 (each ~1.8 s of CPU on the
-# sandbox), and MTV's REINFORCE steps are the comparison's --steps, the budget of every trained method.
-CPU_BUDGET: dict[str, dict] = {
-    "fv": {"n_mean_prompts": 32},
-    "mtv": {"n_trials": 32},
-    "i2cl": {"epochs": 20},
-    "hificl": {"grad_accum": 1},  # the comparison's batch per step, as every other trained method (original: 2)
-}
+def cpu_budgets() -> dict[str, dict]:
+    """Each registered method's `--budget cpu` settings (methods without one left out)."""
+    from m2iv.methods import METHODS
+
+    return {m: dict(METHODS.get(m).cpu_budget) for m in METHODS.names() if METHODS.get(m).cpu_budget}
 
 
-# Methods the comparison runs as several rows, one per setting it compares (variant name -> method settings).
-# Parallel-ICL: chunking by clustering (its paper's) against random chunking, the issue's question.
-VARIANTS: dict[str, list[tuple[str, dict]]] = {
-    "parallel-icl": [("cluster", {"chunking": "cluster"}), ("random", {"chunking": "random"})]}
+def lr_methods() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Method -> (where its learning rate lives: "method_config" or "train", the rate's field names)."""
+    from m2iv.methods import METHODS
+
+    return {m: fields for m in METHODS.names() if (fields := METHODS.get(m).lr_fields) is not None}
+
+
+def default_grids() -> dict[str, list[float]]:
+    """Method -> the rates `--lr-sweep default` tries."""
+    from m2iv.methods import METHODS
+
+    return {m: list(METHODS.get(m).lr_grid) for m in lr_methods() if METHODS.get(m).lr_grid}
 
 
 def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
@@ -57,31 +68,15 @@ def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
 
     cells = []
     for m in methods:
-        overrides = CPU_BUDGET.get(m, {}) if budget == "cpu" else {}
         cls = METHODS.get(m)
-        for variant, settings in VARIANTS.get(m, [("", {})]):
+        overrides = dict(cls.cpu_budget) if budget == "cpu" else {}
+        for variant, settings in cls.variants:
             options = {}
-            if (overrides or settings) and getattr(cls, "config_cls", None) is not None:
+            if (overrides or settings) and cls.config_cls is not None:
                 # set exactly these; the rest stay the method's defaults
                 options["method_config"] = {**overrides, **settings}
             cells.append(Cell(m, variant, options=options))
     return cells
-
-
-# Learning-rate sweep (issue #14, a fair budget): where each trained method's rate lives and the grid tried
-# around its original value (one decade either way). LIVE's grid starts a decade above its original 1e-4: that
-# rate was set for Idefics2-8B, whose MLP outputs are small per coordinate, and a norm-preserving shift only acts
-# once |sigmoid(alpha) v| nears |h|; on the sandbox (MLP-output norms 16-580, D = 576) 1e-4 leaves v at its
-# init in 60 steps (0.00), 1e-2 gives KL 3.5 and constant answers (0.00), 1e-1 KL 0.87 and 0.56 in 30 steps.
-# The rate is a method setting (`method_config`) or a TrainConfig field (`train`); every field named is set.
-LR_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "m2iv": ("train", ("lr_vectors", "lr_scales")), "live": ("method_config", ("lr_vectors",)),
-    "mimic": ("method_config", ("lr",)), "i2cl": ("method_config", ("lr",)), "mtv": ("method_config", ("lr",)),
-    "hificl": ("method_config", ("lr",)), "lora": ("method_config", ("lr",)), "cartridge": ("method_config", ("lr",))}
-LR_GRIDS: dict[str, list[float]] = {"m2iv": [1e-3, 1e-2, 1e-1], "live": [1e-3, 1e-2, 1e-1],
-                                    "mimic": [5e-4, 5e-3, 5e-2], "i2cl": [1e-3, 1e-2, 1e-1], "mtv": [1e-2, 1e-1, 1.0],
-                                    "hificl": [5e-4, 5e-3, 5e-2], "lora": [5e-5, 5e-4, 5e-3],
-                                    "cartridge": [2e-3, 2e-2, 2e-1]}
 
 
 def _grid(text: str, spec: str) -> list[float]:
@@ -98,25 +93,28 @@ def _grid(text: str, spec: str) -> list[float]:
 
 
 def lr_grids(spec: str | None, methods: list[str]) -> dict[str, list[float]]:
-    """`--lr-sweep`: "" / None -> no sweep; "default" -> LR_GRIDS; "1e-3,1e-2" -> that grid for every trained method;
+    """`--lr-sweep`: "" / None -> no sweep; "default" -> each method's `lr_grid`; "1e-3,1e-2" -> that grid for every
+    trained method;
     "live=0.03,0.1;mimic=0.05" -> a grid per method (a one-rate grid fixes that method's rate), the others unswept.
     Each task of the run is swept on its own held-out queries, so one command gives per-task rates."""
     if not spec:
         return {}
     if spec == "default":
-        return {m: list(LR_GRIDS[m]) for m in methods if m in LR_GRIDS}
+        grids = default_grids()
+        return {m: grids[m] for m in methods if m in grids}
+    fields = lr_methods()
     if "=" not in spec:
         grid = _grid(spec, spec)
-        return {m: list(grid) for m in methods if m in LR_FIELDS}
+        return {m: list(grid) for m in methods if m in fields}
     from m2iv.errors import M2IVError
 
     out: dict[str, list[float]] = {}
     for part in filter(str.strip, spec.split(";")):
         name, _, rates = part.partition("=")
         name = name.strip()
-        if name not in LR_FIELDS:
+        if name not in fields:
             raise M2IVError(f"--lr-sweep {spec!r}: {name!r} has no learning rate to sweep; methods with one: "
-                            f"{', '.join(sorted(LR_FIELDS))}")
+                            f"{', '.join(sorted(fields))}")
         if name not in methods:
             raise M2IVError(f"--lr-sweep {spec!r}: {name!r} is not among --method {','.join(methods)}")
         out[name] = _grid(rates, spec)
@@ -124,8 +122,8 @@ def lr_grids(spec: str | None, methods: list[str]) -> dict[str, list[float]]:
 
 
 def with_lr(cell: Cell, lr: float) -> Cell:
-    """`cell` with its method's learning rate(s) set to `lr` (see LR_FIELDS)."""
-    where, names = LR_FIELDS[cell.method]
+    """`cell` with its method's learning rate(s) set to `lr` (see `Method.lr_fields`)."""
+    where, names = lr_methods()[cell.method]
     if where == "train":
         return replace(cell, train={**cell.train, **dict.fromkeys(names, lr)})
     mc = {**cell.options.get("method_config", {}), **dict.fromkeys(names, lr)}
@@ -190,14 +188,19 @@ def _cell_vectors(lm, task, cell: Cell, splits: dict, work: Path, shots: int, se
             log(f"[{task.name}] {slug}: reusing {vec_dir}")
         else:
             log(f"[{task.name}] {slug}: training")
-            method.prepare(lm, task, splits)
-            info = getattr(method, "info", {})
-            method.options["vectors"] = str(vec_dir)
+            _, info = method.train(lm, task, splits, str(vec_dir))  # handed to the evaluation in memory
+            method.options["vectors"] = str(vec_dir)  # where they are saved: the run's identity names it
+            method.vector_config = _saved_config(vec_dir)
     train_s = time.perf_counter() - t0
     if method.uses_vectors:
-        cfg_json = json.loads((vec_dir / "m2iv_config.json").read_text())
-        info = info or cfg_json.get("training", {})
+        info = info or _saved_config(vec_dir).get("training", {})
     return method, vec_dir, info, train_s
+
+
+def _saved_config(vec_dir: Path) -> dict:
+    """A vector directory's config: its training record, and (`sha256`) the file hash a run's identity names, so
+    a run of vectors handed over in memory and a rerun that loads them are the same run."""
+    return json.loads((vec_dir / "m2iv_config.json").read_text(encoding="utf-8"))
 
 
 def sweep_lr(lm, task, cell: Cell, splits: dict, grid: list[float], work: Path, shots: int, seed: int,
@@ -208,7 +211,7 @@ def sweep_lr(lm, task, cell: Cell, splits: dict, grid: list[float], work: Path, 
     from m2iv.evaluate.runner import EvalConfig, evaluate
 
     train_splits, val = split_validation(splits, n_val)
-    where, names = LR_FIELDS[cell.method]
+    where, names = lr_methods()[cell.method]
     scores = []
     for lr in grid:
         c = with_lr(cell, lr)
@@ -357,5 +360,5 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
     return rows
 
 
-__all__ = ["VARIANTS", "Cell", "compare_plan", "icl_curve", "lr_grids", "many_shot", "run_plan", "suite_plan",
+__all__ = ["Cell", "compare_plan", "icl_curve", "lr_grids", "many_shot", "run_plan", "suite_plan",
            "sweep_lr"]

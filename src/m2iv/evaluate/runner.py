@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +95,8 @@ def method_identity(method: Method) -> dict:
     """The method, its options and its typed settings: everything of the method that changes an answer."""
     ident: dict[str, Any] = {**method.describe(),
                              "options": {k: v for k, v in method.options.items() if k not in NOT_IDENTITY_OPTIONS}}
-    settings = getattr(method, "method_config", None)
-    if callable(settings):
-        cfg = settings()
-        ident["settings"] = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else cfg
+    if method.spec.settings is not None:
+        ident["settings"] = method.spec.settings_json()
     return jsonable(ident)
 
 
@@ -107,9 +105,7 @@ def vectors_identity(method: Method) -> dict:
     are another run."""
     if not method.uses_vectors:
         return {}
-    sets = dict(getattr(method, "routed", None) or {})
-    if not sets and method.vectors is not None:
-        sets = {"": method.vectors}
+    sets = method.vector_sets()  # type: ignore[attr-defined]
     vc = method.vector_config or {}
     return {VECTORS_KEY: jsonable({"file_sha256": vc.get("sha256"), "routes": vc.get("routes"),
                                    "layout": {k: v.spec() for k, v in sets.items()},
@@ -184,7 +180,7 @@ def _answer_all(answerer: Answerer, method: Method, todo: list[Sample], n_mine: 
     bar = Bar(n_mine, f"{answerer.task.name} {method.name}", initial=n_mine - len(todo), disable=not show,
               unit="queries")
     answerer.bar = bar
-    groups = method.groups(todo) if hasattr(method, "groups") else [(None, todo)]
+    groups = method.groups(todo)
     for key, items in groups:
         with torch.no_grad(), method.inference(lm, key) as handle:
             for i in range(0, len(items), cfg.batch_size):

@@ -10,7 +10,6 @@ directory is PEFT's (plus m2iv's sidecar) and `inference` attaches the adapter's
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Any
 
 from m2iv.errors import M2IVError
@@ -19,33 +18,32 @@ from m2iv.methods.base import LoadedVectors
 
 class TrainedAdapter(LoadedVectors):
     """Subclasses set `name` and `config_cls` and implement `make_adapter(lm, task, splits, seed)` (the untrained
-    adapter) and `recipe_defaults()` (their original recipe as TrainConfig fields)."""
+    adapter) and `recipe_defaults(settings)` (their original recipe as TrainConfig fields)."""
+
+    routable = False
 
     def make_adapter(self, lm, task, splits: dict, seed: int):
         raise NotImplementedError
 
-    def recipe_defaults(self) -> dict:
-        raise NotImplementedError
-
     def fit(self, lm, task, splits: dict):
-        from m2iv.adapters.peft_dir import save_adapter
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
-        cfg = self.method_config()
-        recipe = self.recipe(self.recipe_defaults())
+        recipe = self.recipe()
         adapter = self.make_adapter(lm, task, splits, recipe.seed)
-        best, info = train_vectors(lm, task, splits, adapter, recipe, out, method_config={"name": self.name,
-                                   **asdict(cfg)}, show_progress=self.options.get("progress", True), save=save_adapter)
-        return best.to(lm.device), {**info, "saved": True}
+        best, info = train_vectors(lm, task, splits, adapter, recipe, out, method_config=self.spec.settings_json(),
+                                   show_progress=self.options.get("progress", True))
+        return best.to(lm.device), info
 
-    def prepare(self, lm, task, splits: dict, options=None) -> None:
+    def write(self, lm, vectors, out: str, **fields) -> None:
+        """PEFT's adapter directory, plus m2iv's sidecar."""
+        from m2iv.adapters.peft_dir import save_adapter
+
+        save_adapter(vectors, out, lm=lm, **fields)
+
+    def load(self, lm, path: str) -> None:
         from m2iv.adapters.peft_dir import load_adapter
 
-        path = self.options.get("vectors")
-        if not path:
-            self.vectors, self.info = self.fit(lm, task, splits)
-            return
         if str(path).startswith("library:"):
             raise M2IVError(f"--method {self.name} loads a PEFT adapter directory, not a library entry; give "
                             "--vectors DIR (from `m2iv train --method " + self.name + "`)")
@@ -57,7 +55,7 @@ class TrainedAdapter(LoadedVectors):
     @contextmanager
     def inference(self, lm, key=None):
         if self.vectors is None:
-            raise M2IVError(f"--method {self.name}: no adapter prepared; prepare() loads or trains it first")
+            raise M2IVError(f"--method {self.name}: no adapter prepared; prepare() loads it first")
         adapter: Any = self.vectors
         # Answering trains nothing: base weights keep requires_grad (see vectors/inject for why it matters).
         with adapter.attach(lm, freeze_base=False) as handle:

@@ -1,25 +1,31 @@
-"""Methods as plug-ins: every way of adapting a model to a task (zero-shot, ICL, M²IV, each baseline)
-answers the same three questions for the evaluation runner and the trainer:
+"""Methods as plug-ins: every way of adapting a model to a task (zero-shot, ICL, M²IV, each baseline) is a class
+that answers the same questions, in the order a run asks them:
 
+- `spec`: its settings, resolved once when the method is made (`spec.resolve_spec`, the one merge of defaults,
+  the method's own recipe and what the caller set);
+- `fit(lm, task, splits)` -> (vectors, info), then `save(...)`: training or extraction, and the one place a
+  vector directory is written (`m2iv train`, `bench`);
+- `prepare(lm, task, splits)`: what answering needs (vectors handed over in memory, or loaded from `--vectors`,
+  or a `library:auto` route); it never fits;
 - `prompt_shots(shots)`: how many demonstrations go into the prompt (ICL: all; vector methods: none);
-- `prepare(lm, task, splits, options)`: fit or load what the method needs (vectors, masks);
 - `inference(lm)`: a context manager active while the model answers (hooks on, then removed);
 - `encode(lm, builder, pairs)` then `generate(lm, batch, handle, **kw)`: how a batch of (query, demonstrations) is
   answered (default: one prompt per query, `model.generate`); the runner times `generate` only. A method with its
   own decoding (Parallel-ICL: several contexts per query, merged token by token) overrides both.
 
-A method registers itself with `register_method(name, cls)`; `m2iv eval --method NAME` looks it up.
+A plug-in carries its own metadata (settings class, recipe defaults, bench budget, variants, learning-rate grid)
+and registers itself with `register_method(name, cls)`: a new method is one module (or folder) and one test.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from m2iv.errors import M2IVError
+from m2iv.methods.spec import MethodSpec, resolve_spec
 from m2iv.registry import Registry
-from m2iv.train.config import TeacherConfig, TrainConfig
+from m2iv.train.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -27,18 +33,41 @@ if TYPE_CHECKING:
     from m2iv.data.sample import Sample
     from m2iv.vectors.vector import InContextVectors
 
-# The fields of a method's settings that `--shots` sets (first one the settings have): one name per role.
-SHOTS_FIELDS = ("shots", "n_demos")
-
 
 class Method:
     name = "base"
     uses_vectors = False
+    config_cls: ClassVar[type | None] = None  # the method's settings dataclass, recorded with its vectors
+    from_recipe: ClassVar[dict[str, str]] = {}  # recipe flags that stand for one of the settings (MTV: steps)
+    # What a benchmark reads off the method (evaluate/bench.py holds no per-method table):
+    cpu_budget: ClassVar[dict[str, Any]] = {}  # settings under `bench --budget cpu` (a 2-core CPU's search budget)
+    variants: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = (("", {}),)  # rows of a comparison: name, settings
+    lr_fields: ClassVar[tuple[str, tuple[str, ...]] | None] = None  # ("method_config" | "train", its rate fields)
+    lr_grid: ClassVar[tuple[float, ...]] = ()  # `--lr-sweep default`: one decade either side of the original
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})
+        self.spec: MethodSpec = resolve_spec(type(self), self.options)
         self.vectors: InContextVectors | None = None  # once prepared, for vector methods
         self.vector_config: dict = {}
+
+    @classmethod
+    def fits(cls) -> bool:
+        """Whether `m2iv train` has something to fit for this method (vectors, an adapter)."""
+        return False
+
+    @classmethod
+    def recipe_defaults(cls, settings: Any) -> dict[str, Any]:
+        """The method's own training recipe (TrainConfig fields; its original paper's), from its settings."""
+        return {}
+
+    def method_config(self) -> Any:
+        """The method's typed settings (resolved once, see `spec`)."""
+        return self.spec.settings
+
+    def recipe(self) -> TrainConfig:
+        """The training recipe (resolved once, see `spec`)."""
+        return self.spec.recipe
 
     def prompt_shots(self, shots: int) -> int:
         return 0
@@ -47,12 +76,16 @@ class Method:
         """The task splits this method reads (a zero-shot run reads only the test split's files)."""
         return ("train", "support", "test")
 
-    def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        """Fit or load; called once before evaluation."""
+    def prepare(self, lm, task, splits: dict) -> None:
+        """What answering needs, before the first query; never trains."""
 
     def inference(self, lm, key=None):
         """Context active while the model answers; `key` is a route from `groups` (library:auto)."""
         return nullcontext()
+
+    def groups(self, samples: list) -> list[tuple[str | None, list]]:
+        """Queries grouped by what answers them (one group unless routing)."""
+        return [(None, samples)]
 
     def describe(self) -> dict:
         return {"method": self.name, **({"vectors": self.options.get("vectors")} if self.uses_vectors else {})}
@@ -92,94 +125,124 @@ class ICL(Method):
 
 
 class LoadedVectors(Method):
-    """A vector method. With `--vectors DIR` it loads and injects a saved vector directory; otherwise it
-    `fit`s (trains or extracts) vectors on the task's train/support splits and saves them to `out`.
+    """A vector method: `fit` trains or extracts vectors on the task's train/support splits, `save` writes them,
+    `prepare` makes them ready to answer (in memory after `use`, or loaded from `--vectors DIR` / `library:NAME`,
+    or routed per query with `library:auto`). Without vectors, answering is an error that says to train first.
 
-    Subclasses override `fit(lm, task, splits) -> (InContextVectors, info)`; a fit that saves its own
-    directory (the trainer does, atomically, with its recipe) sets `info["saved"] = True`.
-    """
+    Subclasses override `fit(lm, task, splits) -> (vectors, info)`; `info` may carry `recipe` and `metrics`
+    (the trainer's) and `complete` (False: stopped early, nothing to save)."""
 
     name = "vectors"
     uses_vectors = True
-    config_cls: type | None = None  # the method's settings dataclass, recorded in the vector config
-    from_recipe: ClassVar[dict[str, str]] = {}  # recipe flags that stand for one of the settings (MTV: steps -> steps)
+    routable: ClassVar[bool] = True  # answers `library:auto` (trained adapters are no library entries)
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.info: dict = {}
+        self.router: Any = None  # library:auto: a `Router` choosing each query's vectors
+
+    @classmethod
+    def fits(cls) -> bool:
+        return cls.fit is not LoadedVectors.fit
 
     @property
     def trainable(self) -> bool:
-        return type(self).fit is not LoadedVectors.fit
+        return self.fits()
 
     def splits_needed(self) -> tuple[str, ...]:
         """Saved vectors answer from the test split alone; fitting reads the training and support splits too."""
-        return ("test",) if self.options.get("vectors") else ("train", "support", "test")
+        return ("test",) if self.options.get("vectors") or self.vectors is not None else ("train", "support", "test")
 
-    def fit(self, lm, task, splits: dict):
-        raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME (vectors from `m2iv train`)")
+    def fit(self, lm, task, splits: dict) -> tuple[Any, dict]:
+        raise M2IVError(f"--method {self.name} has nothing to fit; it answers with --vectors DIR or library:NAME "
+                        "(vectors from `m2iv train`)")
 
-    def method_config(self):
-        """The method's typed settings under the one settings rule (`settings`), computed once."""
-        if "_settings" not in self.__dict__:
-            self._settings = settings(self.config_cls, self.options.get("method_config"), self.options,
-                                      self.from_recipe)
-        return self._settings
+    # -- fit, save, use: training and extraction ----------------------------------------------------------------
+    def train(self, lm, task, splits: dict, out: str | None = None) -> tuple[Any, dict]:
+        """fit -> save (when `out` is given and the fit completed) -> use: the vectors ready to answer."""
+        vectors, info = self.fit(lm, task, splits)
+        out = out or self.options.get("out")
+        if out and info.get("complete", True):
+            self.save(lm, task, vectors, info, out)
+        self.use(vectors, info)
+        return vectors, info
 
-    def recipe(self, method_defaults: dict[str, Any] | None = None) -> TrainConfig:
-        """The training recipe under the one settings rule: TrainConfig's defaults <- this method's own
-        defaults (its original paper's recipe) <- every field the user set (`train_config`), even one equal to a
-        default <- an explicit `shots` as the teacher's shots."""
-        return recipe(method_defaults, self.options.get("train_config"), self.options)
+    def save(self, lm, task, vectors, info: dict, out: str) -> None:
+        """The one place a method's vectors are written: settings, recipe, metrics and the training record in one
+        shape for every method. Under `accelerate` only the main process writes."""
+        from m2iv.dist import state as dist_state
 
-    def prepare(self, lm, task, splits: dict, options: dict[str, Any] | None = None) -> None:
-        from m2iv.library.resolve import load_spec
+        state = dist_state()
+        if state.is_main_process:
+            record = {k: v for k, v in info.items() if k not in ("recipe", "metrics", "complete", "trained_with")}
+            extra = {"training": record, **({"trained_with": info["trained_with"]} if "trained_with" in info else {})}
+            self.write(lm, vectors, out, recipe=info.get("recipe"), metrics=info.get("metrics", {}),
+                       method_config={**self.spec.settings_json(), "task": task.name,
+                                      "task_version": getattr(task, "version", None)}, extra=extra)
+        state.wait_for_everyone()
+
+    def write(self, lm, vectors, out: str, **fields) -> None:
+        """The directory format (a vector directory; trained adapters write PEFT's)."""
         from m2iv.vectors.format import save_vectors
 
-        path = self.options.get("vectors")
-        if not path:
-            self.vectors, self.info = self.fit(lm, task, splits)
-            out = self.options.get("out")
-            if out and not self.info.get("saved") and self.vectors is not None:
-                cfg = self.method_config()
-                fields_set = asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else {}
-                save_vectors(self.vectors, out, adapter=lm.adapter, base_model=lm.spec,
-                             method_config={**fields_set, "task": task.name},
-                             metrics=self.info.get("metrics", {}), extra={"training": self.info})
+        save_vectors(vectors, out, adapter=lm.adapter, base_model=lm.spec, **fields)
+
+    def use(self, vectors, info: dict | None = None, config: dict | None = None) -> None:
+        """Answer with `vectors` already in memory (the bench hands trained vectors over without a reload)."""
+        self.vectors = vectors
+        self.info = dict(info or {})
+        self.vector_config = dict(config or {"method": self.name})
+
+    # -- answering ------------------------------------------------------------------------------------------
+    def prepare(self, lm, task, splits: dict) -> None:
+        if self.vectors is not None:  # handed over in memory (`use`), or prepared before
+            self.vectors = self.vectors.to(lm.device)
             return
-        if path == "library:auto":
-            return self._prepare_routes(lm, splits)
+        self.require_vectors()
+        path = self.options["vectors"]
+        if path == "library:auto" and self.routable:
+            from m2iv.library.routing import Router
+
+            self.router = Router.fit(lm, list(splits["test"]), root=self.options.get("library_root"),
+                                     strict=self.options.get("strict", True))
+            self.vector_config = {"routes": self.router.names()}
+            return
+        self.load(lm, path)
+
+    def require_vectors(self) -> None:
+        """Answering needs vectors: handed over, or named by `--vectors`; never fitted on the fly."""
+        if self.vectors is None and not self.options.get("vectors"):
+            hint = (f"train them first (`m2iv train MODEL --task T --method {self.name} --out DIR`), then "
+                    if self.trainable else "")
+            raise M2IVError(f"--method {self.name} answers with vectors: {hint}give --vectors DIR or library:NAME")
+
+    def load(self, lm, path: str) -> None:
+        """Vectors from a directory, a Hub id or `library:NAME`, checked against this model."""
+        from m2iv.library.resolve import load_spec
+
         self.vectors, self.vector_config = load_spec(path, adapter=lm.adapter, strict=self.options.get("strict", True),
                                                      device=lm.device, root=self.options.get("library_root"))
         if self.name not in ("vectors", self.vector_config.get("method")):
             raise M2IVError(f"{path} holds {self.vector_config.get('method')!r} vectors, not {self.name!r}; "
                             f"use --method {self.vector_config.get('method')} or --method vectors")
 
-    def _prepare_routes(self, lm, splits: dict) -> None:
-        """library:auto: pick, per test query, the compatible library entry whose task prototype is
-        nearest to the query (search by example), and load each chosen entry once."""
-        from m2iv.library.store import Library
-
-        lib = Library(self.options.get("library_root"))
-        samples = list(splits["test"])
-        ids: list[str] = lib.route(lm, samples, strict=self.options.get("strict", True))
-        self.routes: dict[str, str] = {s.id: i for s, i in zip(samples, ids, strict=True)}
-        self.routed: dict[str, InContextVectors] = {
-            i: lib.load(i, adapter=lm.adapter, device=lm.device)[0] for i in dict.fromkeys(ids)}
-        self.vector_config = {"routes": {i: lib.get(i).name for i in self.routed}}
-
     def groups(self, samples: list) -> list[tuple[str | None, list]]:
         """Queries grouped by the vectors that answer them (one group unless routing)."""
-        if not getattr(self, "routes", None):
-            return [(None, samples)]
-        out: dict[str, list] = {}
-        for s in samples:
-            out.setdefault(self.routes[s.id], []).append(s)
-        return list(out.items())
+        return self.router.groups(samples) if self.router is not None else [(None, samples)]
+
+    def vector_sets(self) -> dict[str, Any]:
+        """Every set of vectors this method answers with, by route ("" when not routing)."""
+        if self.router is not None:
+            return dict(self.router.vectors)
+        return {"": self.vectors} if self.vectors is not None else {}
 
     @contextmanager
     def inference(self, lm, key=None):
         from m2iv.vectors.inject import apply
 
-        vectors = self.routed[key] if key is not None else self.vectors
+        vectors = self.router.vectors[key] if key is not None else self.vectors
         if vectors is None:
-            raise M2IVError(f"--method {self.name}: no vectors prepared; prepare() loads or fits them first")
+            raise M2IVError(f"--method {self.name}: no vectors prepared; prepare() loads them first")
         # Answering trains nothing, so the base weights keep their requires_grad (see `inject`). A condition the
         # vectors carry gates them unless the run asks for the vectors everywhere (`condition: False`).
         with apply(lm.model, vectors, lm.adapter, freeze_base=False,
@@ -191,64 +254,12 @@ class LoadedVectors(Method):
         return {"show_progress": self.options.get("progress", True), "report_to": self.options.get("report_to")}
 
     def require_out(self) -> str:
+        """Where the trainer keeps its checkpoints (next to the vector directory it is training for)."""
         out = self.options.get("out")
         if not out:
-            raise M2IVError(f"--method {self.name} needs --vectors DIR or library:NAME, or train it first with "
-                            f"`m2iv train MODEL --task T --method {self.name} --out DIR`")
+            raise M2IVError(f"--method {self.name} trains: give --out DIR "
+                            f"(`m2iv train MODEL --task T --method {self.name} --out DIR`)")
         return out
-
-
-def settings(config_cls: type | None, given: Any, options: dict[str, Any], from_recipe: dict[str, str] | None = None
-             ) -> Any:
-    """One rule for every method's settings: the dataclass defaults <- what the caller set (`given`: a dataclass
-    is taken whole, a dict sets exactly its keys) <- an explicit `shots` option on the settings' shots field, and
-    explicit recipe fields on the settings they stand for (`from_recipe`: recipe field -> settings field, e.g.
-    MTV's REINFORCE steps are `--steps`). A value is explicit by being present, never by differing from a default."""
-    if config_cls is None:
-        if given:
-            raise M2IVError("this method has no settings; drop --method-config")
-        return None
-    if is_dataclass(given) and not isinstance(given, type):
-        cfg, set_keys = given, set()
-    else:
-        cfg, set_keys = config_cls(**check_keys(config_cls, dict(given or {}))), set(given or {})
-    names = {x.name for x in fields(config_cls)}
-    user = options.get("train_config")
-    user = asdict(user) if isinstance(user, TrainConfig) else dict(user or {})
-    shots_field = next((f for f in SHOTS_FIELDS if f in names), None)
-    flags = {shots_field: ("shots", options.get("shots"))} if shots_field else {}
-    flags.update({field: (key, user.get(key)) for key, field in (from_recipe or {}).items()})
-    for field, (flag, value) in flags.items():
-        if value is None:
-            continue
-        if field in set_keys and getattr(cfg, field) != value:
-            raise M2IVError(f"--{flag.replace('_', '-')} {value} and --method-config {field}={getattr(cfg, field)} "
-                            f"disagree; set it once")
-        cfg = replace(cfg, **{field: value})
-    return cfg
-
-
-def check_keys(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` if every key is a field of the dataclass `cls`, else a one-line error listing the fields."""
-    known = {f.name for f in fields(cls)}
-    bad = sorted(set(values) - known)
-    if bad:
-        raise M2IVError(f"unknown setting(s) {', '.join(bad)} for {cls.__name__}; valid: {', '.join(sorted(known))}")
-    return values
-
-
-def recipe(method_defaults: dict[str, Any] | None, user: Any, options: dict[str, Any]) -> TrainConfig:
-    """TrainConfig defaults <- `method_defaults` <- `user` (a dict of the fields the user set, or a whole
-    TrainConfig, every field of which counts as set) <- an explicit `shots` option as the teacher's shots."""
-    user = asdict(user) if isinstance(user, TrainConfig) else dict(user or {})
-    mine = dict(method_defaults or {})
-    given = user.pop("teacher", None) or {}
-    teacher = {**mine.pop("teacher", {}), **(asdict(given) if isinstance(given, TeacherConfig) else dict(given))}
-    if options.get("shots") is not None:
-        teacher["shots"] = int(options["shots"])
-    merged = {**mine, **user}
-    check_keys(TrainConfig, merged)
-    return TrainConfig(**merged, teacher=TeacherConfig(**check_keys(TeacherConfig, teacher)))
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -18,7 +18,7 @@ def fit_settings(method, default_shots_field: str = "shots"):
     """(config with the shots actually used, seed, shots) for an extraction method's `fit`; the saved config
     then names the shots used."""
     cfg = method.method_config()
-    seed = int(method.options.get("seed") or 0)
+    seed = method.spec.seed
     shots = getattr(cfg, default_shots_field)
     if shots < 1:
         raise M2IVError(f"--shots must be at least 1 for an extracted vector, got {shots}")

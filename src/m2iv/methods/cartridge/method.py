@@ -27,8 +27,12 @@ class Cartridge(TrainedAdapter):
     config_cls = CartridgeConfig
     from_recipe = {k: k for k in ("weight_decay", "warmup", "clip", "w_ce", "w_mimicry")}
 
-    def recipe_defaults(self) -> dict:
-        cfg: CartridgeConfig = self.method_config()
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (2e-3, 2e-2, 2e-1)
+
+    @classmethod
+    def recipe_defaults(cls, settings) -> dict:
+        cfg: CartridgeConfig = settings
         return {"lr_vectors": cfg.lr, "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup,
                 "clip": cfg.clip, "w_ce": cfg.w_ce, "w_mimicry": cfg.w_mimicry, "w_synergy": 0.0, "w_align": 0.0,
                 "synergy": "none"}

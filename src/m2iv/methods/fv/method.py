@@ -140,6 +140,7 @@ def function_vector(lm, mean: torch.Tensor, heads: list[tuple[int, int, float]])
 class FunctionVectors(LoadedVectors):
     name = "fv"
     config_cls = FVConfig
+    cpu_budget = {"n_mean_prompts": 32}  # 32 16-shot prompts for the mean activations instead of 100
 
     def make_vectors(self, lm, layer: int, fv: torch.Tensor):
         """Add `fv` (D,) to the decoder-layer-`layer` output at the last prompt token."""

@@ -40,6 +40,16 @@ class HiFICL(LoadedVectors):
     config_cls = HiFICLConfig
     # The recipe flags the user types are these settings (one value each, recorded in the vector config).
     from_recipe = {k: k for k in ("batch_size", "grad_accum", "weight_decay", "warmup", "clip", "w_ce")}
+    cpu_budget = {"grad_accum": 1}  # the comparison's batch per step, as every other trained method (original: 2)
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (5e-4, 5e-3, 5e-2)
+
+    @classmethod
+    def recipe_defaults(cls, settings: HiFICLConfig) -> dict:
+        cfg = settings
+        return {"batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
+                "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip, "w_ce": cfg.w_ce,
+                "w_mimicry": 0.0, "w_synergy": 0.0, "w_align": 0.0, "synergy": "none"}
 
     def make_vectors(self, lm, seed: int = 0):
         from m2iv.vectors.vector import InContextVectors, SiteSpec
@@ -61,21 +71,17 @@ class HiFICL(LoadedVectors):
         return vec
 
     def fit(self, lm, task, splits: dict):
-        from dataclasses import asdict
+        from dataclasses import replace
 
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
         cfg: HiFICLConfig = self.method_config()
-        base = {"batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
-                "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip, "w_ce": cfg.w_ce,
-                "w_mimicry": 0.0, "w_synergy": 0.0, "w_align": 0.0, "synergy": "none"}
-        first = self.recipe(base)
-        n = len(splits["train"])
-        n_train = n - (min(first.val_size, n // 5) if first.val_every else 0)  # train_vectors' validation hold-out
-        steps = max(1, math.ceil(cfg.epochs * n_train / (first.batch_size * first.grad_accum)))
-        train_cfg = self.recipe({**base, "steps": steps})
-        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
-                                      method_config={"name": self.name, **asdict(cfg)},
-                                      **self.train_options())
-        return vectors, {**info, "saved": True}
+        train_cfg = self.recipe()
+        if "steps" not in self.spec.recipe_set:  # the original's epochs, unless the caller set the steps
+            n = len(splits["train"])
+            n_train = n - (min(train_cfg.val_size, n // 5) if train_cfg.val_every else 0)  # the validation hold-out
+            train_cfg = replace(train_cfg, steps=max(1, math.ceil(cfg.epochs * n_train
+                                                                  / (train_cfg.batch_size * train_cfg.grad_accum))))
+        return train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
+                             method_config=self.spec.settings_json(), **self.train_options())

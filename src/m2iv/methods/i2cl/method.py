@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import replace
 
 import torch
 
@@ -117,6 +117,16 @@ def training_noise(lm, vectors, scale: float):
 class I2CL(LoadedVectors):
     name = "i2cl"
     config_cls = I2CLConfig
+    cpu_budget = {"epochs": 20}
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (1e-3, 1e-2, 1e-1)
+
+    @classmethod
+    def recipe_defaults(cls, settings: I2CLConfig) -> dict:
+        cfg = settings
+        return {"batch_size": cfg.batch_size, "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay,
+                "warmup": cfg.warmup, "clip": 1e6, "val_every": 0, "w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": 1.0,
+                "synergy": "none", "ce_span": cfg.ce_span}
 
     def _demos(self, splits: dict, cfg: I2CLConfig) -> list:
         n = cfg.n_demos
@@ -126,7 +136,7 @@ class I2CL(LoadedVectors):
         if n > len(support):
             raise M2IVError(f"I2CL asked for {n} demonstrations but the support split has {len(support)}; "
                             "lower --shots")
-        return random.Random(int(self.options.get("seed") or 0)).sample(support, n)
+        return random.Random(self.spec.seed).sample(support, n)
 
     def make_vectors(self, lm, context: dict[str, torch.Tensor], layers: list[int], cfg: I2CLConfig):
         from m2iv.vectors.vector import InContextVectors, SiteSpec
@@ -156,14 +166,10 @@ class I2CL(LoadedVectors):
         demos = self._demos(splits, cfg)
         context = extract_context_vectors(lm, builder, demos, cfg.sites, layers)
         vectors = self.make_vectors(lm, context, layers, cfg)
-        bs = self.recipe({"batch_size": cfg.batch_size}).batch_size
-        recipe = self.recipe({
-            "steps": max(1, cfg.epochs * (len(demos) // bs)), "batch_size": cfg.batch_size,
-            "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": 1e6,
-            "val_every": 0, "w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": 1.0, "synergy": "none",
-            "ce_span": cfg.ce_span})
+        recipe = self.recipe()
+        if "steps" not in self.spec.recipe_set:  # the original's epochs over the demonstrations
+            recipe = replace(recipe, steps=max(1, cfg.epochs * (len(demos) // recipe.batch_size)))
         with training_noise(lm, vectors, cfg.noise_scale):
             best, info = train_vectors(lm, task, {"train": demos, "support": splits.get("support", [])}, vectors,
-                                       recipe, out, method_config={**asdict(cfg), "demo_ids": [d.id for d in demos]},
-                                       **self.train_options())
-        return best.to(lm.device), {**info, "saved": True, "demo_ids": [d.id for d in demos]}
+                                       recipe, out, method_config=self.spec.settings_json(), **self.train_options())
+        return best.to(lm.device), {**info, "demo_ids": [d.id for d in demos]}

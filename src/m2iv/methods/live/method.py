@@ -46,8 +46,6 @@ Deviations from the original code, and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 
 from m2iv.methods.base import LoadedVectors
@@ -57,6 +55,16 @@ from m2iv.methods.live.config import LIVEConfig
 class LIVE(LoadedVectors):
     name = "live"
     config_cls = LIVEConfig
+    lr_fields = ("method_config", ("lr_vectors",))
+    lr_grid = (1e-3, 1e-2, 1e-1)
+
+    @classmethod
+    def recipe_defaults(cls, settings: LIVEConfig) -> dict:
+        cfg = settings
+        return {"lr_vectors": cfg.lr_vectors, "lr_scales": cfg.lr_alpha, "weight_decay": cfg.weight_decay,
+                "warmup": cfg.warmup, "clip": 1.0, "w_mimicry": 1.0, "w_synergy": 0.0, "synergy": "none",
+                "w_ce": cfg.w_ce, "w_align": 0.0, "temperature": cfg.temperature, "kl_eps": cfg.kl_eps,
+                "kl_skip_first": cfg.kl_skip_first, "val_every": 0}
 
     def make_vectors(self, lm, cfg: LIVEConfig | None = None, seed: int = 0):
         """Vectors N(0, init_std^2), alpha logits 0 (alpha = 0.5), at the configured site of every layer."""
@@ -79,12 +87,8 @@ class LIVE(LoadedVectors):
 
         cfg: LIVEConfig = self.method_config()
         out = self.require_out()
-        recipe = self.recipe({
-            "lr_vectors": cfg.lr_vectors, "lr_scales": cfg.lr_alpha, "weight_decay": cfg.weight_decay,
-            "warmup": cfg.warmup, "clip": 1.0, "w_mimicry": 1.0, "w_synergy": 0.0, "synergy": "none",
-            "w_ce": cfg.w_ce, "w_align": 0.0, "temperature": cfg.temperature, "kl_eps": cfg.kl_eps,
-            "kl_skip_first": cfg.kl_skip_first, "val_every": 0})
+        recipe = self.recipe()
         vectors = self.make_vectors(lm, cfg, seed=recipe.seed)
-        best, info = train_vectors(lm, task, splits, vectors, recipe, out, method_config=asdict(cfg),
+        best, info = train_vectors(lm, task, splits, vectors, recipe, out, method_config=self.spec.settings_json(),
                                    **self.train_options())
-        return best.to(lm.device), {**info, "saved": True}
+        return best.to(lm.device), info

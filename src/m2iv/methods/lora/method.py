@@ -28,8 +28,12 @@ class LoRA(TrainedAdapter):
     config_cls = LoRAConfig
     from_recipe = {k: k for k in ("weight_decay", "warmup", "clip", "w_ce")}
 
-    def recipe_defaults(self) -> dict:
-        cfg: LoRAConfig = self.method_config()
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (5e-5, 5e-4, 5e-3)
+
+    @classmethod
+    def recipe_defaults(cls, settings) -> dict:
+        cfg: LoRAConfig = settings
         return {"lr_vectors": cfg.lr, "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup,
                 "clip": cfg.clip, "w_ce": cfg.w_ce, "w_mimicry": 0.0, "w_synergy": 0.0, "w_align": 0.0,
                 "synergy": "none"}

@@ -9,6 +9,8 @@ from m2iv.methods.m2iv.config import M2IVConfig
 class M2IV(LoadedVectors):
     name = "m2iv"
     config_cls = M2IVConfig
+    lr_fields = ("train", ("lr_vectors", "lr_scales"))
+    lr_grid = (1e-3, 1e-2, 1e-1)
 
     def make_vectors(self, lm):
         from m2iv.vectors.vector import InContextVectors
@@ -24,8 +26,8 @@ class M2IV(LoadedVectors):
             return pools
         from m2iv.evaluate.tasks import get_task
 
-        seed = int(self.options.get("seed") or 0)
-        return [get_task(name).splits(self.options.get("data_root"), seed=seed)["support"] for name in pools]
+        return [get_task(name).splits(self.options.get("data_root"), seed=self.spec.seed)["support"]
+                for name in pools]
 
     def fit(self, lm, task, splits: dict):
         from m2iv.train.run import train_vectors
@@ -36,8 +38,6 @@ class M2IV(LoadedVectors):
             from m2iv.library.resolve import load_spec
 
             base = load_spec(base, adapter=lm.adapter, device=lm.device)[0]
-        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
-                                      method_config=self.method_config().to_json(),
-                                      **self.train_options(),
-                                      experts=self._expert_pools(), base_vectors=base)
-        return vectors, {**info, "saved": True}
+        return train_vectors(lm, task, splits, self.make_vectors(lm), self.recipe(), out,
+                             method_config=self.spec.settings_json(), **self.train_options(),
+                             experts=self._expert_pools(), base_vectors=base)

@@ -39,6 +39,17 @@ from m2iv.methods.mimic.config import MimICConfig
 class MimIC(LoadedVectors):
     name = "mimic"
     config_cls = MimICConfig
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (5e-4, 5e-3, 5e-2)
+
+    @classmethod
+    def recipe_defaults(cls, settings: MimICConfig) -> dict:
+        cfg = settings
+        return {"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align, "synergy": "none",
+                "lr_vectors": cfg.lr, "lr_scales": cfg.lr, "weight_decay": cfg.weight_decay, "warmup": cfg.warmup,
+                "clip": cfg.clip, "val_every": cfg.val_every, "ce_span": cfg.ce_span,
+                "no_decay": [] if cfg.decay_gate_bias else ["gate_b"],
+                "teacher": {"hidden_states": True, "hidden_site": cfg.align_site, "hidden_span": cfg.align_span}}
 
     def make_vectors(self, lm, seed: int = 0):
         from m2iv.vectors.vector import InContextVectors, SiteSpec
@@ -61,15 +72,6 @@ class MimIC(LoadedVectors):
         from m2iv.train.run import train_vectors
 
         out = self.require_out()
-        cfg: MimICConfig = self.method_config()
-        train_cfg = self.recipe({"w_mimicry": 0.0, "w_synergy": 0.0, "w_ce": cfg.w_ce, "w_align": cfg.w_align,
-                                 "synergy": "none", "lr_vectors": cfg.lr, "lr_scales": cfg.lr,
-                                 "weight_decay": cfg.weight_decay, "warmup": cfg.warmup, "clip": cfg.clip,
-                                 "val_every": cfg.val_every, "ce_span": cfg.ce_span,
-                                 "no_decay": [] if cfg.decay_gate_bias else ["gate_b"],
-                                 "teacher": {"hidden_states": True, "hidden_site": cfg.align_site,
-                                             "hidden_span": cfg.align_span}})
-        vectors, info = train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
-                                      method_config={"name": "mimic", **cfg.__dict__},
-                                      **self.train_options())
-        return vectors, {**info, "saved": True}
+        train_cfg = self.recipe()
+        return train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,
+                             method_config=self.spec.settings_json(), **self.train_options())

@@ -195,6 +195,9 @@ class MTV(LoadedVectors):
     name = "mtv"
     config_cls = MTVConfig
     from_recipe = {"steps": "steps", "val_size": "n_val"}  # --steps: REINFORCE steps; --val-size: mask scorers
+    cpu_budget = {"n_trials": 32}  # 32 16-shot prompts for the mean activations instead of 100
+    lr_fields = ("method_config", ("lr",))
+    lr_grid = (1e-2, 1e-1, 1.0)
 
     def _icl_prompts(self, builder, splits: dict, shots: int, n: int, rng: random.Random) -> list:
         train, support = list(splits.get("train") or []), list(splits.get("support") or [])
@@ -215,7 +218,7 @@ class MTV(LoadedVectors):
 
         t0 = time.perf_counter()
         cfg: MTVConfig = self.method_config()
-        seed = int(self.options.get("seed") or 0)
+        seed = self.spec.seed
         shots = cfg.shots
         if shots < 1:
             raise M2IVError("MTV extracts its activations from N-shot ICL runs; pass --shots N (N >= 1)")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from m2iv.errors import M2IVError
-from m2iv.methods.base import Method, settings
+from m2iv.methods.base import Method
 from m2iv.methods.parallel_icl.chunking import kmeans_chunks, random_chunks
 from m2iv.methods.parallel_icl.config import ParallelICLConfig
 from m2iv.train.teacher import combine
@@ -50,16 +50,13 @@ class MergeExperts:
 class ParallelICL(Method):
     name = "parallel-icl"
     config_cls = ParallelICLConfig
-
-    def method_config(self) -> ParallelICLConfig:
-        if "_settings" not in self.__dict__:
-            self._settings = settings(self.config_cls, self.options.get("method_config"), self.options)
-        return self._settings
+    # The comparison's question: chunking by clustering (its paper's) against random chunking.
+    variants = (("cluster", {"chunking": "cluster"}), ("random", {"chunking": "random"}))
 
     def prompt_shots(self, shots: int) -> int:
         return shots
 
-    def prepare(self, lm, task, splits: dict, options=None) -> None:
+    def prepare(self, lm, task, splits: dict) -> None:
         """The support's embeddings, once (cached on disk with RICES's, same model, layer and support)."""
         from m2iv.constants import m2iv_home
         from m2iv.data.prompts import PromptBuilder
@@ -69,7 +66,7 @@ class ParallelICL(Method):
         cfg = self.method_config()
         self.embed = model_embedder(lm, PromptBuilder(lm, task.instruction, task.answer_template), cfg.embed_layer)
         key = weights_fingerprint(lm.model) + ("" if cfg.embed_layer is None else f"-l{cfg.embed_layer}")
-        index = RicesSelector(splits["support"], self.embed, seed=int(self.options.get("seed", 0)),
+        index = RicesSelector(splits["support"], self.embed, seed=self.spec.seed,
                               cache_dir=m2iv_home() / "cache" / "rices", cache_key=key)
         self.support_emb = index.support_emb  # (N, E), unit rows
         self.rows = {s.id: i for i, s in enumerate(index.support)}
@@ -91,7 +88,7 @@ class ParallelICL(Method):
         """The query's demonstrations in chunks, and each chunk's unit centroid (k, E)."""
         if not hasattr(self, "support_emb"):
             raise M2IVError("--method parallel-icl: prepare() computes the support's embeddings first")
-        cfg, seed = self.method_config(), int(self.options.get("seed", 0))
+        cfg, seed = self.method_config(), self.spec.seed
         if not demos:
             raise M2IVError("parallel-icl needs demonstrations: pass --shots N (N >= 1)")
         emb = self._demo_emb(demos)

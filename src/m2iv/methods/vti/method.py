@@ -65,7 +65,7 @@ class VTI(LoadedVectors):
     def fit(self, lm, task, splits: dict):
         t0 = time.perf_counter()
         cfg: VTIConfig = self.method_config()
-        seed = int(self.options.get("seed") or 0)
+        seed = self.spec.seed
         builder = PromptBuilder(lm, task.instruction, task.answer_template)
         dev, pool = split_dev(splits["train"], cfg.dev_size, seed, "vti")
         direction, runs = self.directions(lm, builder, pool, cfg.batch_size)
