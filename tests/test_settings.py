@@ -35,14 +35,14 @@ def captured(monkeypatch):
 
 @pytest.fixture
 def settings_seen(monkeypatch):
-    """The settings an extraction method would fit with (prepare stops before any extraction)."""
+    """The settings an extraction method would fit with (`train` stops before any extraction)."""
     seen: dict = {}
 
-    def fake_prepare(self, lm, task, splits, options=None):
+    def fake_train(self, lm, task, splits, out=None):
         seen["config"] = self.method_config()
         raise _Stop
 
-    monkeypatch.setattr(LoadedVectors, "prepare", fake_prepare)
+    monkeypatch.setattr(LoadedVectors, "train", fake_train)
     return seen
 
 

@@ -41,6 +41,10 @@ class Registry(Generic[T]):
 
         return _add if obj is None else _add(obj)
 
+    def remove(self, name: str) -> None:
+        """Unregister `name` (a plug-in registered for a test or a session only)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             self._resolve()

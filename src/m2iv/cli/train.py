@@ -57,12 +57,6 @@ def recipe_flag(name: str) -> str:
 
 
 def add_parser(sub) -> None:
-    from m2iv.train.config import TeacherConfig, TrainConfig
-
-    d, t = TrainConfig(), TeacherConfig()
-    # Recipe flags default to "not given" (SUPPRESS): a value the user typed always wins, even one equal to a
-    # default; what is not typed is left to the method's own recipe (`Method.recipe`).
-    unset = argparse.SUPPRESS
     p = sub.add_parser("train", help="train in-context vectors (M²IV) from the N-shot ICL teacher",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
@@ -76,6 +70,16 @@ def add_parser(sub) -> None:
     p.add_argument("--train-queries", type=positive_int, default=None,
                    help="cap on the task's training queries (the teacher pass reads each once; default the task's "
                         "own, e.g. 1000)")
+    _add_run_args(p)
+    _add_teacher_args(p)
+    _add_recipe_args(p)
+    _add_vector_args(p)
+    add_condition_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_run_args(p) -> None:
+    """Resuming, continuing or overwriting a run, trackers and a YAML file of flags."""
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     again.add_argument("--overwrite", action="store_true",
@@ -89,6 +93,18 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="flag values from a YAML file (keys are flag names: task, steps, lr-vectors, ...); a flag "
                         "on the command line wins")
+
+
+# Recipe flags default to "not given" (SUPPRESS): a value the user typed always wins, even one equal to a default;
+# what is not typed is left to the method's own recipe (`Method.recipe_defaults`, resolved in methods/spec.py).
+UNSET = argparse.SUPPRESS
+
+
+def _add_teacher_args(p) -> None:
+    """The N-shot teacher: its shots, demonstrations, logits kept and experts."""
+    from m2iv.train.config import TeacherConfig
+
+    t, unset = TeacherConfig(), UNSET
     p.add_argument("--shots", type=non_negative_int, default=unset, help=f"teacher shots (default {t.shots}; "
                    "extraction methods: demonstrations per prompt, default the method's own)")
     p.add_argument("--selection", default=unset, choices=["random", "fixed", "rices"],
@@ -107,6 +123,13 @@ def add_parser(sub) -> None:
                         "product (e.g. a capitals task and a French task for French capitals)")
     p.add_argument("--with-vectors", default=None, metavar="DIR",
                    help="train on top of these vectors (injected and frozen under the student: sequential training)")
+
+
+def _add_recipe_args(p) -> None:
+    """The optimisation recipe, one flag per TrainConfig field."""
+    from m2iv.train.config import TrainConfig
+
+    d, unset = TrainConfig(), UNSET
     g = p.add_argument_group("optimisation (defaults: the method's own recipe, else these)")
     for name in RECIPE_INT:
         g.add_argument(recipe_flag(name), dest=name, type=CHECKS.get(name, positive_int), default=unset,
@@ -117,6 +140,11 @@ def add_parser(sub) -> None:
     g.add_argument("--synergy", default=unset, choices=["decorrelation", "barlow", "none"],
                    help=f"synergistic loss between the MHA and MLP vectors (default {d.synergy})")
     g.add_argument("--bf16", action="store_true", default=unset, help="train under bfloat16 autocast")
+
+
+def _add_vector_args(p) -> None:
+    """Where and how M²IV's vectors act, and any method's settings."""
+    unset = UNSET
     m = p.add_argument_group("vectors (M²IV; other methods take --method-config)")
     m.add_argument("--operator", default=unset, choices=["linear", "additive", "norm_preserving"],
                    help="default linear")
@@ -126,9 +154,6 @@ def add_parser(sub) -> None:
                    help="default all")
     m.add_argument("--method-config", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the method's settings (e.g. site=layer for live, n_trials=50 for mtv); repeatable")
-    add_condition_args(p)
-    p.set_defaults(func=run)
-
 
 def add_condition_args(p) -> None:
     """The flags that fit a condition (train --condition, library condition)."""

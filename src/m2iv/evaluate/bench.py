@@ -64,12 +64,13 @@ def default_grids() -> dict[str, list[float]]:
 
 
 def compare_plan(methods: list[str], budget: str = "original") -> list[Cell]:
+    """One cell per (method, variant); `budget` "cpu" or "tiny" sets each method's `cpu_budget` / `tiny_budget`."""
     from m2iv.methods import METHODS
 
     cells = []
     for m in methods:
         cls = METHODS.get(m)
-        overrides = dict(cls.cpu_budget) if budget == "cpu" else {}
+        overrides = dict({"cpu": cls.cpu_budget, "tiny": cls.tiny_budget}.get(budget, {}))
         for variant, settings in cls.variants:
             options = {}
             if (overrides or settings) and cls.config_cls is not None:
@@ -161,7 +162,7 @@ def _cell_vectors(lm, task, cell: Cell, splits: dict, work: Path, shots: int, se
     from m2iv.data.sample import content_hash
     from m2iv.evaluate.runner import method_identity
     from m2iv.methods import get_method
-    from m2iv.models.adapter import weights_fingerprint
+    from m2iv.methods.base import LoadedVectors
     from m2iv.train.config import TeacherConfig, TrainConfig
 
     slug = _slug(cell, shots)
@@ -176,13 +177,13 @@ def _cell_vectors(lm, task, cell: Cell, splits: dict, work: Path, shots: int, se
     # data, recipe and resolved method settings (the method's own defaults included, so a changed default is
     # never answered by stale vectors).
     parts = [cfg.to_json(), {k: str(v) for k, v in cell.options.items()}, task.n_train, method_identity(method),
-             weights_fingerprint(lm.model), {k: content_hash(list(v)) for k, v in sorted(splits.items())}]
+             lm.fingerprint, {k: content_hash(list(v)) for k, v in sorted(splits.items())}]
     recipe = json.dumps(parts + ([{"held_out": held_out}] if held_out else []), sort_keys=True, default=str)
     vec_dir = work / task.name / slug / f"vectors-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
     method.options["out"] = str(vec_dir)
     t0 = time.perf_counter()
     info: dict = {}
-    if getattr(method, "trainable", False):
+    if isinstance(method, LoadedVectors) and method.trainable:
         if (vec_dir / "m2iv_config.json").is_file():  # trained before: evaluate those vectors
             method.options["vectors"] = str(vec_dir)
             log(f"[{task.name}] {slug}: reusing {vec_dir}")

@@ -113,12 +113,11 @@ def vectors_identity(method: Method) -> dict:
 
 
 def run_identity(lm, task: Task, method: Method, cfg: EvalConfig, test: list[Sample], splits: dict) -> dict:
-    from m2iv.models.adapter import weights_fingerprint
 
     shots = 0 if method.name == "zero-shot" else cfg.shots  # vector methods: the teacher's shots
     return {"task": task.name, "task_version": task.version, "method": method.name, "shots": shots,
             "selection": cfg.selection, "seed": cfg.seed, "model": lm.spec,
-            "model_fingerprint": weights_fingerprint(lm.model), "test_hash": content_hash(test),
+            "model_fingerprint": lm.fingerprint, "test_hash": content_hash(test),
             "data_hash": {k: content_hash(list(v)) for k, v in sorted(splits.items())},
             "method_options": method_identity(method)}
 

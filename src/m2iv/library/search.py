@@ -58,10 +58,9 @@ def embedder(lm, embed=None):
 
 
 def embedder_info(lm, custom: bool = False) -> dict:
-    from m2iv.models.adapter import weights_fingerprint
 
     return {"embedder": "custom" if custom else "model_embedder", "layer": lm.adapter.num_layers // 2,
-            "model": lm.spec, "weights_fingerprint": weights_fingerprint(lm.model)}
+            "model": lm.spec, "weights_fingerprint": lm.fingerprint}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -119,9 +118,8 @@ def _candidates(lib, lm, entries: list[Entry], strict: bool, dim: int | None, cu
     with_proto = [e for e in entries if e.prototype is not None and (dim is None or e.prototype.shape[0] == dim)]
     if custom or not with_proto:
         return with_proto, ""
-    from m2iv.models.adapter import weights_fingerprint
 
-    wf = weights_fingerprint(lm.model)
+    wf = lm.fingerprint
     same = [e for e in with_proto if (e.prototype_info or {}).get("weights_fingerprint") == wf]
     if same:
         return same, ""

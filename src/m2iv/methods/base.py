@@ -44,6 +44,7 @@ class Method:
     variants: ClassVar[tuple[tuple[str, dict[str, Any]], ...]] = (("", {}),)  # rows of a comparison: name, settings
     lr_fields: ClassVar[tuple[str, tuple[str, ...]] | None] = None  # ("method_config" | "train", its rate fields)
     lr_grid: ClassVar[tuple[float, ...]] = ()  # `--lr-sweep default`: one decade either side of the original
+    tiny_budget: ClassVar[dict[str, Any]] = {}  # settings under `bench --budget tiny`: seconds on a tiny model
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = dict(options or {})

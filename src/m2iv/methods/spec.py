@@ -40,7 +40,7 @@ class MethodSpec:
         return asdict(self.settings) if is_dataclass(self.settings) and not isinstance(self.settings, type) else {}
 
 
-def resolve_spec(method_cls: type, options: dict[str, Any]) -> MethodSpec:
+def resolve_spec(method_cls: Any, options: dict[str, Any]) -> MethodSpec:
     """The spec of `method_cls` under `options` (`method_config`, `train_config`, `shots`, `seed`)."""
     cfg = settings(getattr(method_cls, "config_cls", None), options.get("method_config"), options,
                    getattr(method_cls, "from_recipe", {}))

@@ -44,6 +44,18 @@ class LoadedModel:
         return placement.input_device(self.model)
 
     @property
+    def fingerprint(self) -> str:
+        """`weights_fingerprint` of the model, computed once per state of its weights (an in-place edit of a weight
+        bumps torch's version counter, so the cache never outlives the weights it describes)."""
+        state = sum(p._version for p in self.model.parameters())
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None or cached[0] != state:
+            from m2iv.models.adapter import weights_fingerprint
+
+            self.__dict__["_fingerprint"] = cached = (state, weights_fingerprint(self.model))
+        return cached[1]
+
+    @property
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 

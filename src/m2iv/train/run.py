@@ -19,7 +19,6 @@ from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
 from m2iv.identity import tensors_sha256
-from m2iv.models.adapter import weights_fingerprint
 from m2iv.progress import Progress
 from m2iv.train.config import TrainConfig
 from m2iv.train.teacher import compute_teacher
@@ -46,7 +45,7 @@ def training_identity(lm, task, train: list[Sample], val: list[Sample], support:
                       method_config: dict | None) -> dict:
     """What a checkpoint is a checkpoint of, besides recipe and vector layout (the trainer adds those): the model's
     weights, the task and the data. A checkpoint is resumed only for the same identity."""
-    return {"model": weights_fingerprint(lm.model), "task": task.name,
+    return {"model": lm.fingerprint, "task": task.name,
             "task_version": getattr(task, "version", None),
             "data": {"train": content_hash(train), "val": content_hash(val), "support": content_hash(list(support))},
             "method_config": method_config or {}}
@@ -106,8 +105,14 @@ def _train_and_val(lm, builder: PromptBuilder, task, cfg: TrainConfig, splits: d
     if len(train) < 2:
         raise M2IVError(f"task {task.name} has {len(train)} training queries; vector training needs more "
                         "(enlarge the data or lower n_support)")
-    n_val = min(cfg.val_size, len(train) // 5) if cfg.val_every else 0
+    n_val = validation_size(cfg, len(train))
     return train[: len(train) - n_val], train[len(train) - n_val:]
+
+
+def validation_size(cfg: TrainConfig, n_train: int) -> int:
+    """How many of `n_train` training queries the trainer holds out to pick its best step (none without
+    validation; at most a fifth)."""
+    return min(cfg.val_size, n_train // 5) if cfg.val_every else 0
 
 
 def _fit(trainer: VectorTrainer, lm, task, cfg: TrainConfig, builder, data: tuple[list, list], teacher, base_vectors,

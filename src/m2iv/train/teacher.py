@@ -100,11 +100,10 @@ def student_batch(builder: PromptBuilder, queries: list[Sample], demos: list[lis
 
 def teacher_key(lm, task_name: str, queries: list[Sample], support: list[Sample], cfg: TeacherConfig,
                 seed: int, experts: list[list[Sample]] | None = None) -> str:
-    from m2iv.models.adapter import weights_fingerprint
 
     cfg_json = cfg.to_json()  # fields added later drop out at their defaults: older cache keys stay valid
     pools = [content_hash(p) for p in experts] if experts else content_hash(support)
-    payload = json.dumps({"model": weights_fingerprint(lm.model), "task": task_name, "queries": content_hash(queries),
+    payload = json.dumps({"model": lm.fingerprint, "task": task_name, "queries": content_hash(queries),
                           "support": pools, "cfg": cfg_json, "seed": seed, "v": 1}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

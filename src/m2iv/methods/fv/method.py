@@ -141,6 +141,7 @@ class FunctionVectors(LoadedVectors):
     name = "fv"
     config_cls = FVConfig
     cpu_budget = {"n_mean_prompts": 32}  # 32 16-shot prompts for the mean activations instead of 100
+    tiny_budget = {"n_mean_prompts": 3, "n_ie_prompts": 2, "n_top_heads": 3}
 
     def make_vectors(self, lm, layer: int, fv: torch.Tensor):
         """Add `fv` (D,) to the decoder-layer-`layer` output at the last prompt token."""

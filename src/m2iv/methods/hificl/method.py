@@ -73,14 +73,13 @@ class HiFICL(LoadedVectors):
     def fit(self, lm, task, splits: dict):
         from dataclasses import replace
 
-        from m2iv.train.run import train_vectors
+        from m2iv.train.run import train_vectors, validation_size
 
         out = self.require_out()
         cfg: HiFICLConfig = self.method_config()
         train_cfg = self.recipe()
         if "steps" not in self.spec.recipe_set:  # the original's epochs, unless the caller set the steps
-            n = len(splits["train"])
-            n_train = n - (min(train_cfg.val_size, n // 5) if train_cfg.val_every else 0)  # the validation hold-out
+            n_train = len(splits["train"]) - validation_size(train_cfg, len(splits["train"]))
             train_cfg = replace(train_cfg, steps=max(1, math.ceil(cfg.epochs * n_train
                                                                   / (train_cfg.batch_size * train_cfg.grad_accum))))
         return train_vectors(lm, task, splits, self.make_vectors(lm, seed=train_cfg.seed), train_cfg, out,

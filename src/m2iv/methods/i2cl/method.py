@@ -118,6 +118,7 @@ class I2CL(LoadedVectors):
     name = "i2cl"
     config_cls = I2CLConfig
     cpu_budget = {"epochs": 20}
+    tiny_budget = {"epochs": 1}
     lr_fields = ("method_config", ("lr",))
     lr_grid = (1e-3, 1e-2, 1e-1)
 

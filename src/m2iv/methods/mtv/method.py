@@ -198,6 +198,7 @@ class MTV(LoadedVectors):
     cpu_budget = {"n_trials": 32}  # 32 16-shot prompts for the mean activations instead of 100
     lr_fields = ("method_config", ("lr",))
     lr_grid = (1e-2, 1e-1, 1.0)
+    tiny_budget = {"n_trials": 3, "batch_size": 2, "samples": 4, "sample_batch": 4, "n_queries": 4, "n_final": 3}
 
     def _icl_prompts(self, builder, splits: dict, shots: int, n: int, rng: random.Random) -> list:
         train, support = list(splits.get("train") or []), list(splits.get("support") or [])

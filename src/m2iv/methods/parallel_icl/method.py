@@ -50,6 +50,7 @@ class MergeExperts:
 class ParallelICL(Method):
     name = "parallel-icl"
     config_cls = ParallelICLConfig
+    tiny_budget = {"chunks": 2}
     # The comparison's question: chunking by clustering (its paper's) against random chunking.
     variants = (("cluster", {"chunking": "cluster"}), ("random", {"chunking": "random"}))
 
@@ -61,11 +62,10 @@ class ParallelICL(Method):
         from m2iv.constants import m2iv_home
         from m2iv.data.prompts import PromptBuilder
         from m2iv.data.selection import RicesSelector, model_embedder
-        from m2iv.models.adapter import weights_fingerprint
 
         cfg = self.method_config()
         self.embed = model_embedder(lm, PromptBuilder(lm, task.instruction, task.answer_template), cfg.embed_layer)
-        key = weights_fingerprint(lm.model) + ("" if cfg.embed_layer is None else f"-l{cfg.embed_layer}")
+        key = lm.fingerprint + ("" if cfg.embed_layer is None else f"-l{cfg.embed_layer}")
         index = RicesSelector(splits["support"], self.embed, seed=self.spec.seed,
                               cache_dir=m2iv_home() / "cache" / "rices", cache_key=key)
         self.support_emb = index.support_emb  # (N, E), unit rows

@@ -42,6 +42,7 @@ from m2iv.methods.tv.config import TVConfig
 class TaskVectors(LoadedVectors):
     name = "tv"
     config_cls = TVConfig
+    tiny_budget = {"n_prompts": 2, "dummy_queries": 2, "dev_size": 3}
 
     def extraction_prompts(self, builder: PromptBuilder, support: list[Sample], pool: list[Sample], shots: int,
                            cfg: TVConfig, seed: int) -> list[Prompt]:

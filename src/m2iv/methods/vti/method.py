@@ -36,6 +36,7 @@ from m2iv.methods.vti.config import VTIConfig
 class VTI(LoadedVectors):
     name = "vti"
     config_cls = VTIConfig
+    tiny_budget = {"dev_size": 2, "alphas": [1.0], "layers": [0]}
 
     def make_vectors(self, lm, layer: int, direction: torch.Tensor, alpha: float):
         from m2iv.vectors.vector import InContextVectors
