@@ -1,5 +1,5 @@
-"""The shape of the code (issue 16): no import cycles, no module over 400 lines, rooms import from the module
-that defines a name (never from the top package)."""
+"""The shape of the code (issue 16): no import cycles, no module over 400 lines, no function over 60 lines,
+rooms import from the module that defines a name (never from the top package)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,30 @@ def test_modules_import_defining_modules_not_the_top_package():
 def test_no_module_over_400_lines():
     long = {n: len(p.read_text(encoding="utf-8").splitlines()) for n, p in _modules().items()}
     assert {n: k for n, k in long.items() if k > MAX_LINES} == {}
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(source: str, module: str) -> list[str]:
+    """`module:function (N lines)` for each function or method of `source` longer than MAX_FUNCTION_LINES, counted
+    from its def line to its last line (decorators excluded)."""
+    return [f"{module}:{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_function_over_60_lines():
+    long = [f for n, p in sorted(_modules().items()) for f in _long_functions(p.read_text(encoding="utf-8"), n)]
+    assert long == [], "functions over 60 lines (split them into helpers with one job each): " + ", ".join(long)
+
+
+def test_the_function_length_check_counts_def_to_last_line():
+    def source(n_body: int, indent: str = "") -> str:  # a decorated function of 1 + n_body lines
+        return f"{indent}@decorator\n{indent}def f(self):\n" + "".join(f"{indent}    x = {i}\n" for i in range(n_body))
+
+    assert _long_functions(source(59), "m") == []  # 60 lines, the decorator not counted
+    assert _long_functions("class C:\n" + source(60, "    "), "m") == ["m:f (61 lines)"]  # methods too
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -3,13 +3,16 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from conftest import ALL_FAMILIES, make_inputs, tiny
 from m2iv.errors import M2IVError
+from m2iv.models.families import FAMILIES, Family, TinyRecipe
 from m2iv.models.loading import load_model
+from m2iv.models.tiny import build_tiny
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
@@ -32,6 +35,21 @@ def test_tiny_models_are_seeded():
     sa, sb, sc = (m.model.state_dict() for m in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_a_new_family_is_one_row(monkeypatch):
+    """A family's tiny model comes from its row's recipe: one row and `tiny:<family>` loads, no code elsewhere."""
+    row = Family("qwen3", "llm", "Qwen3ForCausalLM", None, False, "", ("<|im_end|>",),
+                 tiny=TinyRecipe(text=dict(num_hidden_layers=3)))
+    monkeypatch.setitem(FAMILIES, "qwen3", row)
+    lm = load_model("tiny:qwen3")
+    assert lm.family == "qwen3" and lm.adapter.num_layers == 3
+
+
+def test_vlm_row_without_a_tiny_image_processor_says_so(monkeypatch):
+    monkeypatch.setitem(FAMILIES, "llava", replace(FAMILIES["llava"], tiny=TinyRecipe()))
+    with pytest.raises(M2IVError, match="no tiny image processor"):
+        build_tiny("llava")
 
 
 def test_dtype_option():

@@ -70,28 +70,42 @@ def add_parser(sub) -> None:
     bsub = p.add_subparsers(dest="bench_command", metavar="KIND", required=True)
     for kind, helptext in (("suite", "zero-shot, N-shot ICL and M²IV with loss ablations"),
                            ("compare", "every method on the same data, shots and budget")):
-        q = bsub.add_parser(kind, help=helptext, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_model_args(q)
-        _tasks(q)
-        if kind == "compare":
-            q.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
-                           help=f"comma-separated method names (default {ALL_METHODS})")
-            q.add_argument("--budget", default="original", choices=["original", "cpu"],
-                           help="original (default): every method's own extraction, search and training budget; "
-                                f"cpu: smaller ones for a small CPU ({_budget_text()}), the rest unchanged")
-            q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...|M=LR,..;M=..",
-                           help="train each trained method at several learning rates, keep the best on each task's "
-                                "held-out train queries, test it once: 'default' (a decade around each original: "
-                                f"{_grids_text()}), one grid for all (1e-3,1e-2,1e-1), or a grid per method "
-                                "(live=0.03,0.1,0.3;mimic=0.05,0.5)")
-            q.add_argument("--val-queries", type=positive_int, default=24,
-                           help="train queries held out to score the --lr-sweep rates (default 24)")
-        q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
-        _training(q, None, None, None)
-        _common(q, f"runs/bench/{kind}")
-        q.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
-        q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
-        q.set_defaults(func=run, kind=kind)
+        _add_table(bsub, kind, helptext)
+    for add in (_add_icl_curve, _add_many_shot, _add_merge, _add_library, _add_efficiency):
+        add(bsub)
+
+
+def _add_table(bsub, kind: str, helptext: str) -> None:
+    """`bench suite` and `bench compare`: one table of methods by tasks."""
+    q = bsub.add_parser(kind, help=helptext, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(q)
+    _tasks(q)
+    if kind == "compare":
+        _compare_args(q)
+    q.add_argument("--shots", type=non_negative_int, default=16, help="demonstrations per prompt (default 16)")
+    _training(q, None, None, None)
+    _common(q, f"runs/bench/{kind}")
+    q.add_argument("--data-root", default=None, help="folder of the official benchmark files (or $M2IV_DATA)")
+    q.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
+    q.set_defaults(func=run, kind=kind)
+
+
+def _compare_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--method", type=name_list, default=ALL_METHODS, metavar="METHOD[,METHOD...]",
+                   help=f"comma-separated method names (default {ALL_METHODS})")
+    q.add_argument("--budget", default="original", choices=["original", "cpu"],
+                   help="original (default): every method's own extraction, search and training budget; "
+                        f"cpu: smaller ones for a small CPU ({_budget_text()}), the rest unchanged")
+    q.add_argument("--lr-sweep", default=None, metavar="default|LR,LR,...|M=LR,..;M=..",
+                   help="train each trained method at several learning rates, keep the best on each task's "
+                        "held-out train queries, test it once: 'default' (a decade around each original: "
+                        f"{_grids_text()}), one grid for all (1e-3,1e-2,1e-1), or a grid per method "
+                        "(live=0.03,0.1,0.3;mimic=0.05,0.5)")
+    q.add_argument("--val-queries", type=positive_int, default=24,
+                   help="train queries held out to score the --lr-sweep rates (default 24)")
+
+
+def _add_icl_curve(bsub) -> None:
     cu = bsub.add_parser("icl-curve", help="accuracy against shots for each task (JSON + PNG)",
                          epilog="example: m2iv bench icl-curve sandbox --task sandbox-colour-nonce "
                                 "--shots 0,1,2,4,8,16,32 --out benchmarks/sandbox_icl/curves.json")
@@ -102,6 +116,9 @@ def add_parser(sub) -> None:
     _common(cu, "runs/bench/icl-curve")
     cu.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     cu.set_defaults(func=curve_cmd)
+
+
+def _add_many_shot(bsub) -> None:
     ms = bsub.add_parser("many-shot", help="ICL limited by a context window vs M²IV from more demonstrations",
                          epilog="example: m2iv bench many-shot sandbox --task sandbox-colour-nonce,sandbox-shape-nonce "
                                 "--window 512 --out benchmarks/many_shot/sandbox.json")
@@ -120,6 +137,9 @@ def add_parser(sub) -> None:
     _common(ms, "runs/bench/many-shot")
     ms.add_argument("--out", required=True, help="JSON file to write (a .md table and a .png next to it)")
     ms.set_defaults(func=many_shot_cmd)
+
+
+def _add_merge(bsub) -> None:
     mg = bsub.add_parser("merge", help="several bench tables in one (a rerun's rows replace the same cells)",
                          epilog="example: m2iv bench merge benchmarks/compare/sandbox.json runs/live-tuned.json "
                                 "--out benchmarks/compare/sandbox.json")
@@ -128,6 +148,9 @@ def add_parser(sub) -> None:
                                                  "one of the inputs)")
     mg.add_argument("--plot", default=None, metavar="TITLE", help="also draw score against shots to a .png")
     mg.set_defaults(func=merge_cmd)
+
+
+def _add_library(bsub) -> None:
     lb = bsub.add_parser("library", help="VLibrary applications: alignment, style vectors and their composition, "
                          "safety with negation, search by example and routing",
                          epilog="example: m2iv bench library sandbox --work runs/bench/shared "
@@ -145,6 +168,9 @@ def add_parser(sub) -> None:
     _common(lb, "runs/bench/shared")
     lb.add_argument("--out", required=True, help="JSON file to write (a .md table is written next to it)")
     lb.set_defaults(func=library_cmd)
+
+
+def _add_efficiency(bsub) -> None:
     e = bsub.add_parser("efficiency", help="inference cost of every method as ratios to zero-shot",
                         epilog="example: m2iv bench efficiency sandbox --task sandbox-colour-nonce "
                                "--vectors-from runs/bench/compare --out benchmarks/efficiency.json")

@@ -8,146 +8,22 @@ import argparse
 import json
 import sys
 
+from m2iv.cli.library_args import SUBCOMMANDS, root_arg
 from m2iv.cli.library_help import EXAMPLES, SUB_EXAMPLES
-
-
-def _root_arg(p: argparse.ArgumentParser, default) -> None:
-    p.add_argument("--root", default=default,
-                   help="library folder (default: $M2IV_LIBRARY, else $M2IV_HOME/library)")
-
-
-def _model_args(p: argparse.ArgumentParser, help: str = "") -> None:
-    p.add_argument("model", metavar="MODEL", nargs="?", default=None, help=help)
-    p.add_argument("--dtype", default="float32", help="model dtype when a model is loaded (default float32)")
-    p.add_argument("--device", default="cpu", help="torch device when a model is loaded (default cpu)")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("library", help="store, search, compose, export and import trained vectors",
                        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _root_arg(p, None)
+    root_arg(p, None)
     lsub = p.add_subparsers(dest="library_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: _usage(p))
-
-    def sp(name: str, help: str, func):
+    for name, (help, add_args) in SUBCOMMANDS.items():
         q = lsub.add_parser(name, help=help, epilog=SUB_EXAMPLES[name],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        _root_arg(q, argparse.SUPPRESS)  # also accepted after the subcommand
-        q.set_defaults(func=func)
-        return q
-
-    q = sp("add", "add a vector directory to the library", run_add)
-    q.add_argument("directory", metavar="DIR", help="vector directory (from `m2iv train` or save_vectors)")
-    q.add_argument("--name", default=None, help="unique name (default: derived from DIR)")
-    _tag_arg(q, "tag the entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default="", help="a sentence saying what the vectors do")
-    q.add_argument("--task", default=None, help="task the vectors are for (default: from their config)")
-    q.add_argument("--prototype-from", default=None, metavar="TASK",
-                   help="store a task prototype for search by example: the mean embedding of TASK's train queries")
-    q.add_argument("--prototype-n", type=int, default=32, help="queries embedded for the prototype (default 32)")
-    q.add_argument("--data-root", default=None, help="benchmark data folder for --prototype-from (or $M2IV_DATA)")
-    q.add_argument("--seed", type=int, default=0, help="split seed for --prototype-from")
-    _model_args(q, help="model that embeds the prototype (default: the vectors' base model)")
-
-    q = sp("list", "list entries", run_list)
-    q.add_argument("--model", default=None, help="base model name, model_type or architecture fingerprint")
-    q.add_argument("--task", default=None, help="only entries trained on this task")
-    q.add_argument("--method", default=None, help="only entries of this method")
-    _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
-    q.add_argument("--json", action="store_true", help="print JSON")
-
-    q = sp("show", "show one entry", run_show)
-    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
-    q.add_argument("--json", action="store_true", help="print JSON (with the full vector config)")
-
-    q = sp("search", "find entries for a model, by fields, text or example", run_search)
-    _model_args(q, help="keep only entries applicable to this model (fingerprint and sizes); needed by --image")
-    q.add_argument("--task", default=None, help="only entries trained on this task")
-    q.add_argument("--method", default=None, help="only entries of this method")
-    _tag_arg(q, "keep entries carrying this tag (repeatable: all of them)")
-    q.add_argument("--text", default=None, help="words to find in names, descriptions, tasks and tags")
-    q.add_argument("--image", default=None, help="search by example: an image of the query")
-    q.add_argument("--question", default=None, help="search by example: the question asked about it")
-    q.add_argument("--no-strict", action="store_true", help="accept entries whose fingerprint differs (sizes equal)")
-    q.add_argument("--top", type=int, default=10, metavar="N", help="show the N best hits (default 10)")
-    q.add_argument("--json", action="store_true", help="print JSON")
-
-    q = sp("export", "write an entry as a vector directory or a .tar", run_export)
-    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
-    q.add_argument("out", metavar="OUT", help="a new directory, or a file ending in .tar")
-    q.add_argument("--force", action="store_true",
-                   help="replace an existing OUT (a .tar file, or a vector directory; never a folder of other files)")
-
-    q = sp("import", "add an exported directory or .tar", run_import)
-    q.add_argument("path", metavar="PATH", help="a directory or .tar written by `m2iv library export`")
-    q.add_argument("--name", default=None, help="store under this name instead of the exported one")
-
-    q = sp("push", "upload an entry to a Hugging Face Hub repository (with a model card)", run_push)
-    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
-    q.add_argument("repo", metavar="REPO", help="org/name on the Hub (HF_ENDPOINT and HF_TOKEN are honoured)")
-    q.add_argument("--private", action="store_true", help="create the repository private")
-    q.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
-    q.add_argument("--message", default=None, help="commit message")
-
-    q = sp("pull", "add the vectors of a Hub repository (downloaded, or from the local HF cache offline)", run_pull)
-    q.add_argument("repo", metavar="REPO", help="org/name, org/name@revision or hf://org/name[@revision]")
-    q.add_argument("--name", default=None, help="store under this name (default: the pushed name, else the repo's)")
-
-    q = sp("remove", "delete an entry", run_remove)
-    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry's id or name")
-
-    q = sp("compose", "add a weighted sum of entries (with negation and layer/site masks)", run_compose)
-    q.add_argument("--name", required=True, help="name of the new entry")
-    q.add_argument("expression", nargs="+", metavar="EXPR",
-                   help="like 0.5*a + 1.0*b - c (quote it when a term starts with '-')")
-    q.add_argument("--operator", default=None, choices=["sum", "stack", "partition"],
-                   help="sum the shifts, stack the entries' maps in order, or partition the layers (terms written "
-                        "name@LAYERS); default: the library's default operator")
-    q.add_argument("--layers", default=None, help="keep only these layers, e.g. 0-5,7")
-    q.add_argument("--sites", default=None, help="keep only these sites, e.g. attn,mlp")
-    _tag_arg(q, "tag the new entry (repeatable; commas also separate tags)")
-    q.add_argument("--description", default=None, help="a sentence saying what the new entry does")
-
-    q = sp("condition", "add a copy of an entry that acts only on prompts firing a condition fitted on a task",
-           run_condition)
-    q.add_argument("ref", metavar="ID_OR_NAME", help="the entry to copy with a condition")
-    q.add_argument("--task", required=True, help="task whose training queries the condition is fitted on")
-    q.add_argument("--name", required=True, help="name of the new entry")
-    q.add_argument("--data-root", default=None, help="benchmark data folder (or $M2IV_DATA)")
-    q.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    _tag_arg(q, "tag the new entry (default: the source's tags)")
-    _model_args(q, help="model the condition reads (default: the entry's base model)")
-    from m2iv.cli.train import add_condition_args
-
-    add_condition_args(q)
-
-    q = sp("resolve", "print the verified vector directory of library:<id-or-name>", run_resolve)
-    q.add_argument("ref", metavar="SPEC", help="library:<id-or-name> or an id/name")
-
-    q = sp("check", "check the index against the blobs and sidecars; --repair rebuilds it", run_check)
-    q.add_argument("--repair", action="store_true",
-                   help="rebuild the index from the sidecars (a damaged index is kept aside, nothing is deleted)")
-
-    q = sp("serve", "the library in the browser: browse, try entries, search by example, bench results", run_serve)
-    _model_args(q, help="model that answers and embeds examples (default: the base model most entries were made "
-                        "for); it loads on the first answer")
-    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
-    q.add_argument("--port", type=_port, default=None, help="port (default: the first free one from 7860)")
-    q.add_argument("--allow-writes", action="store_true",
-                   help="let the page save compositions to the library (off by default: the page only reads)")
-    q.add_argument("--benchmarks", default=None, metavar="DIR",
-                   help="bench tables for the Results page (default: ./benchmarks, else the checkout's)")
-    q.add_argument("--data-root", default=None, help="benchmark data folder for task examples (or $M2IV_DATA)")
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a whole number from 1 to 65535")
-    return int(text)
-
-
-def _tag_arg(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--tag", action="append", default=[], metavar="TAG", help=help)
+        root_arg(q, argparse.SUPPRESS)  # also accepted after the subcommand
+        add_args(q)
+        q.set_defaults(func=RUNS[name])
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -356,6 +232,11 @@ def run_serve(args) -> int:
     serve(getattr(args, "root", None), args.model, host=args.host, port=args.port, allow_writes=args.allow_writes,
           benchmarks=args.benchmarks, data_root=args.data_root, dtype=args.dtype, device=args.device)
     return 0
+
+
+RUNS = {"add": run_add, "list": run_list, "show": run_show, "search": run_search, "export": run_export,
+        "import": run_import, "push": run_push, "pull": run_pull, "remove": run_remove, "compose": run_compose,
+        "condition": run_condition, "resolve": run_resolve, "check": run_check, "serve": run_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,9 @@ import json
 import multiprocessing as mp
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from m2iv.evaluate.profiling import rss_mb, tensor_peak_mb
 
@@ -81,7 +83,23 @@ def max_shots(builder, selector, probe, reserve: int) -> int:
     return shots_that_fit(builder, pool, probe, reserve=reserve)
 
 
-def _worker(spec: dict) -> dict:
+@dataclass
+class _Setup:
+    """What one worker times: the loaded model, the method ready to answer, plain zero-shot to pair it with, and
+    how their prompts are built."""
+
+    spec: dict
+    lm: Any
+    method: Any
+    zero: Any
+    builder: Any
+    selector: Any
+    queries: list  # the test queries, the warm-up batch first
+    shots: int
+
+
+def _setup(spec: dict) -> _Setup:
+    """Load the model, the task's queries and the method (with its vectors), and resolve the shots."""
     import torch
 
     from m2iv.data.prompts import PromptBuilder
@@ -90,8 +108,6 @@ def _worker(spec: dict) -> dict:
     from m2iv.methods import get_method
     from m2iv.methods.base import ZeroShot
     from m2iv.models.loading import load_model
-    from m2iv.vectors.inject import apply
-    from m2iv.vectors.vector import InContextVectors
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     lm = load_model(spec["model"])
@@ -108,50 +124,68 @@ def _worker(spec: dict) -> dict:
     shots = spec["shots"]
     if shots == "max":
         shots = max_shots(builder, selector, queries[0], reserve=spec["new_tokens"] + 32)
-    shots = method.prompt_shots(shots)
-    zero = ZeroShot()
+    return _Setup(spec, lm, method, ZeroShot(), builder, selector, queries, method.prompt_shots(shots))
 
-    def context():
-        if spec.get("zero_hooks"):
-            return apply(lm.model, InContextVectors.for_model(lm.adapter), lm.adapter, freeze_base=False)
-        return method.inference(lm)
 
-    def run(group, name, measure):
-        """`measure`'s reading of one answer of `group` by the method (or plain zero-shot), and the prompt lengths."""
-        m = method if name == "method" else zero
-        batch = m.encode(lm, builder, [(q, selector.select(q, shots) if name == "method" and shots else [])
+def _context(s: _Setup):
+    """The method's inference context, or all-zero M²IV vectors injected when timing the hooks' own overhead."""
+    from m2iv.vectors.inject import apply
+    from m2iv.vectors.vector import InContextVectors
+
+    if s.spec.get("zero_hooks"):
+        return apply(s.lm.model, InContextVectors.for_model(s.lm.adapter), s.lm.adapter, freeze_base=False)
+    return s.method.inference(s.lm)
+
+
+def _answer(s: _Setup, group: list, name: str, measure):
+    """`measure`'s reading of one answer of `group` by the method (or plain zero-shot), and the prompt lengths."""
+    m = s.method if name == "method" else s.zero
+    batch = m.encode(s.lm, s.builder, [(q, s.selector.select(q, s.shots) if name == "method" and s.shots else [])
                                        for q in group])
-        kw = {"max_new_tokens": spec["new_tokens"], "min_new_tokens": spec["new_tokens"], "do_sample": False,
-              "pad_token_id": lm.tokenizer.pad_token_id}
-        with context() if name == "method" else contextlib.nullcontext() as handle:
-            out: dict = {}
+    kw = {"max_new_tokens": s.spec["new_tokens"], "min_new_tokens": s.spec["new_tokens"], "do_sample": False,
+          "pad_token_id": s.lm.tokenizer.pad_token_id}
+    with _context(s) if name == "method" else contextlib.nullcontext() as handle:
+        out: dict = {}
 
-            def gen(**extra):
-                out["tokens"] = m.generate(lm, batch, handle, **kw, **extra)[1]
+        def gen(**extra):
+            out["tokens"] = m.generate(s.lm, batch, handle, **kw, **extra)[1]
 
-            reading = measure(gen)
-        return reading, out["tokens"]
+        reading = measure(gen)
+    return reading, out["tokens"]
 
-    with torch.no_grad():  # model loaded, nothing run yet
-        base_rss = rss_mb()
+
+def _timed_batches(s: _Setup) -> tuple[dict[str, list], list[int]]:
+    """(end-to-end ms, TTFT ms, batch size) of every batch after the warm-up, for the method and for plain
+    zero-shot, and the method's prompt lengths."""
     timed: dict[str, list] = {"method": [], "zero": []}
     toks: list[int] = []
-    b = spec.get("batch_size", 1)
+    b = s.spec.get("batch_size", 1)
+    for i in range(0, len(s.queries), b):
+        group = s.queries[i:i + b]
+        # The method and plain zero-shot answer the same queries back to back, in alternating order, so
+        # the ratio compares like with like even when the machine's speed drifts during the run.
+        for name in ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]:
+            (e2e, ttft), lengths = _answer(s, group, name, _serving_ms)
+            if i:  # the first batch is a warm-up
+                timed[name].append((e2e, ttft, len(group)))
+                toks += lengths if name == "method" else []
+    return timed, toks
+
+
+def _worker(spec: dict) -> dict:
+    import torch
+
+    s = _setup(spec)
+    with torch.no_grad():  # model loaded, nothing run yet
+        base_rss = rss_mb()
     with torch.no_grad():
-        for i in range(0, len(queries), b):
-            group = queries[i:i + b]
-            # The method and plain zero-shot answer the same queries back to back, in alternating order, so
-            # the ratio compares like with like even when the machine's speed drifts during the run.
-            for name in ["method", "zero"] if (i // b) % 2 == 0 else ["zero", "method"]:
-                (e2e, ttft), lengths = run(group, name, _serving_ms)
-                if i:  # the first batch is a warm-up
-                    timed[name].append((e2e, ttft, len(group)))
-                    toks += lengths if name == "method" else []
+        timed, toks = _timed_batches(s)
         peak = rss_mb()
-        tensors = run(queries[:b], "method", lambda gen: tensor_peak_mb(gen))[0]  # warm-up batch again
-    weights = sum(p.numel() * p.element_size() for p in lm.model.parameters()) / 2**20
-    vectors = getattr(method, "vectors", None)
-    return {**_timings(timed, spec["new_tokens"]), "shots": shots,
+        warm_up = s.queries[:spec.get("batch_size", 1)]
+        tensors = _answer(s, warm_up, "method", lambda gen: tensor_peak_mb(gen))[0]  # warm-up batch again
+    weights = sum(p.numel() * p.element_size() for p in s.lm.model.parameters()) / 2**20
+    vectors = getattr(s.method, "vectors", None)
+    return {**_timings(timed, spec["new_tokens"]), "shots": s.shots,
             "prompt_tokens": statistics.fmean(toks), "peak_rss_mb": round(peak, 1),
             "peak_above_model_mb": round(peak - base_rss, 1),
             "peak_activation_mb": None if tensors is None else round(tensors, 2),

@@ -6,6 +6,7 @@ PIL image processor and chat template. Tests and the `tiny:<family>` model spec 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from typing import Any
@@ -13,12 +14,11 @@ from typing import Any
 import torch
 
 from m2iv.errors import M2IVError
-from m2iv.models.families import FAMILIES, supported
+from m2iv.models.families import FAMILIES, Family, supported
 
-# Text and vision sizes shared by every tiny family (head_dim = 16).
+# Text sizes shared by every tiny family (head_dim = 16); each family's own recipe is on its row in families.py.
 TXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
            num_key_value_heads=2, max_position_embeddings=512)
-VIS = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 VOCAB = 448
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|endoftext|>", "<image>", "<video>", "<fake_token_around_image>",
@@ -89,101 +89,49 @@ def no_video(processor_cls: Any) -> Any:
     return _NoVideo
 
 
-def _ids(tok, *names: str) -> list[int]:
-    return [tok.convert_tokens_to_ids(n) for n in names]
+def _special_ids(tok) -> dict[str, Any]:
+    return dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def _tiny_config(family: Family, tok) -> Any:
+    """The family's tiny config: its recipe's overrides on the shared tiny text config (see TinyRecipe)."""
+    import transformers as T
+
+    recipe = copy.deepcopy(family.tiny)  # configs may fill in the dicts they are given: keep the table intact
+    text: dict[str, Any] = dict(TXT, vocab_size=VOCAB, **_special_ids(tok), **recipe.text)
+    if family.kind == "llm":
+        return T.AutoConfig.for_model(family.name, **text)
+    token_ids = {attr: tok.convert_tokens_to_ids(token) for attr, token in recipe.tokens.items()}
+    return T.AutoConfig.for_model(family.name, text_config=text, **recipe.config, **token_ids, **_special_ids(tok))
+
+
+def _tiny_processor(family: Family, tok) -> Any:
+    """The family's processor around `tok`, with the recipe's image processor (a VLM's; an LLM's is `tok`)."""
+    import transformers as T
+
+    if family.kind == "llm":
+        return tok
+    recipe = copy.deepcopy(family.tiny)
+    if recipe.image_processor is None or family.processor_class is None:
+        raise M2IVError(f"family {family.name!r} has no tiny image processor in its TinyRecipe (models/families.py); "
+                        "add one to its row")
+    ip_name, ip_kw = recipe.image_processor
+    cls = getattr(T, family.processor_class)
+    cls = no_video(cls) if family.has_video_slot else cls
+    return cls(image_processor=getattr(T, ip_name)(**ip_kw), tokenizer=tok, chat_template=tok.chat_template,
+               **recipe.processor)
 
 
 def build_tiny(family: str, seed: int = 0):
-    """Return (model, processor) for a tiny random `family`; the processor is a tokenizer for text LLMs."""
+    """Return (model, processor) for a tiny random `family`; the processor is a tokenizer for text LLMs.
+    Every family is built from its row's TinyRecipe: a new family needs no code here."""
     import transformers as T
 
     if family not in FAMILIES:
         raise M2IVError(f"no tiny builder for family {family!r}; supported: {supported()}")
+    fam = FAMILIES[family]
     tok = tiny_tokenizer(family)
-    chat = tok.chat_template
-    image, video, fake, vstart, vend, impad, vidpad = _ids(
-        tok, "<image>", "<video>", "<fake_token_around_image>", "<|vision_start|>", "<|vision_end|>",
-        "<|image_pad|>", "<|video_pad|>")
-    special: dict[str, Any] = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                   pad_token_id=tok.pad_token_id)
-    text: dict[str, Any] = dict(TXT, vocab_size=VOCAB, **special)
-    cfg: Any  # the family's config, image processor and processor classes differ per branch
-    ip: Any
-    proc: Any
-    pcls: Any
-    clip_vis = dict(VIS, model_type="clip_vision_model", image_size=32, patch_size=8)
-    pinpoints = [[32, 64], [64, 32], [64, 64]]
     torch.manual_seed(seed)
-
-    if family in ("llama", "qwen2", "mistral"):
-        cfg_cls = {"llama": T.LlamaConfig, "qwen2": T.Qwen2Config, "mistral": T.MistralConfig}[family]
-        model = getattr(T, FAMILIES[family].model_class)(cfg_cls(**text))
-        return model.eval(), tok
-
-    if family == "llava":
-        cfg = T.LlavaConfig(vision_config=clip_vis, text_config=dict(text, model_type="llama"),
-                            image_token_index=image, vision_feature_layer=-1,
-                            vision_feature_select_strategy="default", **special)
-        ip = T.LlavaImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-        proc = T.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, num_additional_image_tokens=1,
-                                vision_feature_select_strategy="default", chat_template=chat)
-    elif family == "llava_next":
-        cfg = T.LlavaNextConfig(vision_config=clip_vis, text_config=dict(text, model_type="llama"),
-                                image_token_index=image, vision_feature_layer=-1,
-                                vision_feature_select_strategy="default", image_grid_pinpoints=pinpoints, **special)
-        ip = T.LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                                          image_grid_pinpoints=pinpoints)
-        proc = T.LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, num_additional_image_tokens=1,
-                                    vision_feature_select_strategy="default", chat_template=chat)
-    elif family == "llava_onevision":
-        cfg = T.LlavaOnevisionConfig(
-            vision_config=dict(VIS, model_type="siglip_vision_model", image_size=32, patch_size=8),
-            text_config=dict(text, model_type="qwen2"), image_token_index=image, video_token_index=video,
-            vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=pinpoints,
-            **special)
-        ip = T.LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
-        proc = no_video(T.LlavaOnevisionProcessor)(image_processor=ip, tokenizer=tok, chat_template=chat,
-                                                   num_image_tokens=16, vision_feature_select_strategy="full")
-    elif family in ("qwen2_vl", "qwen2_5_vl"):
-        tcfg: dict[str, Any] = dict(text, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]})
-        vcfg: dict[str, Any] = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=8,
-                                    spatial_merge_size=2, temporal_patch_size=2)
-        ids: dict[str, Any] = dict(image_token_id=impad, video_token_id=vidpad, vision_start_token_id=vstart,
-                                   vision_end_token_id=vend)
-        if family == "qwen2_vl":
-            cfg = T.Qwen2VLConfig(text_config=tcfg, vision_config=vcfg, **ids, **special)
-            pcls = T.Qwen2VLProcessor
-        else:
-            vcfg = dict(vcfg, hidden_size=32, out_hidden_size=64, intermediate_size=64, window_size=32,
-                        fullatt_block_indexes=[1])
-            cfg = T.Qwen2_5_VLConfig(text_config=tcfg, vision_config=vcfg, **ids, **special)
-            pcls = T.Qwen2_5_VLProcessor
-        ip = T.Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                        size={"shortest_edge": 256, "longest_edge": 4096})
-        proc = no_video(pcls)(image_processor=ip, tokenizer=tok, chat_template=chat)
-    elif family == "idefics2":
-        cfg = T.Idefics2Config(
-            vision_config=dict(VIS, image_size=32, patch_size=8),
-            perceiver_config=dict(hidden_size=64, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
-                                  resampler_head_dim=16, num_key_value_heads=1),
-            text_config=dict(text, model_type="mistral"), image_token_id=image, **special)
-        ip = T.Idefics2ImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 32}, do_image_splitting=False)
-        proc = T.Idefics2Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=chat)
-    elif family in ("idefics3", "smolvlm"):
-        vis = dict(VIS, image_size=32, patch_size=8)
-        ip_kw: dict[str, Any] = dict(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
-                                     do_image_splitting=True)
-        if family == "idefics3":
-            cfg = T.Idefics3Config(vision_config=vis, text_config=dict(text, model_type="llama"), scale_factor=2,
-                                   image_token_id=image, **special)
-            proc = T.Idefics3Processor(image_processor=T.Idefics3ImageProcessorPil(**ip_kw), tokenizer=tok,
-                                       image_seq_len=4, chat_template=chat)
-        else:
-            cfg = T.SmolVLMConfig(vision_config=vis, text_config=dict(text, model_type="llama"), scale_factor=2,
-                                  image_token_id=image, **special)
-            proc = no_video(T.SmolVLMProcessor)(image_processor=T.SmolVLMImageProcessorPil(**ip_kw),
-                                                tokenizer=tok, image_seq_len=4, chat_template=chat)
-    else:  # pragma: no cover - FAMILIES and this function are kept in step by tests
-        raise M2IVError(f"no tiny builder for family {family!r}")
-    model = getattr(T, FAMILIES[family].model_class)(cfg)
-    return model.eval(), proc
+    processor = _tiny_processor(fam, tok)
+    model = getattr(T, fam.model_class)(_tiny_config(fam, tok))
+    return model.eval(), processor
