@@ -2,7 +2,7 @@
 
 import pytest
 
-from m2iv.evaluate.tasks import get_task
+from m2iv.data.tasks import get_task
 from m2iv.evaluate.text_metrics import refuses
 from m2iv.sandbox.applications import APPLICATION_TASKS, BENIGN, HARMFUL, REFUSAL, styled
 

@@ -154,7 +154,7 @@ def add_condition_args(p) -> None:
 
 def fit_condition_from_args(args, lm, task, splits):
     """The condition the --condition flags ask for, fitted on `splits`' training queries."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.train.condition import condition_for_task
 
     negatives = None
@@ -229,8 +229,8 @@ def parse_value(key: str, raw: str, kind: str):
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from m2iv.data.tasks import get_task
     from m2iv.errors import M2IVError
-    from m2iv.evaluate.tasks import get_task
     from m2iv.methods import METHODS, get_method
     from m2iv.methods.base import LoadedVectors
     from m2iv.train.session import plan, previous_run

@@ -98,8 +98,8 @@ class Runner:
         """Evaluate `vectors` (a directory, or "library:auto" routed over `library_root`; else a plain method) on
         a task's test split, or on `queries` (held-out training queries, for choices made before the test split is
         read); summary, prediction rows and the equivalent command."""
+        from m2iv.data.tasks import get_task
         from m2iv.evaluate.runner import EvalConfig, evaluate
-        from m2iv.evaluate.tasks import get_task
         from m2iv.methods import get_method
 
         task = get_task(task_name)

@@ -22,7 +22,7 @@ class M2IV(LoadedVectors):
         pools = self.options.get("teacher_experts")
         if not pools or not isinstance(pools[0], str):
             return pools
-        from m2iv.evaluate.tasks import get_task
+        from m2iv.data.tasks import get_task
 
         seed = int(self.options.get("seed") or 0)
         return [get_task(name).splits(self.options.get("data_root"), seed=seed)["support"] for name in pools]
