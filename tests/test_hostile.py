@@ -645,9 +645,9 @@ def test_sandbox_trainer_state_round_trips_through_safetensors(tmp_path):
     import torch
 
     from m2iv.models.loading import load_model
-    from m2iv.sandbox.train_meta import attach_lora, lora_state, save_lora, unpack_lora
-    from m2iv.sandbox.train_state import load_state, save_state
-    from m2iv.sandbox.train_vision import make_heads
+    from m2iv.sandbox.recipe.meta import attach_lora, lora_state, save_lora, unpack_lora
+    from m2iv.sandbox.recipe.state import load_state, save_state
+    from m2iv.sandbox.recipe.vision import make_heads
 
     model = load_model("tiny:idefics3").model  # a fresh one: LoRA hooks must not reach the shared tiny models
     heads = make_heads(model)
@@ -676,8 +676,8 @@ def test_sandbox_work_dir_defaults_to_a_private_folder_under_m2iv_home(tmp_path,
     import stat
 
     monkeypatch.setenv("M2IV_HOME", str(tmp_path / "home"))
-    from m2iv.sandbox.train_config import default_work_dir
-    from m2iv.sandbox.train_state import private_dir
+    from m2iv.sandbox.recipe.config import default_work_dir
+    from m2iv.sandbox.recipe.state import private_dir
 
     work = private_dir(default_work_dir())
     assert work.parent == tmp_path / "home" and stat.S_IMODE(work.stat().st_mode) == 0o700
@@ -687,7 +687,7 @@ def test_sandbox_work_dir_defaults_to_a_private_folder_under_m2iv_home(tmp_path,
 def test_a_work_dir_others_can_write_is_refused_in_one_line(tmp_path, shared):
     from pathlib import Path
 
-    from m2iv.sandbox.train_state import private_dir
+    from m2iv.sandbox.recipe.state import private_dir
 
     work = tmp_path / "shared"
     if shared == "tmp":

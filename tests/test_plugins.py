@@ -94,7 +94,7 @@ def test_an_unknown_task_or_model_name_is_one_line(installed):
 
 def test_a_plugin_that_cannot_be_imported_is_one_line(monkeypatch):
     broken = metadata.EntryPoint("broken", "no_such_package.tasks:register", plugins.TASK_GROUP)
-    own = metadata.EntryPoint("sandbox", "m2iv.sandbox.suite:register", plugins.TASK_GROUP)
+    own = metadata.EntryPoint("sandbox", "m2iv.sandbox.tasks.suite:register", plugins.TASK_GROUP)
     monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: [broken, own] if group == own.group else [])
     with pytest.raises(M2IVError, match="plug-in 'broken' \\(no_such_package.tasks:register\\) cannot be imported"):
         register_plugin_suites(Registry("dataset"), Registry[Task]("task"))

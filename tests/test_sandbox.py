@@ -58,7 +58,7 @@ def test_sandbox_tasks_are_listed_and_found_on_first_use(capsys):
 
 
 def test_sandbox_schedule_is_the_trainers_warmup_cosine_above_a_floor():
-    from m2iv.sandbox.train_optim import lr_at
+    from m2iv.sandbox.recipe.optim import lr_at
 
     lrs = [lr_at(s, 300, 1.0) for s in range(300)]
     assert lrs[0] == 1 / 20 and abs(lrs[19] - 1.0) < 1e-12 and lrs[20] == 1.0  # 20 warm-up steps
@@ -153,7 +153,7 @@ def test_built_sandbox_describes_held_out_images(built, monkeypatch):
 
     monkeypatch.setenv("M2IV_HOME", str(built.parent))
     from m2iv.sandbox import load_sandbox
-    from m2iv.sandbox.train_eval import eval_describe_hf
+    from m2iv.sandbox.recipe.eval import eval_describe_hf
 
     model, processor, _ = load_sandbox(dtype=torch.bfloat16)
     res = eval_describe_hf(model, processor, n=24, batch=12)

@@ -2,7 +2,7 @@
 
 from m2iv.data.sample import content_hash
 from m2iv.data.tasks import TASKS, get_task
-from m2iv.sandbox.suite import SUITE, task_names
+from m2iv.sandbox.tasks.suite import SUITE, task_names
 
 
 def test_at_least_five_registered_tasks_with_fixed_mappings():

@@ -38,7 +38,7 @@ def styled_checks(rows: list[dict], samples: dict) -> dict[str, float]:
     """Share of answers in capitals, naming the image's colour and shape in French / in English, and doing both
     styles at once (French words in capitals)."""
     from m2iv.evaluate.text_metrics import all_caps, words_match, words_match_cased
-    from m2iv.sandbox.applications import styled
+    from m2iv.sandbox.tasks.applications import styled
 
     def check(fn, style):
         return rate(rows, lambda r: fn(r["prediction"], [styled(*_cs(samples, r), style)]))
