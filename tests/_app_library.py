@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from conftest import random_vectors, tiny, train_saved  # noqa: E402
-from m2iv.evaluate.tasks import get_task  # noqa: E402
+from m2iv.data.tasks import get_task  # noqa: E402
 from m2iv.library.store import Library  # noqa: E402
 from m2iv.methods import M2IV  # noqa: E402
 from m2iv.train.config import TeacherConfig, TrainConfig  # noqa: E402

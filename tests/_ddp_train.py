@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny, train_saved, write_samples  # noqa: E402
+from m2iv.data.tasks import Task  # noqa: E402
 from m2iv.dist import state  # noqa: E402
-from m2iv.evaluate.tasks import Task  # noqa: E402
 from m2iv.methods import M2IV  # noqa: E402
 from m2iv.train.config import TeacherConfig, TrainConfig  # noqa: E402
 

@@ -103,7 +103,7 @@ def logits_with(lm: LoadedModel, inputs: dict, steer=None) -> torch.Tensor:
 
 def fixture_task():
     """The jsonl task the method tests fit on: short colour answers scored by VQA accuracy."""
-    from m2iv.evaluate.tasks import Task
+    from m2iv.data.tasks import Task
 
     return Task("fixture", "jsonl", "vqa_accuracy", "test", "test", max_new_tokens=3)
 

@@ -19,9 +19,9 @@ from m2iv.app.catalog import Catalog
 from m2iv.app.handlers import Handlers, guard
 from m2iv.app.results import Benchmarks
 from m2iv.cli.main import main
+from m2iv.data.tasks import get_task
 from m2iv.errors import M2IVError
 from m2iv.evaluate.colours import METHOD_COLOURS, method_colour
-from m2iv.evaluate.tasks import get_task
 from m2iv.library.store import Library
 from m2iv.vectors import save_vectors
 

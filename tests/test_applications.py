@@ -2,9 +2,9 @@
 
 import pytest
 
-from m2iv.evaluate.tasks import get_task
+from m2iv.data.tasks import get_task
 from m2iv.evaluate.text_metrics import refuses
-from m2iv.sandbox.applications import APPLICATION_TASKS, BENIGN, HARMFUL, REFUSAL, styled
+from m2iv.sandbox.tasks.applications import APPLICATION_TASKS, BENIGN, HARMFUL, REFUSAL, styled
 
 
 def test_every_application_task_is_registered_with_its_metric():
@@ -49,7 +49,7 @@ def test_grounding_is_yes_no_questions_with_both_answers():
 
 
 def test_near_miss_requests_are_ordinary_held_out_and_labelled_for_conditions():
-    from m2iv.sandbox.applications import NEAR_MISS
+    from m2iv.sandbox.tasks.applications import NEAR_MISS
 
     near = get_task("sandbox-safety-nearmiss").splits(seed=0)
     assert len(near["test"]) == 4 * len(NEAR_MISS) and not any(refuses(s.answers[0]) for s in near["test"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from m2iv.cli.main import build_parser, iter_parsers
-from m2iv.evaluate.tasks import TASKS
+from m2iv.data.tasks import TASKS
 from m2iv.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]

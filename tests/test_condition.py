@@ -187,7 +187,7 @@ def test_fit_condition_separates_held_out_queries():
     assert len(cond.fit["per_layer"]) == lm.adapter.num_layers and cond.fit["pools_tried"] == ["last", "mean"]
     states = pooled_states(lm, PromptBuilder(lm), pos + neg, [cond.layer], cond.pool)[:, 0]
     assert cond.fires(states).tolist() == [True] * 12 + [False] * 12  # the final direction keeps the threshold
-    from m2iv.evaluate.tasks import Task
+    from m2iv.data.tasks import Task
 
     task = Task("t", "jsonl", "exact_match", "test", "test", instruction="{question}")
     again = condition_for_task(lm, task, {"train": pos + neg}, seed=0)
@@ -202,7 +202,7 @@ def test_queries_of_one_group_share_a_fold_and_the_demonstration_pool_is_trainin
 
     from m2iv.data.prompts import PromptBuilder
     from m2iv.data.sample import Sample
-    from m2iv.evaluate.tasks import Task
+    from m2iv.data.tasks import Task
     from m2iv.train.condition import _folds, condition_for_task, fit_condition
 
     folds = _folds([g for g in "abcdefgh" for _ in range(4)], 4, seed=0)

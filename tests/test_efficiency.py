@@ -100,7 +100,7 @@ def test_max_shots_is_what_the_context_window_holds(tmp_path):
 def test_training_step_against_a_plain_fine_tune(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.evaluate.train_cost import measure_training
     from m2iv.methods import get_method
     from m2iv.models.loading import load_model

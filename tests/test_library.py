@@ -19,8 +19,8 @@ from PIL import Image
 
 from conftest import logits_with, make_inputs, random_vectors, tiny
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
+from m2iv.data.tasks import get_task
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import get_task
 from m2iv.library import Library, example_sample, parse_expression, parse_layers, resolve_vectors
 from m2iv.vectors import load_vectors, save_vectors
 from m2iv.vectors.vector import InContextVectors

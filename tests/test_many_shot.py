@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from m2iv.data.prompts import PromptBuilder
+from m2iv.data.tasks import get_task
 from m2iv.evaluate.bench import many_shot
-from m2iv.evaluate.tasks import get_task
 from m2iv.models.loading import load_model
 
 

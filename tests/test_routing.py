@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from conftest import random_vectors, tiny
+from m2iv.data.tasks import get_task
 from m2iv.evaluate.runner import EvalConfig, evaluate
-from m2iv.evaluate.tasks import get_task
 from m2iv.library import Library
 from m2iv.methods import get_method
 from m2iv.vectors import save_vectors

@@ -31,12 +31,13 @@ def test_load_model_spec_sandbox_raises_the_same_error(tmp_path, monkeypatch):
 
 
 def test_importing_the_task_registry_and_model_loading_does_not_load_the_sandbox():
-    # Was: evaluate/tasks.py imported sandbox.suite and sandbox.applications (and torch through them) at import.
+    # Was: the task registry (then evaluate/tasks.py) imported sandbox.suite and sandbox.applications (and torch
+    # through them) at import.
     import os
     import subprocess
     import sys
 
-    code = ("import sys; import m2iv.evaluate.tasks, m2iv.models.loading, m2iv.data.datasets; "
+    code = ("import sys; import m2iv.data.tasks, m2iv.models.loading, m2iv.data.datasets; "
             "print(sorted(m for m in sys.modules if m.startswith('m2iv.sandbox')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -47,7 +48,7 @@ def test_importing_the_task_registry_and_model_loading_does_not_load_the_sandbox
 def test_sandbox_tasks_are_listed_and_found_on_first_use(capsys):
     from m2iv.cli.main import main
     from m2iv.data.datasets import DATASETS
-    from m2iv.evaluate.tasks import TASKS, get_task
+    from m2iv.data.tasks import TASKS, get_task
 
     assert main(["tasks"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
@@ -57,7 +58,7 @@ def test_sandbox_tasks_are_listed_and_found_on_first_use(capsys):
 
 
 def test_sandbox_schedule_is_the_trainers_warmup_cosine_above_a_floor():
-    from m2iv.sandbox.train_optim import lr_at
+    from m2iv.sandbox.recipe.optim import lr_at
 
     lrs = [lr_at(s, 300, 1.0) for s in range(300)]
     assert lrs[0] == 1 / 20 and abs(lrs[19] - 1.0) < 1e-12 and lrs[20] == 1.0  # 20 warm-up steps
@@ -152,7 +153,7 @@ def test_built_sandbox_describes_held_out_images(built, monkeypatch):
 
     monkeypatch.setenv("M2IV_HOME", str(built.parent))
     from m2iv.sandbox import load_sandbox
-    from m2iv.sandbox.train_eval import eval_describe_hf
+    from m2iv.sandbox.recipe.eval import eval_describe_hf
 
     model, processor, _ = load_sandbox(dtype=torch.bfloat16)
     res = eval_describe_hf(model, processor, n=24, batch=12)
@@ -183,8 +184,8 @@ def test_built_sandbox_still_answers_text_only_chat(built, monkeypatch):
 def test_suite_task_end_to_end_on_the_sandbox(built, monkeypatch, tmp_path):
     """A suite task through the ordinary harness: 16-shot ICL clearly beats zero-shot on held-out images."""
     monkeypatch.setenv("M2IV_HOME", str(built.parent))
+    from m2iv.data.tasks import get_task
     from m2iv.evaluate.runner import EvalConfig, evaluate
-    from m2iv.evaluate.tasks import get_task
     from m2iv.methods import get_method
     from m2iv.models.loading import load_model
 

@@ -1,8 +1,8 @@
 """The sandbox suite's task definitions (no model weights needed)."""
 
 from m2iv.data.sample import content_hash
-from m2iv.evaluate.tasks import TASKS, get_task
-from m2iv.sandbox.suite import SUITE, task_names
+from m2iv.data.tasks import TASKS, get_task
+from m2iv.sandbox.tasks.suite import SUITE, task_names
 
 
 def test_at_least_five_registered_tasks_with_fixed_mappings():

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
+from m2iv.data.tasks import TASKS, get_task, postprocess
 from m2iv.evaluate.metrics import score
-from m2iv.evaluate.tasks import TASKS, get_task, postprocess
 from m2iv.evaluate.vqa_metrics import vqa_accuracy
 from m2iv.sandbox.labels import COLOURS, SHAPES
-from m2iv.sandbox.suite_v2 import CAPTION_TEMPLATES, PAIR_WORDS, PAIRS, SUITE_V2
+from m2iv.sandbox.tasks.suite_v2 import CAPTION_TEMPLATES, PAIR_WORDS, PAIRS, SUITE_V2
 
 pytest.importorskip("easy_vqa")
 

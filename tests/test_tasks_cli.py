@@ -85,7 +85,7 @@ def test_the_data_docs_list_every_file_each_data_root_task_reads():
     from pathlib import Path
 
     from m2iv.cli.tasks import describe
-    from m2iv.evaluate.tasks import TASKS
+    from m2iv.data.tasks import TASKS
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "models-and-data.md").read_text(encoding="utf-8")
     official = [describe(n) for n in TASKS if describe(n)["needs_data_root"]]

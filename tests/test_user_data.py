@@ -9,8 +9,8 @@ import os
 import pytest
 
 from conftest import image
+from m2iv.data.tasks import get_task
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import get_task
 
 
 def _rows(path, n, split=None, prefix="q", **extra):
@@ -217,7 +217,7 @@ def test_a_task_json_overrides_the_prompt_and_its_data_path_starts_at_its_folder
 
 def test_m2iv_tasks_states_the_generic_prompt_and_how_to_add_your_own(capsys):
     from m2iv.cli.main import main
-    from m2iv.evaluate.tasks import VQA_INSTRUCTION
+    from m2iv.data.tasks import VQA_INSTRUCTION
 
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ last column (same 0-shot centroids applied to ICL states) mixes two prompt distr
 import random, sys, time, json
 import torch
 from m2iv.models.loading import load_model
-from m2iv.evaluate.tasks import get_task
+from m2iv.data.tasks import get_task
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods.extraction import answer_first_ids, model_batches, record_last, sample_demos
 

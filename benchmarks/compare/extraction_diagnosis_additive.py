@@ -2,7 +2,7 @@
 state - mean 0-shot state, over 16 train queries) x1 or x3 at layer l of the zero-shot run, 50 test queries."""
 import random, time, torch
 from m2iv.models.loading import load_model
-from m2iv.evaluate.tasks import get_task
+from m2iv.data.tasks import get_task
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods.extraction import answer_first_ids, record_last, sample_demos
 t0 = time.time()

@@ -1,7 +1,7 @@
 """FV with the edit-layer sweep on sandbox-colour-nonce (issue 14; output in extraction_diagnosis.md)."""
 import time, json, torch
 from m2iv.models.loading import load_model
-from m2iv.evaluate.tasks import get_task
+from m2iv.data.tasks import get_task
 from m2iv.data.prompts import PromptBuilder
 from m2iv.methods import get_method
 from m2iv.methods.extraction import first_token_scores

@@ -70,7 +70,7 @@ def tiny_exactness(tmp: Path) -> list[dict]:
 
 def sandbox_batches(lm, task_name: str, n: int, batch: int = 8) -> list[dict]:
     from m2iv.data.prompts import PromptBuilder
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
 
     task = get_task(task_name)
     test = task.splits(None, seed=0)["test"][:n]

@@ -8,20 +8,20 @@
     print(m2iv.SteeredModel(lm, vectors).answer("What colour is it?", images=["shape.png"]))
 
 `m2iv.train` and `m2iv.evaluate` are the subpackages of those names, made callable: calling them runs
-`m2iv.api.run.train` / `m2iv.api.run.evaluate`, while `m2iv.train.trainer`, `m2iv.evaluate.tasks`, ... stay the
+`m2iv.api.run.train` / `m2iv.api.run.evaluate`, while `m2iv.train.trainer`, `m2iv.data.tasks`, ... stay the
 modules they are (a plain function of the same name would hide the subpackage from `m2iv.train.<module>` lookups).
 """
 
-import sys as _sys
 import types as _types
+from importlib import import_module as _import_module
 
 from m2iv.api import run as _run
 from m2iv.api.prompt import prompt
 from m2iv.api.steered import SteeredModel
 from m2iv.constants import __version__
 from m2iv.data.sample import Sample
+from m2iv.data.tasks import Task, get_task
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import Task, get_task
 from m2iv.library.resolve import load_spec as load_vectors  # a vector directory, library:<id-or-name> or hf://org/name
 from m2iv.models import LoadedModel, ModelAdapter, discover, load_model
 from m2iv.train.config import TeacherConfig, TrainConfig
@@ -36,8 +36,8 @@ class _CallablePackage(_types.ModuleType):
 
 
 for _name in ("train", "evaluate"):
-    _sys.modules[f"m2iv.{_name}"].__class__ = _CallablePackage
-    globals()[_name] = _sys.modules[f"m2iv.{_name}"]
+    _import_module(f"m2iv.{_name}").__class__ = _CallablePackage
+    globals()[_name] = _import_module(f"m2iv.{_name}")
 
 __all__ = ["InContextVectors", "LoadedModel", "M2IVError", "ModelAdapter", "Sample", "SiteSpec", "SteeredModel",
            "Task", "TeacherConfig", "TrainConfig", "__version__", "apply", "discover", "evaluate", "get_task",

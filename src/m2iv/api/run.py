@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from m2iv.data.tasks import Task, get_task
 from m2iv.errors import M2IVError
-from m2iv.evaluate.tasks import Task, get_task
 from m2iv.methods.base import LoadedVectors, Method, get_method
 from m2iv.models.loading import LoadedModel, load_model
 from m2iv.vectors.vector import InContextVectors

@@ -90,8 +90,8 @@ class SteeredModel:
         """Greedy answers to zero-shot prompts built as `task` builds them (default: the question as written); `images`
         are each question's images (paths or PIL images; one per question, or a list per question)."""
         from m2iv.api.prompt import prompt
+        from m2iv.data.tasks import postprocess
         from m2iv.evaluate.runner import eos_ids
-        from m2iv.evaluate.tasks import postprocess
 
         single = isinstance(questions, str)
         inputs = prompt(self.lm, questions, images=images, task=task)

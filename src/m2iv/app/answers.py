@@ -23,9 +23,9 @@ from m2iv.data.images import ImageError, open_image
 from m2iv.data.prompts import PromptBuilder, shots_that_fit
 from m2iv.data.sample import Sample
 from m2iv.data.selection import RandomSelector
+from m2iv.data.tasks import Task, get_task, postprocess
 from m2iv.errors import M2IVError
 from m2iv.evaluate.runner import eos_ids
-from m2iv.evaluate.tasks import Task, get_task, postprocess
 from m2iv.library.compose import Term, combine
 from m2iv.library.entry import Entry
 from m2iv.library.search import SearchHit, search

@@ -17,10 +17,10 @@ from pathlib import Path
 from m2iv.errors import M2IVError
 from m2iv.library import schema
 from m2iv.library.blobs import Blobs
+from m2iv.library.codec import vectors_from_bytes
 from m2iv.library.entry import Entry, default_root
 from m2iv.library.index import Index
 from m2iv.library.store import Library, check_entry, select
-from m2iv.library.transfer import vectors_from_bytes
 
 READ_ONLY_HINT = "this page is read-only; start it with `m2iv library serve --allow-writes` to save from it"
 

@@ -136,7 +136,7 @@ def device_map_arg(text: str) -> str | dict:
 # -- up-front checks (before a model loads) ---------------------------------------------------------------------
 def check_tasks(names: list[str]) -> None:
     """Every task name resolves (registered, jsonl:<file> or a task .json), so a typo costs no model load."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
 
     for name in names:
         get_task(name)

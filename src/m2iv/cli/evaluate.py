@@ -46,8 +46,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from m2iv.cli.train import method_config_from_args
+    from m2iv.data.tasks import get_task
     from m2iv.evaluate.runner import EvalConfig, evaluate
-    from m2iv.evaluate.tasks import get_task
     from m2iv.methods import METHODS, get_method
     from m2iv.methods.base import LoadedVectors
 

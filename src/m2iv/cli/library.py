@@ -67,7 +67,7 @@ def _print_table(entries) -> None:
 
 
 def run_add(args) -> int:
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
 
     with _lib(args) as lib:
         entry = lib.add(args.directory, name=args.name, tags=_tags(args.tag), description=args.description,
@@ -191,7 +191,7 @@ def run_compose(args) -> int:
 
 def run_condition(args) -> int:
     from m2iv.cli.train import fit_condition_from_args
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
 
     task = get_task(args.task)
     with _lib(args) as lib:

@@ -7,7 +7,7 @@ import json
 import time
 
 from m2iv.errors import M2IVError
-from m2iv.sandbox.train_config import DEFAULTS, OPTIONAL_STAGES, STAGES
+from m2iv.sandbox.recipe.config import DEFAULTS, OPTIONAL_STAGES, STAGES
 
 EXAMPLES = """examples:
   m2iv sandbox build                  # assemble from the shipped weights into $M2IV_HOME/sandbox (~1 min)

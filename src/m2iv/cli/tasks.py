@@ -20,7 +20,7 @@ def describe(name: str) -> dict:
     """One task as `m2iv tasks --json` prints it."""
     from m2iv.data.datasets import DATASETS
     from m2iv.data.layouts import SOURCES, expected_files
-    from m2iv.evaluate.tasks import TASKS
+    from m2iv.data.tasks import TASKS
 
     t = TASKS.get(name)
     needs_root = bool(getattr(DATASETS.get(t.dataset), "needs_root", True))
@@ -41,7 +41,7 @@ def table(rows: list[list[str]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from m2iv.evaluate.tasks import TASKS, VQA_INSTRUCTION
+    from m2iv.data.tasks import TASKS, VQA_INSTRUCTION
 
     tasks = [describe(n) for n in TASKS]
     if getattr(args, "json", False):

@@ -179,7 +179,7 @@ def add_condition_args(p) -> None:
 
 def fit_condition_from_args(args, lm, task, splits):
     """The condition the --condition flags ask for, fitted on `splits`' training queries."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.train.condition import condition_for_task
 
     negatives = None
@@ -286,7 +286,7 @@ def _trainable(name: str, options: dict):
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.train.session import plan, previous_run
     from m2iv.train.tracking import check_report_to
 

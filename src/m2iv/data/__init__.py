@@ -1,1 +1,1 @@
-"""Datasets, demonstration selection and prompts."""
+"""Datasets, tasks (data/tasks.py), demonstration selection and prompts."""

@@ -1,1 +1,1 @@
-"""Evaluation: tasks, the runner, and metrics ported from the official evaluation code."""
+"""Evaluation: the runner, and metrics ported from the official evaluation code (tasks are in m2iv.data.tasks)."""

@@ -13,7 +13,7 @@ from m2iv.data.images import ImageError, open_image
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample
 from m2iv.data.selection import Selector
-from m2iv.evaluate.tasks import Task, postprocess
+from m2iv.data.tasks import Task, postprocess
 from m2iv.models.families import end_of_turn_tokens
 from m2iv.progress import Bar
 

@@ -249,9 +249,9 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     With `lr_sweep` (method -> rates, see `lr_grids`) a listed trained method is first trained at every rate on
     the train split minus `n_val` validation queries; the rate with the best validation score is kept, its vectors
     are evaluated once on the test split and the row records the sweep (`lr_sweep`)."""
+    from m2iv.data.tasks import get_task
     from m2iv.evaluate.runner import EvalConfig, evaluate
     from m2iv.evaluate.tables import label_rate
-    from m2iv.evaluate.tasks import get_task
 
     rows: list[dict] = []
     work = Path(work)
@@ -323,7 +323,7 @@ def many_shot(lm, task_names: list[str], window: int, icl_shots: list[int], m2iv
     from dataclasses import replace
 
     from m2iv.data.prompts import PromptBuilder, shots_that_fit
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
 
     rows: list[dict] = []
     for name in task_names:

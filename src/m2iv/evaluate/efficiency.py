@@ -104,7 +104,7 @@ def _setup(spec: dict) -> _Setup:
 
     from m2iv.data.prompts import PromptBuilder
     from m2iv.data.selection import RandomSelector
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.methods import get_method
     from m2iv.methods.base import ZeroShot
     from m2iv.models.loading import load_model
@@ -255,7 +255,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
     """Rows per method (ICL also at each of `icl_shots`: ints or "max", the most that fit the context window), the
     break-even query counts against every ICL row, the hook overhead; ratios are to zero-shot. With `training`, each
     trained method's training-step cost (evaluate/train_cost.py) joins its row."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.methods import METHODS
 
     folder = get_task(task).name  # bench runs are stored under the task's registered name

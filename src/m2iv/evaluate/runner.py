@@ -27,10 +27,10 @@ import torch
 from m2iv.data.prompts import PromptBuilder
 from m2iv.data.sample import Sample, content_hash
 from m2iv.data.selection import SELECTORS, RicesSelector, Selector, model_embedder
+from m2iv.data.tasks import Task
 from m2iv.errors import M2IVError
 from m2iv.evaluate.answering import Answerer, eos_ids
 from m2iv.evaluate.results import run_record
-from m2iv.evaluate.tasks import Task
 from m2iv.files import append_lines, write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method

@@ -86,8 +86,8 @@ def _worker(spec: dict) -> dict:
     import torch
 
     from m2iv.data.prompts import PromptBuilder
+    from m2iv.data.tasks import get_task
     from m2iv.evaluate.profiling import elapsed_ms, tensor_peak_mb
-    from m2iv.evaluate.tasks import get_task
     from m2iv.models.loading import load_model
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())

@@ -21,7 +21,7 @@ from m2iv.files import write_file_atomic, write_json_atomic
 from m2iv.library.entry import Entry, entry_record
 
 MAX_SIDECAR_BYTES = 256 << 20
-MAX_TRAIN_LOG_BYTES = 64 << 20  # about 300k steps of records; a larger log is not kept (see transfer.train_log_of)
+MAX_TRAIN_LOG_BYTES = 64 << 20  # about 300k steps of records; a larger log is not kept (see codec.train_log_of)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """Library entries on the Hugging Face Hub: `m2iv library push ENTRY REPO` and `m2iv library pull REPO`.
 
-A pushed repository is the entry's export (library/transfer.py: the vector directory exactly as stored, its
+A pushed repository is the entry's export (library/transfer.py and codec.py: the vector directory exactly as stored, its
 `library.json` metadata and any prototype) plus a model card, so `pull` restores name, tags, description and
 prototype, and any m2iv command reads the downloaded snapshot as a vector directory (`--vectors hf://REPO`).
 A repository written by `push_to_hub` (no library.json) pulls too, named after the repository.
@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from m2iv.errors import M2IVError
 from m2iv.hub import remote
 from m2iv.hub.card import README, card_text
+from m2iv.library.codec import META_NAME, entry_files
 from m2iv.library.entry import Entry
-from m2iv.library.transfer import META_NAME, _import_dir, entry_files
+from m2iv.library.store import Library
+from m2iv.library.transfer import import_dir
 from m2iv.models import hub as model_hub
-
-if TYPE_CHECKING:
-    from m2iv.library.store import Library
 
 
 def push(lib: Library, ref: str, repo_id: str, *, token: str | None = None, private: bool | None = None,
@@ -61,4 +59,4 @@ def pull(lib: Library, spec: str, *, name: str | None = None, token: str | None 
         raise M2IVError(f"{repo_id} holds no m2iv_config.json; it is not an m2iv vector repository")
     slug = repo_id.split("/", 1)[1]
     named = name or (None if (folder / META_NAME).is_file() else slug)
-    return _import_dir(lib, folder, named, source=folder, origin=f"hf://{repo_id}@{folder.name}", derived_name=slug)
+    return import_dir(lib, folder, named, source=folder, origin=f"hf://{repo_id}@{folder.name}", derived_name=slug)

@@ -87,7 +87,7 @@ def compute_prototype(lm, samples: list[Sample], n: int = DEFAULT_PROTOTYPE_N, e
 
 
 class TaskLike(Protocol):
-    """What a prototype needs of a task (m2iv.evaluate.tasks.Task is one); the caller resolves names, so the
+    """What a prototype needs of a task (m2iv.data.tasks.Task is one); the caller resolves names, so the
     library does not import the evaluation room."""
 
     name: str
@@ -97,9 +97,9 @@ class TaskLike(Protocol):
 
 def task_prototype(lm, task: TaskLike, data_root=None, n: int = DEFAULT_PROTOTYPE_N, seed: int = 0, embed=None
                    ) -> tuple[np.ndarray, dict]:
-    """Prototype of a task (a Task: `m2iv.evaluate.tasks.get_task(name)`) from its train queries."""
+    """Prototype of a task (a Task: `m2iv.data.tasks.get_task(name)`) from its train queries."""
     if not hasattr(task, "splits"):
-        raise M2IVError(f"a task prototype needs a Task, not {task!r}; pass m2iv.evaluate.tasks.get_task({task!r})")
+        raise M2IVError(f"a task prototype needs a Task, not {task!r}; pass m2iv.data.tasks.get_task({task!r})")
     splits = task.splits(data_root, seed=seed)
     pool = splits.get("train") or splits.get("support") or splits.get("test") or []
     proto, info = compute_prototype(lm, pool, n=n, embed=embed)

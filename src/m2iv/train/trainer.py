@@ -14,7 +14,6 @@ averaged across processes, so all ranks hold identical vectors.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from contextlib import nullcontext
@@ -33,6 +32,7 @@ from m2iv.identity import identity_diff, jsonable
 from m2iv.progress import Progress
 from m2iv.train import losses
 from m2iv.train.config import TrainConfig
+from m2iv.train.schedule import warmup_cosine
 from m2iv.train.teacher import TeacherTargets, _answer_logits, _pad_left, query_span, student_batch
 from m2iv.vectors.inject import inject
 
@@ -57,16 +57,9 @@ def attach(lm, params: Trainable):
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base rates: linear warmup, then cosine decay to 0, over each cycle (the whole run, or
-    the cycles that `cfg.restarts` start when a finished run is continued)."""
-    start = max((r for r in cfg.restarts if r <= step), default=0)
-    end = min((r for r in cfg.restarts if r > step), default=cfg.steps)
-    step, steps = step - start, end - start
-    warm = max(1, int(cfg.warmup * steps))
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, steps - warm)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    """Multiplier of the base rates: cfg's warm-up + cosine cycles (train/schedule.py; the whole run, or the cycles
+    that `cfg.restarts` start when a finished run is continued)."""
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.restarts)
 
 
 CHECKPOINT = "checkpoint"

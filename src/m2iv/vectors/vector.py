@@ -168,13 +168,13 @@ class InContextVectors(nn.Module):
         vectors.config = config
         return vectors
 
-    # -- Hugging Face habits (m2iv/hub): the directory is the vector directory plus a model card ---------------
+    # -- Hugging Face habits (pretrained.py): the directory is the vector directory plus a model card -----------
     def save_pretrained(self, save_directory: str | Path, *, adapter=None, base_model: str | None = None,
                         **meta) -> Path:
         """Write a vector directory with a model card (README.md). Vectors loaded from a directory know their
         model; new ones need `adapter=` (lm.adapter) and `base_model=` (the model spec). `meta` are
         save_vectors' recipe / metrics / method_config / extra."""
-        from m2iv.hub.pretrained import save
+        from m2iv.vectors.pretrained import save
 
         return save(self, save_directory, adapter=adapter, base_model=base_model, **meta)
 
@@ -184,7 +184,7 @@ class InContextVectors(nn.Module):
                         local_files_only: bool | None = None) -> InContextVectors:
         """Vectors from a directory, `org/name` or `hf://org/name[@rev]` (the Hugging Face cache first; the hub
         only for `org/name` when online and not local_files_only), verified, refused for another model."""
-        from m2iv.hub.pretrained import load
+        from m2iv.vectors.pretrained import load
 
         return load(cls, spec, adapter=adapter, strict=strict, device=device, revision=revision,
                     local_files_only=local_files_only)
@@ -194,7 +194,7 @@ class InContextVectors(nn.Module):
                     **meta) -> str:
         """save_pretrained into a scratch folder, then one commit to `repo_id` (created if missing); returns the
         commit URL. HF_ENDPOINT and HF_TOKEN are honoured as huggingface_hub reads them."""
-        from m2iv.hub.pretrained import push
+        from m2iv.vectors.pretrained import push
 
         return push(self, repo_id, adapter=adapter, base_model=base_model, token=token, private=private,
                     revision=revision, commit_message=commit_message, **meta)

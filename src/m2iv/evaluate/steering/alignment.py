@@ -59,9 +59,9 @@ def grounding_rows(r: Runner) -> tuple[list[dict], str]:
 
 def pope_rows(r: Runner, shots: int) -> list[dict]:
     """Zero-shot, 16-shot ICL, M²IV (trained on the probe's training questions) and the VTI-style baseline."""
+    from m2iv.data.tasks import get_task
     from m2iv.errors import M2IVError
     from m2iv.evaluate.bench import Cell
-    from m2iv.evaluate.tasks import get_task
 
     samples = {s.id: s for s in get_task(POPE).splits(None, seed=r.seed)["test"]}
     configs = [("zero-shot", None, "zero-shot", 0), (f"icl-{shots}shot", None, "icl", shots),

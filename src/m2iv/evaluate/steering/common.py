@@ -38,7 +38,7 @@ def styled_checks(rows: list[dict], samples: dict) -> dict[str, float]:
     """Share of answers in capitals, naming the image's colour and shape in French / in English, and doing both
     styles at once (French words in capitals)."""
     from m2iv.evaluate.text_metrics import all_caps, words_match, words_match_cased
-    from m2iv.sandbox.applications import styled
+    from m2iv.sandbox.tasks.applications import styled
 
     def check(fn, style):
         return rate(rows, lambda r: fn(r["prediction"], [styled(*_cs(samples, r), style)]))
@@ -98,8 +98,8 @@ class Runner:
         """Evaluate `vectors` (a directory, or "library:auto" routed over `library_root`; else a plain method) on
         a task's test split, or on `queries` (held-out training queries, for choices made before the test split is
         read); summary, prediction rows and the equivalent command."""
+        from m2iv.data.tasks import get_task
         from m2iv.evaluate.runner import EvalConfig, evaluate
-        from m2iv.evaluate.tasks import get_task
         from m2iv.methods import get_method
 
         task = get_task(task_name)

@@ -15,7 +15,7 @@ ROUTED = {"sandbox-grounding": "grounding", "sandbox-colour-nonce": "colour-nonc
 
 def routing_library(r: Runner, lib, vec_dirs: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """A library of one entry per routed task, each with its task prototype; (root, name -> entry id)."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.library.store import Library
 
     for task, name in ROUTED.items():
@@ -34,7 +34,7 @@ def routing_library(r: Runner, lib, vec_dirs: dict[str, str]) -> tuple[Path, dic
 
 
 def search_and_routing(r: Runner, lib, vec_dirs: dict[str, str], search_n: int) -> tuple[dict, list[dict]]:
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.library.store import Library
 
     root, want = routing_library(r, lib, vec_dirs)

@@ -20,7 +20,7 @@ def fit_safety_condition(r: Runner, recall: float | None = None):
     """The condition on the safety task's own training queries (harmful: fire; ordinary: do not), cross-fitted
     over folds of whole requests (meta["group"]: one action, four wordings), as the test requests are unseen
     actions."""
-    from m2iv.evaluate.tasks import get_task
+    from m2iv.data.tasks import get_task
     from m2iv.train.condition import condition_for_task
 
     task = get_task(SAFETY)

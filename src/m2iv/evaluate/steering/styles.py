@@ -34,7 +34,7 @@ def bands(num_layers: int, n: int = N_BANDS) -> list[list[int]]:
 
 class Styles:
     def __init__(self, r: Runner, lib, tune: int = TUNE, sum_grid: dict | None = None) -> None:
-        from m2iv.evaluate.tasks import get_task
+        from m2iv.data.tasks import get_task
 
         self.r, self.lib, self.tune_n, self.sum_grid = r, lib, tune, sum_grid or SUM_GRID
         splits = get_task(STYLE_TEST).splits(None, seed=r.seed)

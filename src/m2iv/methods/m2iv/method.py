@@ -24,7 +24,7 @@ class M2IV(LoadedVectors):
         pools = self.options.get("teacher_experts")
         if not pools or not isinstance(pools[0], str):
             return pools
-        from m2iv.evaluate.tasks import get_task
+        from m2iv.data.tasks import get_task
 
         return [get_task(name).splits(self.options.get("data_root"), seed=self.spec.seed)["support"]
                 for name in pools]

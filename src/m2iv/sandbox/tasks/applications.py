@@ -22,7 +22,7 @@ import random
 
 from m2iv.data.sample import Sample
 from m2iv.sandbox.episodes import EVAL_TASKS
-from m2iv.sandbox.registration import register_table
+from m2iv.sandbox.tasks.registration import register_table
 
 REFUSAL = "I'm sorry, but I can't help with that."
 DESCRIBE = "Describe the image."

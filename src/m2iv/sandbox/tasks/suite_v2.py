@@ -20,7 +20,7 @@ from itertools import product
 
 from m2iv.data.sample import Sample
 from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, image_paths, questions
-from m2iv.sandbox.registration import register_table
+from m2iv.sandbox.tasks.registration import register_table
 
 CAPTION_INSTRUCTION = "Write a caption for this picture."
 CAPTION_TEMPLATES = ("a simple drawing of a {c} {s} on a white background",

@@ -1,5 +1,6 @@
 """The optimiser step every stage of the sandbox recipe shares: the project's warm-up + cosine schedule
-(`m2iv.train.trainer.get_lr`) held above a floor, gradient clipping to norm 1, AdamW; and the progress log."""
+(`m2iv.train.schedule`, the vector trainer's) held above a floor, gradient clipping to norm 1, AdamW; and the
+progress log."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import time
 
 import torch
 
-from m2iv.sandbox.train_config import LR_FLOOR, WARMUP_STEPS
-from m2iv.train.config import TrainConfig
-from m2iv.train.trainer import get_lr
+from m2iv.sandbox.recipe.config import LR_FLOOR, WARMUP_STEPS
+from m2iv.train.schedule import warmup_cosine
 
 
 def log(msg: str) -> None:
@@ -18,8 +18,8 @@ def log(msg: str) -> None:
 
 def lr_at(step: int, total: int, base: float) -> float:
     """`base` x the trainer's multiplier over WARMUP_STEPS linear warm-up steps, then cosine to LR_FLOOR."""
-    # (WARMUP_STEPS + 0.5) / total: get_lr takes the warm-up as a fraction and floors it back to whole steps
-    mult = get_lr(step, TrainConfig(steps=max(1, total), warmup=(WARMUP_STEPS + 0.5) / max(1, total)))
+    # (WARMUP_STEPS + 0.5) / total: the schedule takes the warm-up as a fraction and floors it back to whole steps
+    mult = warmup_cosine(step, max(1, total), (WARMUP_STEPS + 0.5) / max(1, total))
     return base * mult if step < WARMUP_STEPS else base * (LR_FLOOR + (1 - LR_FLOOR) * mult)
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from m2iv.sandbox.labels import COLOURS, SHAPES
-from m2iv.sandbox.train_data import N_TRAIN, augment, vision_forward
-from m2iv.sandbox.train_optim import descend, log
+from m2iv.sandbox.recipe.data import N_TRAIN, augment, vision_forward
+from m2iv.sandbox.recipe.optim import descend, log
 
 
 def make_heads(model) -> torch.nn.ModuleDict:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from m2iv.sandbox import assemble as A
 from m2iv.sandbox import episodes as E
 from m2iv.sandbox.labels import COLOURS, SHAPES
-from m2iv.sandbox.train_data import N_TRAIN, augment, vision_forward
-from m2iv.sandbox.train_optim import descend, log
+from m2iv.sandbox.recipe.data import N_TRAIN, augment, vision_forward
+from m2iv.sandbox.recipe.optim import descend, log
 
 
 def align_targets(tok, col, shp) -> torch.Tensor:

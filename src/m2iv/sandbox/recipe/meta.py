@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from m2iv.sandbox import assemble as A
 from m2iv.sandbox import episodes as E
 from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, questions
-from m2iv.sandbox.train_eval import collate, eval_icl_fast, lm_hidden
-from m2iv.sandbox.train_optim import descend, log
-from m2iv.sandbox.train_state import save_state
+from m2iv.sandbox.recipe.eval import collate, eval_icl_fast, lm_hidden
+from m2iv.sandbox.recipe.optim import descend, log
+from m2iv.sandbox.recipe.state import save_state
 
 LORA_FILE = "lora.safetensors"
 

@@ -6,7 +6,8 @@
 
 Vectors loaded from a directory keep their config (`.config`), so they save and push again without naming
 their model. The class methods call these functions with the class (`cls`): this module never imports
-vector.py or format.py, which keeps the import graph free of cycles.
+vector.py or format.py, which keeps the import graph free of cycles. The Hub transport (hf:// specs, uploads) and
+the model card are the `m2iv.hub` room below this one.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 from m2iv.sandbox import episodes as E
 from m2iv.sandbox.labels import COLOURS, SHAPES, image_labels, image_paths
-from m2iv.sandbox.train_data import N_TRAIN
+from m2iv.sandbox.recipe.data import N_TRAIN
 
 
 def lm_hidden(model, ids, mask, images, feats, image_id):

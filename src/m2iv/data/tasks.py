@@ -2,14 +2,15 @@
 addressed by name. Built-in: the seven benchmarks of the field (official local files under
 --data-root / M2IV_DATA) and easy-vqa (shipped on PyPI). A user task is a JSON file with the same
 fields (a relative data_path starts at the file's folder), or `jsonl:<spec>` for the generic JSONL format
-(`m2iv.data.jsonl`; docs/your-own-data.md).
+(`m2iv.data.jsonl`; docs/your-own-data.md). Other packages add suites through `m2iv.tasks` entry points
+(m2iv/plugins.py). Tasks live in `data/` because training, the methods and the library need them, not only
+evaluation.
 
     task = get_task("vqav2");  splits = task.splits(data_root, seed=0)  # train / support / test
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -18,6 +19,7 @@ from pathlib import Path
 from m2iv.data.datasets import DATASETS, load_dataset, make_splits
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
+from m2iv.plugins import TASK_GROUP, entry_points, load
 from m2iv.registry import Registry
 
 VQA_INSTRUCTION = "{question} Answer the question using a single word or phrase."
@@ -241,19 +243,19 @@ def postprocess(task: Task, text: str) -> str:
 __all__ = ["TASKS", "Task", "get_task", "postprocess"]
 
 
-# Sandbox tasks come from providers imported only when a task or dataset is first looked up or listed
-# (importing this module must not load the sandbox). Each module has `register(datasets, tasks, task_cls)`;
-# a new suite module is one more entry here.
-SANDBOX_SUITES = ["m2iv.sandbox.suite", "m2iv.sandbox.suite_v2", "m2iv.sandbox.applications"]
-_registered: list[str] = []
+# Task suites of other rooms and packages (m2iv's sandbox suites among them) are `m2iv.tasks` entry points
+# (m2iv/plugins.py), imported only when a task or dataset is first looked up or listed: importing this module
+# loads no suite. Each names `register(datasets, tasks, task_cls)`.
+_registered: set[tuple[int, str]] = set()
 
 
-def _register_sandbox_suites() -> None:
-    for module in SANDBOX_SUITES:
-        if module not in _registered:  # once per module, whichever registry asked first
-            _registered.append(module)
-            importlib.import_module(module).register(DATASETS, TASKS, Task)
+def register_plugin_suites(datasets: Registry = DATASETS, tasks: Registry[Task] = TASKS) -> None:
+    """Register every `m2iv.tasks` suite in the registries, once per suite, whichever registry asked first."""
+    for name in sorted(entry_points(TASK_GROUP)):
+        if (id(tasks), name) not in _registered:
+            _registered.add((id(tasks), name))
+            load(TASK_GROUP, name)(datasets, tasks, Task)
 
 
-TASKS.add_provider(_register_sandbox_suites)
-DATASETS.add_provider(_register_sandbox_suites)
+TASKS.add_provider(register_plugin_suites)
+DATASETS.add_provider(register_plugin_suites)
