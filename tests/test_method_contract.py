@@ -53,7 +53,7 @@ class Shift(LoadedVectors):
         vec = InContextVectors.for_model(lm.adapter, sites=("layer",), operator="additive", method=self.name)
         with torch.no_grad():
             vec.vector("layer").copy_(torch.stack([h[:, -1].mean(0) for h in hidden[1:]]) * cfg.scale)
-        return vec.to(lm.device), {"metrics": {"norm": float(vec.vector("layer").norm())}}
+        return vec.to(lm.device), {"metrics": {"norm": float(vec.vector("layer").detach().norm())}}
 
 
 @pytest.fixture
