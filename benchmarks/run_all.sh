@@ -40,7 +40,13 @@ for step in $steps; do
              # clustered and random chunks, on the five v1 tasks, merged into the comparison table
              $M2IV bench compare sandbox --task ${COMPARE_TASKS:-$SUITE} --method parallel-icl,lora,cartridge \
                --budget cpu $RECIPE --work $W --out runs/v26/v1-new.json
-             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/v1-new.json --out benchmarks/compare/sandbox.json ;;
+             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/v1-new.json --out benchmarks/compare/sandbox.json
+             for t in vqa caption colour-caps pair-nonce; do  # suite v2 and the many-shot task (16 shots fit its window)
+               $M2IV bench compare sandbox --task sandbox-$t --method parallel-icl,lora,cartridge --budget cpu $RECIPE \
+                 --work runs/bench/v26 --out runs/v26/$t-new.json
+               if [ -f benchmarks/compare/sandbox-$t.json ]; then old=benchmarks/compare/sandbox-$t.json; else old=; fi
+               $M2IV bench merge $old runs/v26/$t-new.json --out benchmarks/compare/sandbox-$t.json
+             done ;;
     sweep-v1) # issue 26: each trained baseline's rate swept on every v1 task other than colour-nonce (3 rates each)
              $M2IV bench compare sandbox --task ${SUITE#*,} --method ${SWEEP_METHODS:-live,mimic,i2cl,hificl,lora,cartridge} \
                --budget cpu $RECIPE --lr-sweep ${SWEEP_GRIDS:-default} --work runs/bench/v14 --out runs/v26/sweep-v1.json
