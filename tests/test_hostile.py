@@ -287,7 +287,7 @@ def test_checkpoint_of_another_model_task_data_or_layout_is_refused_and_kept(tmp
     before = {p.name: p.read_bytes() for p in ck.iterdir()}
     sites = ("attn", "mlp")
     if change == "model":
-        monkeypatch.setattr("m2iv.train.run.weights_fingerprint", lambda model: "0123456789abcdef")
+        monkeypatch.setattr(type(lm), "fingerprint", property(lambda self: "0123456789abcdef"))  # other weights
     elif change == "task":
         task = replace(task, name="other-task")
     elif change == "data":
