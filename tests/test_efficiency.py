@@ -27,7 +27,8 @@ def test_measure_reports_ratios_to_zero_shot_per_query_in_batches():
     assert rows["icl", 1]["prompt_tokens"] < rows["icl", 2]["prompt_tokens"]
     rows = {m: r for (m, k), r in rows.items() if k != 1}
     assert rows["zero-shot"]["latency_vs_zero_shot_unpaired"] == 1.0
-    assert 0.3 < rows["zero-shot"]["latency_vs_zero_shot"] < 3.0  # zero-shot paired with itself: the noise floor
+    # zero-shot paired with itself: its ratio is the noise floor, a timing (benchmarks/efficiency), not a test bound
+    assert rows["zero-shot"]["latency_vs_zero_shot"] > 0
     assert rows["icl"]["paired_zero_shot_ms"] > 0
     assert rows["icl"]["prompt_tokens"] > rows["zero-shot"]["prompt_tokens"]
     assert rows["icl"]["prompt_tokens_vs_zero_shot"] > 1.0
