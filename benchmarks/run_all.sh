@@ -47,10 +47,17 @@ for step in $steps; do
                if [ -f benchmarks/compare/sandbox-$t.json ]; then old=benchmarks/compare/sandbox-$t.json; else old=; fi
                $M2IV bench merge $old runs/v26/$t-new.json --out benchmarks/compare/sandbox-$t.json
              done ;;
-    sweep-v1) # issue 26: each trained baseline's rate swept on every v1 task other than colour-nonce (3 rates each)
-             $M2IV bench compare sandbox --task ${SUITE#*,} --method ${SWEEP_METHODS:-live,mimic,i2cl,hificl,lora,cartridge} \
-               --budget cpu $RECIPE --lr-sweep ${SWEEP_GRIDS:-default} --work runs/bench/v14 --out runs/v26/sweep-v1.json
-             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/sweep-v1.json --out benchmarks/compare/sandbox.json ;;
+    sweep-v1) # issue 26: each trained baseline's rate swept per v1 task other than colour-nonce (its grid of 3 rates,
+             # 24 validation queries); a row already at 1.00 with its colour-nonce rate is not swept (colour-french:
+             # LoRA, Cartridge, LIVE, HiFICL), as a rate cannot raise it
+             for t in shape-nonce shape-adjective colour-number colour-french; do
+               for m in ${SWEEP_METHODS:-lora cartridge hificl live mimic i2cl}; do
+                 case $t:$m in colour-french:lora|colour-french:cartridge|colour-french:live|colour-french:hificl) continue ;; esac
+                 $M2IV bench compare sandbox --task sandbox-$t --method $m --budget cpu $RECIPE --lr-sweep default \
+                   --work runs/bench/v14 --out runs/v26/sweep/$t-$m.json
+               done
+             done
+             $M2IV bench merge benchmarks/compare/sandbox.json runs/v26/sweep/*.json --out benchmarks/compare/sandbox.json ;;
     sweep) for m in live mimic i2cl; do  # issue 14: each baseline's rate on colour-nonce (3 rates, 24 val queries)
              $M2IV bench compare sandbox --task sandbox-colour-nonce --method $m --budget cpu $RECIPE --lr-sweep default \
                --work runs/bench/v14 --out runs/v14/sweep_$m.json

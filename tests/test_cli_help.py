@@ -127,4 +127,4 @@ def test_run_all_commands_parse(tmp_path):
     r = subprocess.run(["bash", str(tmp_path / "benchmarks" / "run_all.sh"), *steps.split()], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(log.read_text().splitlines()) == 25  # efficiency x3, sweep-v1 x2, compare-26 x10
+    assert len(log.read_text().splitlines()) == 44  # efficiency x3, sweep-v1 x21, compare-26 x10

@@ -94,6 +94,16 @@ def test_teacher_is_computed_once_and_cached(tmp_path, splits, monkeypatch):
     t2 = compute_teacher(lm, builder, splits["train"][:5], splits["support"], cfg, "fx", cache_dir=tmp_path,
                          show_progress=False)
     assert not calls and torch.equal(t1.values, t2.values) and t1.key == t2.key
+    # a cache hit still reports what computing the teacher cost, so a run reusing it is not costed as free
+    assert t1.compute_seconds is not None and t1.compute_seconds > 0 and t2.compute_seconds == t1.compute_seconds
+
+
+def test_training_cost_counts_a_cached_teacher_at_its_compute_time():
+    from m2iv.train.run import cost_seconds
+
+    assert cost_seconds({"train_seconds": 10.0, "teacher": {"seconds": 0.1, "compute_seconds": 50.0}}) == 60.0
+    assert cost_seconds({"train_seconds": 10.0, "teacher": {"seconds": 4.0, "compute_seconds": None}}) == 14.0
+    assert cost_seconds({"train_seconds": 3.0}) == 3.0
 
 
 def test_mimicry_loss_matches_hand_computation():

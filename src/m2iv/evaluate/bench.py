@@ -252,6 +252,7 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
     from m2iv.data.tasks import get_task
     from m2iv.evaluate.runner import EvalConfig, evaluate
     from m2iv.evaluate.tables import label_rate
+    from m2iv.train.run import cost_seconds
 
     rows: list[dict] = []
     work = Path(work)
@@ -279,8 +280,8 @@ def run_plan(lm, task_names: list[str], plan: list[Cell], work: str | Path, shot
                    "score": round(summary["score"], 4), "n": summary["n"],
                    "mean_prompt_tokens": round(summary["mean_prompt_tokens"], 1),
                    "mean_latency_ms": round(summary["mean_latency_ms"], 1), "parameters": params,
-                   "train_seconds": round(info.get("train_seconds", 0.0) + info.get("teacher", {}).get("seconds", 0.0)
-                                          if info else (round(train_s, 1) if method.uses_vectors else 0.0), 1)}
+                   "train_seconds": round(cost_seconds(info) if info else
+                                          (train_s if method.uses_vectors else 0.0), 1)}
             if method.uses_vectors:
                 row["vectors"] = str(vec_dir)
             if sweep is not None:

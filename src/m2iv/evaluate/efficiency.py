@@ -257,6 +257,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
     trained method's training-step cost (evaluate/train_cost.py) joins its row."""
     from m2iv.data.tasks import get_task
     from m2iv.methods import METHODS
+    from m2iv.train.run import cost_seconds
 
     folder = get_task(task).name  # bench runs are stored under the task's registered name
     rows: list[dict] = []
@@ -275,7 +276,7 @@ def measure(model: str, task: str, methods: list[str], vectors_from: str | Path 
             spec["vectors"] = str(found)
             config = json.loads((found / "m2iv_config.json").read_text())
             info = config.get("training", {})
-            train_s = (info.get("train_seconds") or 0) + (info.get("teacher", {}).get("seconds") or 0)
+            train_s = cost_seconds(info)
             if config.get("recipe"):  # trained by gradient steps (not an extraction)
                 dirs[m] = found
         log(f"measuring {m}" + (f" at {k} shots" if m == "icl" else ""))

@@ -133,13 +133,24 @@ def _fit(trainer: VectorTrainer, lm, task, cfg: TrainConfig, builder, data: tupl
             tracker.close()
 
 
+def cost_seconds(info: dict) -> float:
+    """A training run's one-off cost: its training plus computing its teacher, even where this run found the
+    teacher cached (a run that reused another's teacher would otherwise look free of it)."""
+    teacher = info.get("teacher") or {}
+    spent = teacher.get("compute_seconds")
+    if spent is None:
+        spent = teacher.get("seconds") or 0.0
+    return float(info.get("train_seconds") or 0.0) + float(spent)
+
+
 def _record(task, cfg: TrainConfig, trainer: VectorTrainer, teacher, data: tuple[list, list], t_teacher: float,
             t_train: float) -> dict[str, Any]:
     """What a training run reports and its method saves: the teacher, the best step, the recipe and the metrics;
     `complete` is False when it stopped before its last step (nothing to save)."""
     info: dict[str, Any] = {"teacher": {**cfg.teacher.__dict__, "accuracy_train": teacher.accuracy if teacher else None,
                             "mean_prompt_tokens": teacher.prompt_tokens if teacher else None,
-                            "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1)},
+                            "cache_key": teacher.key if teacher else None, "seconds": round(t_teacher, 1),
+                            "compute_seconds": teacher.compute_seconds if teacher else None},
                             "best": trainer.best, "steps_done": trainer.step, "n_train": len(data[0]),
                             "n_val": len(data[1]),
                             "prompt": {"instruction": task.instruction, "answer_template": task.answer_template},

@@ -18,11 +18,13 @@ import hashlib
 import json
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from m2iv.data.prompts import PromptBuilder
@@ -47,6 +49,7 @@ class TeacherTargets:
     hidden_len: torch.Tensor | None = None  # (N,) query + answer tokens per item (hidden_span "query")
     prompt_tokens: float = 0.0  # mean teacher prompt length (the cost vectors save)
     key: str = ""
+    compute_seconds: float | None = None  # what computing every shard took, cached ones too (None: a shard predates it)
 
     @property
     def accuracy(self) -> float:
@@ -144,20 +147,18 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
     shards = [items[i:i + SHARD] for i in range(0, len(items), SHARD)]
     bar = progress or Progress(f"teacher {cfg.shots}-shot", [("teacher", len(items))], disable=not show_progress)
     bar.start("teacher")
-    loaded = []
+    loaded, seconds = [], []
     for si, shard in enumerate(shards):
         path = root / f"shard-{si:05d}.safetensors"
-        data = None
-        if path.is_file():
-            try:
-                data = load_file(str(path))
-            except Exception:  # noqa: BLE001 - a broken shard is recomputed, never trusted
-                path.unlink(missing_ok=True)
+        data = _load_shard(path)
         if data is None:
+            t0 = time.perf_counter()
             data = _compute_shard(lm, builder, shard, selectors, cfg, seed, batch_size, bar)
-            _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard])})
+            seconds.append(time.perf_counter() - t0)
+            _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard]), "seconds": f"{seconds[-1]:.3f}"})
         else:
             bar.skip("teacher", len(shard))
+            seconds.append(data.pop("__seconds__", None))
         loaded.append(data)
     if progress is None:
         bar.close()
@@ -168,7 +169,24 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
         values=cat("values", 0.0), index=cat("index", 0) if "index" in loaded[0] else None,
         hidden=_cat_hidden([d["hidden"] for d in loaded]) if "hidden" in loaded[0] else None,
         hidden_len=torch.cat([d["hidden_len"] for d in loaded]) if "hidden_len" in loaded[0] else None,
-        prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key)
+        prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key,
+        compute_seconds=None if None in seconds else round(sum(seconds), 3))
+
+
+def _load_shard(path: Path) -> dict | None:
+    """A cached shard's tensors, with the seconds its computation took under "__seconds__" (None when it predates
+    that record); None when absent or unreadable (a broken shard is removed and recomputed, never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        data: dict = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            recorded = (f.metadata() or {}).get("seconds")
+    except Exception:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        return None
+    data["__seconds__"] = float(recorded) if recorded is not None else None
+    return data
 
 
 def combine(logps: list[torch.Tensor], mode: str = "product", weights: torch.Tensor | None = None) -> torch.Tensor:
