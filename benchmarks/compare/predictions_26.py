@@ -1,7 +1,7 @@
 """Why the issue-26 rows order as they do, read from their predictions; output: predictions_26.md.
 
-    .venv/bin/python benchmarks/compare/predictions_26.py runs/bench/shared runs/bench/v26 > \
-        benchmarks/compare/predictions_26.md
+    .venv/bin/python benchmarks/compare/predictions_26.py runs/bench/shared runs/bench/v26 --swept runs/bench/v14 \
+        > benchmarks/compare/predictions_26.md
 
 Reads every `<root>/<task>/<method>-16shot/eval*/predictions.jsonl` that `bench compare` (and `m2iv demo`, for
 M²IV as `m2iv-all-losses`) wrote, and prints per task: each method's score recomputed from its predictions (a
@@ -21,6 +21,7 @@ METHODS = {  # row name -> run folder names, first found wins
     "16-shot ICL": ["icl-16shot"], "M²IV": ["m2iv-16shot", "m2iv-all-losses-16shot"], "LoRA": ["lora-16shot"],
     "Cartridge": ["cartridge-16shot"], "P-ICL cluster": ["parallel-icl-cluster-16shot"],
     "P-ICL random": ["parallel-icl-random-16shot"]}
+SWEPT = {"LoRA, per-task rate": "lora-16shot", "Cartridge, per-task rate": "cartridge-16shot"}  # `--lr-sweep` runs
 TASKS = ["sandbox-colour-nonce", "sandbox-shape-nonce", "sandbox-colour-french", "sandbox-shape-adjective",
          "sandbox-colour-number", "sandbox-vqa", "sandbox-colour-caps", "sandbox-pair-nonce"]
 
@@ -68,8 +69,8 @@ def per_gold(found: dict[str, list[dict]]) -> list[str]:
     golds = sorted({r["answers"][0] for rows in found.values() for r in rows})
     if len(golds) > 10:
         return []
-    out = ["| method | " + " | ".join(f"{g} (n)" for g in golds) + " | most common confusions (gold -> answer: count) |",
-           "|---" * (len(golds) + 2) + "|"]
+    head = " | ".join(f"{g} (n)" for g in golds)
+    out = [f"| method | {head} | most common confusions (gold -> answer: count) |", "|---" * (len(golds) + 2) + "|"]
     for name, rows in found.items():
         by = collections.defaultdict(list)
         confusions = collections.Counter()
@@ -104,13 +105,15 @@ def coverage(name: str, rows: list[dict], chunker: Chunker) -> list[str]:
     return [f"- {name}: chunks (of 4) that hold the gold answer -> {cells}"]
 
 
-def report(roots: list[Path]) -> str:
+def report(roots: list[Path], swept: Path | None = None) -> str:
     from m2iv.models.loading import load_model
 
     lm = load_model("sandbox")
     lines = [__doc__.split("\n\n")[0].strip(), ""]
     for task in TASKS:
         found = {n: rows for n, folders in METHODS.items() if (rows := load(roots, task, folders)) is not None}
+        if swept is not None:
+            found |= {n: rows for n, f in SWEPT.items() if (rows := load([swept], task, [f])) is not None}
         if not found:
             continue
         lines += [f"## {task}", "", "| method | score | distinct answers | most common answer, share | answers outside "
@@ -128,4 +131,8 @@ def report(roots: list[Path]) -> str:
 
 
 if __name__ == "__main__":
-    print(report([Path(p) for p in sys.argv[1:]] or [Path("runs/bench/shared"), Path("runs/bench/v26")]))
+    args = sys.argv[1:]
+    at = args.index("--swept") if "--swept" in args else None
+    swept_root = Path(args[at + 1]) if at is not None else None
+    roots = [Path(a) for i, a in enumerate(args) if at is None or i not in (at, at + 1)]
+    print(report(roots or [Path("runs/bench/shared"), Path("runs/bench/v26")], swept_root))
