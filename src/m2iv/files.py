@@ -80,6 +80,18 @@ def writing(path: str | Path) -> Iterator[None]:
         raise
 
 
+def read_json_object(path: str | Path, corrupt: str, fix: str, not_object: str) -> dict:
+    """A JSON file that must hold one object; a bad one is refused in one line: "`corrupt` (the parse error);
+    `fix`", or `not_object` when it holds something else."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise M2IVError(f"{corrupt} ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise M2IVError(not_object)
+    return obj
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -11,7 +11,6 @@ evaluation.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from m2iv.data.datasets import DATASETS, load_dataset, make_splits
 from m2iv.data.sample import Sample, content_hash
 from m2iv.errors import M2IVError
+from m2iv.files import read_json_object
 from m2iv.plugins import TASK_GROUP, entry_points, load
 from m2iv.registry import Registry
 
@@ -211,12 +211,8 @@ def get_task(name: str) -> Task:
 
 
 def _task_file(path: Path) -> Task:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise M2IVError(f"task file {path} is not valid JSON ({e}); fix the file") from None
-    if not isinstance(spec, dict):
-        raise M2IVError(f"task file {path} must hold a JSON object of Task fields; see docs/your-own-data.md")
+    spec = read_json_object(path, f"task file {path} is not valid JSON", "fix the file",
+                            f"task file {path} must hold a JSON object of Task fields; see docs/your-own-data.md")
     known = {f.name for f in fields(Task)}
     unknown = sorted(set(spec) - known)
     if unknown:

@@ -31,7 +31,7 @@ from m2iv.data.tasks import Task
 from m2iv.errors import M2IVError
 from m2iv.evaluate.answering import Answerer, eos_ids
 from m2iv.evaluate.results import run_record
-from m2iv.files import append_lines, write_json_atomic, write_jsonl_atomic
+from m2iv.files import append_lines, read_json_object, write_json_atomic, write_jsonl_atomic
 from m2iv.identity import identity_diff, jsonable, tensors_sha256
 from m2iv.methods.base import Method
 from m2iv.progress import Bar
@@ -131,13 +131,8 @@ def _previous_run(out: Path) -> dict | None:
             raise M2IVError(f"{out} holds {leftovers[0]} but no {RUN} saying which run wrote it; choose another "
                             f"--out, or delete {out / leftovers[0]} to start afresh")
         return None
-    try:
-        prev = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise M2IVError(f"{path} is corrupt ({e}); choose another --out or delete {out}") from None
-    if not isinstance(prev, dict):
-        raise M2IVError(f"{path} does not hold a run identity; choose another --out or delete {out}")
-    return prev
+    return read_json_object(path, f"{path} is corrupt", f"choose another --out or delete {out}",
+                            f"{path} does not hold a run identity; choose another --out or delete {out}")
 
 
 def _check_run(out: Path, prev: dict | None, run: dict, skip: tuple[str, ...] = ()) -> None:
