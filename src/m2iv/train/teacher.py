@@ -147,18 +147,19 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
     shards = [items[i:i + SHARD] for i in range(0, len(items), SHARD)]
     bar = progress or Progress(f"teacher {cfg.shots}-shot", [("teacher", len(items))], disable=not show_progress)
     bar.start("teacher")
-    loaded, seconds = [], []
+    loaded: list[dict] = []
+    seconds: list[float | None] = []
     for si, shard in enumerate(shards):
         path = root / f"shard-{si:05d}.safetensors"
-        data = _load_shard(path)
+        data, spent = _load_shard(path)
         if data is None:
             t0 = time.perf_counter()
             data = _compute_shard(lm, builder, shard, selectors, cfg, seed, batch_size, bar)
-            seconds.append(time.perf_counter() - t0)
-            _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard]), "seconds": f"{seconds[-1]:.3f}"})
+            spent = time.perf_counter() - t0
+            _write_shard(path, data, {"ids": json.dumps([q.id for q, _ in shard]), "seconds": f"{spent:.3f}"})
         else:
             bar.skip("teacher", len(shard))
-            seconds.append(data.pop("__seconds__", None))
+        seconds.append(spent)
         loaded.append(data)
     if progress is None:
         bar.close()
@@ -170,23 +171,22 @@ def compute_teacher(lm, builder: PromptBuilder, queries: list[Sample], support: 
         hidden=_cat_hidden([d["hidden"] for d in loaded]) if "hidden" in loaded[0] else None,
         hidden_len=torch.cat([d["hidden_len"] for d in loaded]) if "hidden_len" in loaded[0] else None,
         prompt_tokens=float(torch.cat([d["prompt_tokens"] for d in loaded]).float().mean()), key=key,
-        compute_seconds=None if None in seconds else round(sum(seconds), 3))
+        compute_seconds=None if None in seconds else round(sum(t for t in seconds if t is not None), 3))
 
 
-def _load_shard(path: Path) -> dict | None:
-    """A cached shard's tensors, with the seconds its computation took under "__seconds__" (None when it predates
-    that record); None when absent or unreadable (a broken shard is removed and recomputed, never trusted)."""
+def _load_shard(path: Path) -> tuple[dict | None, float | None]:
+    """A cached shard's tensors and the seconds its computation took (None when it predates that record);
+    (None, None) when absent or unreadable (a broken shard is removed and recomputed, never trusted)."""
     if not path.is_file():
-        return None
+        return None, None
     try:
-        data: dict = load_file(str(path))
+        data = load_file(str(path))
         with safe_open(str(path), "pt") as f:
             recorded = (f.metadata() or {}).get("seconds")
     except Exception:  # noqa: BLE001
         path.unlink(missing_ok=True)
-        return None
-    data["__seconds__"] = float(recorded) if recorded is not None else None
-    return data
+        return None, None
+    return data, float(recorded) if recorded is not None else None
 
 
 def combine(logps: list[torch.Tensor], mode: str = "product", weights: torch.Tensor | None = None) -> torch.Tensor:
